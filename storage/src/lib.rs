@@ -1,0 +1,26 @@
+//! Rill's partition log: the storage engine every other part of Rill stands on.
+//!
+//! A [`Log`] is a directory of segment files, `<base_offset:020>.log`, each with a sparse offset
+//! index (`.index`) and a time index (`.timeindex`). Entries are a 64-byte rkyv-archived header
+//! (offsets, timestamps, length, epoch, crc32c) followed by the batch bytes, which the log stores
+//! and returns unchanged. Writes use glommio's DMA files (io_uring, O_DIRECT) with aligned
+//! buffers; appends that arrive while a write is in flight share the next one (group commit).
+//!
+//! This crate knows nothing of sockets or protocols; the broker composes it with `net`.
+
+mod cache;
+mod clock;
+mod config;
+mod entry;
+mod error;
+mod index;
+mod log;
+mod notify;
+mod recovery;
+mod segment;
+
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::config::{BLOCK_BYTES, Durability, LogConfig};
+pub use crate::entry::ENTRY_HEADER_BYTES;
+pub use crate::error::{Error, Result};
+pub use crate::log::{Batch, Log, LogStats, RetentionReport, StoredBatch};

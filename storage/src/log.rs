@@ -1,0 +1,793 @@
+//! The partition log: ordered segments, group-committed direct-I/O appends, reads, recovery.
+//!
+//! A `Log` belongs to one shard and is driven by that shard's glommio executor; it is `!Send` and
+//! uses no locks. Appends are queued in memory and written by a flusher task, one write in flight
+//! at a time: every append that arrives while a write is in flight joins the next write (group
+//! commit). Offsets are assigned when an append is queued, so they are dense and ordered.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+
+use bytes::Bytes;
+
+use crate::cache::BatchCache;
+use crate::clock::Clock;
+use crate::config::{BLOCK_BYTES, Durability, LogConfig};
+use crate::entry::{self, ENTRY_HEADER_BYTES, EntryMeta};
+use crate::error::{Error, Result};
+use crate::notify::Notify;
+use crate::recovery;
+use crate::segment::{self, Segment, align_down, align_up};
+
+/// One batch handed to [`Log::append`].
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// The batch bytes, stored and returned unchanged except for the base-offset patch.
+    pub payload: Bytes,
+    /// Number of records in the batch; the batch takes this many offsets.
+    pub record_count: u32,
+    /// Timestamp of the first record.
+    pub first_timestamp_ms: i64,
+    /// Largest record timestamp in the batch.
+    pub max_timestamp_ms: i64,
+    /// Leader epoch of the appender (replication); 0 on a single node.
+    pub leader_epoch: i32,
+    /// If set, the log writes the assigned base offset as a big-endian i64 at this byte position
+    /// of the payload before storing it (Kafka's RecordBatch v2 keeps its base offset outside
+    /// its CRC for exactly this).
+    pub base_offset_field: Option<usize>,
+}
+
+/// A batch as stored, returned by reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBatch {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Number of records.
+    pub record_count: u32,
+    /// Timestamp of the first record.
+    pub first_timestamp_ms: i64,
+    /// Largest record timestamp.
+    pub max_timestamp_ms: i64,
+    /// When the log accepted the batch (the log's clock).
+    pub append_time_ms: i64,
+    /// Leader epoch given at append.
+    pub leader_epoch: i32,
+    /// The stored batch bytes.
+    pub payload: Bytes,
+}
+
+impl StoredBatch {
+    /// One past the last offset in the batch.
+    pub fn end_offset(&self) -> u64 {
+        self.base_offset + self.record_count as u64
+    }
+
+    pub(crate) fn from_entry(meta: &EntryMeta, payload: Bytes) -> StoredBatch {
+        StoredBatch {
+            base_offset: meta.base_offset,
+            record_count: meta.record_count,
+            first_timestamp_ms: meta.first_timestamp_ms,
+            max_timestamp_ms: meta.max_timestamp_ms,
+            append_time_ms: meta.append_time_ms,
+            leader_epoch: meta.leader_epoch,
+            payload,
+        }
+    }
+}
+
+/// What [`Log::enforce_retention`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Whole segments deleted.
+    pub segments_deleted: usize,
+    /// Their bytes.
+    pub bytes_deleted: u64,
+    /// The log start offset afterwards.
+    pub log_start_offset: u64,
+}
+
+/// Sizes of a log, for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Segment files on disk, the active one included.
+    pub segments: usize,
+    /// Bytes of entries on disk.
+    pub size_bytes: u64,
+    /// Bytes held by the recent-batch cache.
+    pub cache_bytes: usize,
+    /// Bytes queued for the next write.
+    pub pending_bytes: usize,
+}
+
+/// A partition log. Cloning gives another handle to the same log.
+#[derive(Clone)]
+pub struct Log {
+    inner: Rc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub config: LogConfig,
+    pub clock: Rc<dyn Clock>,
+    pub state: RefCell<State>,
+    /// Signalled whenever written/durable offsets move, the queue drains, or the log fails.
+    pub changed: Notify,
+}
+
+struct Pending {
+    segment_base: u64,
+    header: [u8; ENTRY_HEADER_BYTES],
+    meta: EntryMeta,
+    payload: Bytes,
+}
+
+pub(crate) struct State {
+    /// Segments on disk by base offset; the last one is the active segment.
+    pub segments: BTreeMap<u64, Rc<Segment>>,
+    pub log_start: u64,
+    /// Next offset to assign (queued appends included).
+    pub next_offset: u64,
+    /// One past the last offset on disk: what readers may see.
+    pub written_end: u64,
+    /// One past the last offset covered by a completed fdatasync.
+    pub durable_end: u64,
+    /// The segment the next append goes to, which the flusher may not have created yet.
+    pub logical_base: u64,
+    pub logical_bytes: u64,
+    pub logical_opened_ms: i64,
+    pending: VecDeque<Pending>,
+    pending_bytes: usize,
+    /// Bytes of the active segment's partial last block, rewritten by the next write.
+    pub tail: Vec<u8>,
+    flushing: bool,
+    /// Truncation in progress: appends wait.
+    exclusive: bool,
+    failed: bool,
+    closed: bool,
+    pub cache: BatchCache,
+}
+
+impl State {
+    fn active(&self) -> &Rc<Segment> {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+
+    fn find_segment(&self, offset: u64) -> Option<Rc<Segment>> {
+        self.segments.range(..=offset).next_back().map(|(_, s)| s.clone())
+    }
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, recovering from any crash: the active
+    /// segment's torn tail is truncated, missing or stale indexes are rebuilt, and damage in
+    /// sealed segments is an error that names the file and byte offset.
+    pub async fn open(dir: impl Into<PathBuf>, config: LogConfig, clock: Rc<dyn Clock>) -> Result<Log> {
+        config.validate()?;
+        let dir = dir.into();
+        let recovered = recovery::recover(&dir, &config).await?;
+        let active =
+            recovered.segments.values().next_back().expect("recovery leaves an active segment").clone();
+        let end = active.end_offset.get();
+        let len = active.len_bytes.get();
+        let log_start = *recovered.segments.keys().next().expect("non-empty");
+        let state = State {
+            log_start,
+            next_offset: end,
+            written_end: end,
+            durable_end: end,
+            logical_base: active.base_offset,
+            logical_bytes: len,
+            logical_opened_ms: active.first_append_ms.get().unwrap_or_else(|| clock.now_ms()),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            tail: recovered.tail,
+            flushing: false,
+            exclusive: false,
+            failed: false,
+            closed: false,
+            cache: BatchCache::new(config.cache_bytes_max),
+            segments: recovered.segments,
+        };
+        let inner =
+            Rc::new(Inner { dir, config, clock, state: RefCell::new(state), changed: Notify::default() });
+        if let Some(interval) = inner.config.sync_interval() {
+            glommio::spawn_local(interval_sync(Rc::downgrade(&inner), interval)).detach();
+        }
+        Ok(Log { inner })
+    }
+
+    /// Appends a batch and returns its base offset once the log's durability policy is met.
+    /// A refused batch (empty, too large) leaves the log untouched.
+    pub async fn append(&self, batch: Batch) -> Result<u64> {
+        let entry_bytes = self.check_batch(&batch)?;
+        loop {
+            {
+                let s = self.inner.state.borrow();
+                self.check_usable(&s)?;
+                let fits = s.pending_bytes == 0
+                    || s.pending_bytes + entry_bytes as usize <= self.inner.config.write_buffer_bytes_max;
+                if fits && !s.exclusive {
+                    break;
+                }
+            }
+            self.inner.changed.changed().await;
+        }
+        let (base, end) = self.enqueue(batch, entry_bytes);
+        self.kick();
+        self.wait_for(end, self.inner.config.durability == Durability::Always).await?;
+        Ok(base)
+    }
+
+    fn check_batch(&self, batch: &Batch) -> Result<u64> {
+        if batch.record_count == 0 {
+            return Err(Error::InvalidBatch("zero records"));
+        }
+        if batch.payload.is_empty() {
+            return Err(Error::InvalidBatch("empty payload"));
+        }
+        if batch.payload.len() > self.inner.config.batch_bytes_max as usize {
+            return Err(Error::BatchTooLarge {
+                size: batch.payload.len(),
+                max: self.inner.config.batch_bytes_max,
+            });
+        }
+        if batch.max_timestamp_ms < batch.first_timestamp_ms {
+            return Err(Error::InvalidBatch("max timestamp before first timestamp"));
+        }
+        if let Some(at) = batch.base_offset_field {
+            if at.checked_add(8).is_none_or(|end| end > batch.payload.len()) {
+                return Err(Error::InvalidBatch("base offset field outside the payload"));
+            }
+        }
+        let next = self.inner.state.borrow().next_offset;
+        if next.checked_add(batch.record_count as u64).is_none_or(|end| end > i64::MAX as u64) {
+            return Err(Error::InvalidBatch("offsets exhausted"));
+        }
+        Ok(ENTRY_HEADER_BYTES as u64 + batch.payload.len() as u64)
+    }
+
+    fn check_usable(&self, s: &State) -> Result<()> {
+        if s.failed {
+            return Err(Error::Failed(self.inner.dir.clone()));
+        }
+        if s.closed {
+            return Err(Error::Closed(self.inner.dir.clone()));
+        }
+        Ok(())
+    }
+
+    /// Assigns offsets, encodes the header and queues the entry. Synchronous: no other task runs
+    /// between the offset assignment and the queueing, so queue order is offset order.
+    fn enqueue(&self, batch: Batch, entry_bytes: u64) -> (u64, u64) {
+        let config = &self.inner.config;
+        let now = self.inner.clock.now_ms();
+        let mut s = self.inner.state.borrow_mut();
+        let too_big = s.logical_bytes + entry_bytes > config.segment_size_bytes_max;
+        let too_old = now.saturating_sub(s.logical_opened_ms) >= config.segment_age_ms_max as i64;
+        if s.logical_bytes > 0 && (too_big || too_old) {
+            s.logical_base = s.next_offset;
+            s.logical_bytes = 0;
+        }
+        if s.logical_bytes == 0 {
+            s.logical_opened_ms = now;
+        }
+        s.logical_bytes += entry_bytes;
+
+        let base = s.next_offset;
+        let payload = match batch.base_offset_field {
+            None => batch.payload,
+            Some(at) => {
+                let mut patched = bytes::BytesMut::from(&batch.payload[..]);
+                patched[at..at + 8].copy_from_slice(&(base as i64).to_be_bytes());
+                patched.freeze()
+            }
+        };
+        let meta = EntryMeta {
+            base_offset: base,
+            record_count: batch.record_count,
+            payload_len: payload.len() as u32,
+            leader_epoch: batch.leader_epoch,
+            first_timestamp_ms: batch.first_timestamp_ms,
+            max_timestamp_ms: batch.max_timestamp_ms,
+            append_time_ms: now,
+            crc: 0,
+        };
+        let header = entry::encode_header(&meta, &payload);
+        s.next_offset = meta.end_offset();
+        s.pending_bytes += entry_bytes as usize;
+        s.cache.push(StoredBatch::from_entry(&meta, payload.clone()));
+        let segment_base = s.logical_base;
+        s.pending.push_back(Pending { segment_base, header, meta, payload });
+        (base, meta.end_offset())
+    }
+
+    /// Starts the flusher task unless one is running.
+    fn kick(&self) {
+        let mut s = self.inner.state.borrow_mut();
+        if s.flushing || s.pending.is_empty() {
+            return;
+        }
+        s.flushing = true;
+        drop(s);
+        glommio::spawn_local(flusher(self.inner.clone())).detach();
+    }
+
+    /// Waits until `end` is written (or durable).
+    async fn wait_for(&self, end: u64, durable: bool) -> Result<()> {
+        loop {
+            {
+                let s = self.inner.state.borrow();
+                let reached = if durable { s.durable_end >= end } else { s.written_end >= end };
+                if reached {
+                    return Ok(());
+                }
+                if s.failed {
+                    return Err(Error::Failed(self.inner.dir.clone()));
+                }
+            }
+            self.inner.changed.changed().await;
+        }
+    }
+
+    /// Reads batches starting with the one that contains `offset`, up to about `bytes_max` bytes
+    /// of payload (always at least one whole batch, as Kafka fetch does). Only written batches
+    /// are visible. Reading at the log end returns an empty list.
+    pub async fn read(&self, offset: u64, bytes_max: usize) -> Result<Vec<StoredBatch>> {
+        let (segment, end) = {
+            let s = self.inner.state.borrow();
+            if offset < s.log_start || offset > s.written_end {
+                return Err(Error::OffsetOutOfRange { offset, start: s.log_start, end: s.written_end });
+            }
+            if offset == s.written_end {
+                return Ok(Vec::new());
+            }
+            if let Some(batches) = s.cache.read(offset, s.written_end, bytes_max) {
+                return Ok(batches);
+            }
+            (s.find_segment(offset).expect("offset within the log has a segment"), s.written_end)
+        };
+        let mut segment = segment;
+        loop {
+            let limit = segment.len_bytes.get();
+            let batches = segment.read_batches(offset, bytes_max, limit).await?;
+            let batches: Vec<_> = batches.into_iter().filter(|b| b.end_offset() <= end).collect();
+            if !batches.is_empty() {
+                return Ok(batches);
+            }
+            // The offset lies past this segment's end: the next segment holds it.
+            let next = {
+                let s = self.inner.state.borrow();
+                s.segments.range(segment.base_offset + 1..).next().map(|(_, seg)| seg.clone())
+            };
+            match next {
+                Some(next) if next.base_offset <= offset => segment = next,
+                _ => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    /// Base offset of the first batch whose max timestamp is at least `timestamp_ms`, or `None`
+    /// if no written batch reaches it.
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
+        let segments: Vec<Rc<Segment>> = self.inner.state.borrow().segments.values().cloned().collect();
+        for segment in segments {
+            if segment.max_timestamp_ms.get().is_none_or(|max| max < timestamp_ms) {
+                continue;
+            }
+            let limit = segment.len_bytes.get();
+            if let Some(offset) =
+                segment.find_timestamp(timestamp_ms, limit, self.inner.config.read_chunk_bytes).await?
+            {
+                return Ok(Some(offset));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first offset still in the log.
+    pub fn log_start_offset(&self) -> u64 {
+        self.inner.state.borrow().log_start
+    }
+
+    /// One past the last offset written to disk; readers see exactly `[start, end)`.
+    pub fn log_end_offset(&self) -> u64 {
+        self.inner.state.borrow().written_end
+    }
+
+    /// One past the last offset covered by a completed `fdatasync`.
+    pub fn durable_end_offset(&self) -> u64 {
+        self.inner.state.borrow().durable_end
+    }
+
+    /// The offset the next append will get (queued appends included).
+    pub fn next_offset(&self) -> u64 {
+        self.inner.state.borrow().next_offset
+    }
+
+    /// Sizes, for metrics.
+    pub fn stats(&self) -> LogStats {
+        let s = self.inner.state.borrow();
+        LogStats {
+            segments: s.segments.len(),
+            size_bytes: s.segments.values().map(|seg| seg.len_bytes.get()).sum(),
+            cache_bytes: s.cache.bytes(),
+            pending_bytes: s.pending_bytes,
+        }
+    }
+
+    /// Writes everything queued so far and makes it durable.
+    pub async fn sync(&self) -> Result<()> {
+        let target = self.inner.state.borrow().next_offset;
+        self.kick();
+        self.wait_for(target, false).await?;
+        sync_written(&self.inner).await
+    }
+
+    /// Removes every batch whose offsets reach `offset` or beyond (replication uses this when a
+    /// follower diverged). If `offset` falls inside a batch, that whole batch goes. Returns the
+    /// new log end offset. Appends wait while it runs.
+    pub async fn truncate(&self, offset: u64) -> Result<u64> {
+        self.acquire_exclusive().await?;
+        let result = self.truncate_exclusive(offset).await;
+        self.release_exclusive(result.is_err());
+        result
+    }
+
+    async fn acquire_exclusive(&self) -> Result<()> {
+        loop {
+            {
+                let mut s = self.inner.state.borrow_mut();
+                self.check_usable(&s)?;
+                if !s.exclusive && !s.flushing && s.pending.is_empty() {
+                    s.exclusive = true;
+                    return Ok(());
+                }
+            }
+            self.kick();
+            self.inner.changed.changed().await;
+        }
+    }
+
+    fn release_exclusive(&self, failed: bool) {
+        let mut s = self.inner.state.borrow_mut();
+        s.exclusive = false;
+        s.failed |= failed;
+        drop(s);
+        self.inner.changed.notify_all();
+    }
+
+    async fn truncate_exclusive(&self, offset: u64) -> Result<u64> {
+        let (segment, later) = {
+            let s = self.inner.state.borrow();
+            if offset < s.log_start {
+                return Err(Error::OffsetOutOfRange { offset, start: s.log_start, end: s.written_end });
+            }
+            if offset >= s.written_end {
+                return Ok(s.written_end);
+            }
+            let segment = s.find_segment(offset).expect("offset within the log");
+            let later: Vec<_> =
+                s.segments.range(segment.base_offset + 1..).map(|(_, seg)| seg.clone()).collect();
+            (segment, later)
+        };
+        let config = &self.inner.config;
+        // Newest first, so a crash part-way leaves a log that is a prefix of the old one.
+        for seg in later.iter().rev() {
+            remove_segment_files(seg).await?;
+            self.inner.state.borrow_mut().segments.remove(&seg.base_offset);
+        }
+        let cut = cut_position(&segment, offset, config.read_chunk_bytes).await?;
+        segment.remove_indexes().await?;
+        segment.truncate_file(cut).await?;
+        segment.sync().await?;
+        segment::sync_dir(&self.inner.dir).await?;
+        segment.sealed.set(false);
+        let (len, end) = segment.rebuild(cut, config.index_interval_bytes, config.read_chunk_bytes).await?;
+        if !matches!(end, segment::ScanEnd::Clean) || len != cut {
+            return Err(segment.damaged(len, entry::EntryFault::BadHeader("rescan after truncation")));
+        }
+        segment.len_bytes.set(cut);
+        let tail = recovery::read_tail(&segment).await?;
+        let new_end = segment.end_offset.get();
+        let mut s = self.inner.state.borrow_mut();
+        s.next_offset = new_end;
+        s.written_end = new_end;
+        s.durable_end = new_end;
+        s.logical_base = segment.base_offset;
+        s.logical_bytes = cut;
+        s.logical_opened_ms = segment.first_append_ms.get().unwrap_or_else(|| self.inner.clock.now_ms());
+        s.tail = tail;
+        s.cache.truncate(new_end);
+        Ok(new_end)
+    }
+
+    /// Deletes whole sealed segments, oldest first, while the oldest is older than
+    /// `retention_age_ms_max` (by its newest append time) or the log is larger than
+    /// `retention_bytes_max`. The active segment is never deleted.
+    pub async fn enforce_retention(&self) -> Result<RetentionReport> {
+        let config = &self.inner.config;
+        let now = self.inner.clock.now_ms();
+        let doomed = {
+            let s = self.inner.state.borrow();
+            let mut size: u64 = s.segments.values().map(|seg| seg.len_bytes.get()).sum();
+            let mut doomed = Vec::new();
+            for seg in s.segments.values().take(s.segments.len() - 1) {
+                let age = now.saturating_sub(seg.last_append_ms.get().unwrap_or(now));
+                let too_old = config.retention_age_ms_max.is_some_and(|max| age >= max as i64);
+                let too_big = config.retention_bytes_max.is_some_and(|max| size > max);
+                if !(too_old || too_big) {
+                    break;
+                }
+                size -= seg.len_bytes.get();
+                doomed.push(seg.clone());
+            }
+            doomed
+        };
+        let mut report = RetentionReport::default();
+        for seg in &doomed {
+            let next_start = seg.end_offset.get();
+            {
+                let mut s = self.inner.state.borrow_mut();
+                s.segments.remove(&seg.base_offset);
+                s.log_start = next_start;
+                s.cache.trim_front(next_start);
+            }
+            remove_segment_files(seg).await?;
+            report.segments_deleted += 1;
+            report.bytes_deleted += seg.len_bytes.get();
+        }
+        if !doomed.is_empty() {
+            segment::sync_dir(&self.inner.dir).await?;
+            tracing::info!(dir = %self.inner.dir.display(), segments = report.segments_deleted,
+                bytes = report.bytes_deleted, "retention deleted segments");
+        }
+        report.log_start_offset = self.log_start_offset();
+        Ok(report)
+    }
+
+    /// Reads every entry of every segment and checks its checksum and offset order; the first
+    /// damage found is returned as [`Error::Corrupt`] naming the file and byte offset.
+    pub async fn verify(&self) -> Result<()> {
+        let segments: Vec<Rc<Segment>> = self.inner.state.borrow().segments.values().cloned().collect();
+        let mut expected = segments.first().map(|s| s.base_offset).unwrap_or(0);
+        for segment in segments {
+            let mut out_of_order = None;
+            let limit = segment.len_bytes.get();
+            let end = segment
+                .scan(0, limit, self.inner.config.read_chunk_bytes, |meta, position, _| {
+                    if meta.base_offset != expected {
+                        out_of_order = Some(position);
+                        return segment::Visit::Stop;
+                    }
+                    expected = meta.end_offset();
+                    segment::Visit::Continue
+                })
+                .await?;
+            if let Some(position) = out_of_order {
+                return Err(Error::corrupt(&segment.path, position, "offsets out of order"));
+            }
+            if let segment::ScanEnd::Damaged { position, fault } = end {
+                return Err(segment.damaged(position, fault));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes and syncs everything queued, trims the active segment to its exact length, and
+    /// refuses further appends.
+    pub async fn close(&self) -> Result<()> {
+        self.sync().await?;
+        self.acquire_exclusive().await?;
+        let active = self.inner.state.borrow().active().clone();
+        let result = async {
+            active.truncate_file(active.len_bytes.get()).await?;
+            active.sync().await
+        }
+        .await;
+        let mut s = self.inner.state.borrow_mut();
+        s.closed = true;
+        s.exclusive = false;
+        drop(s);
+        self.inner.changed.notify_all();
+        result
+    }
+
+    /// The directory this log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+/// Finds the byte position in `segment` of the first entry whose offsets reach `offset`.
+async fn cut_position(segment: &Segment, offset: u64, chunk_bytes: usize) -> Result<u64> {
+    let relative = (offset - segment.base_offset) as u32;
+    let start = segment.index.borrow().position_for_offset(relative) as u64;
+    let limit = segment.len_bytes.get();
+    let mut cut = limit;
+    let end = segment
+        .scan(start, limit, chunk_bytes, |meta, position, _| {
+            if meta.end_offset() > offset {
+                cut = position;
+                return segment::Visit::Stop;
+            }
+            segment::Visit::Continue
+        })
+        .await?;
+    if let segment::ScanEnd::Damaged { position, fault } = end {
+        return Err(segment.damaged(position, fault));
+    }
+    Ok(cut)
+}
+
+async fn remove_segment_files(segment: &Segment) -> Result<()> {
+    segment::remove_if_exists(&segment.path).await?;
+    segment.remove_indexes().await
+}
+
+/// The flusher task: writes queued entries until the queue is empty.
+async fn flusher(inner: Rc<Inner>) {
+    loop {
+        if inner.state.borrow().pending.is_empty() {
+            break;
+        }
+        if let Err(error) = flush_round(&inner).await {
+            tracing::error!(dir = %inner.dir.display(), %error, "log write failed; the log refuses appends until reopened");
+            let mut s = inner.state.borrow_mut();
+            s.failed = true;
+            let written = s.written_end;
+            s.cache.truncate(written);
+            s.pending.clear();
+            s.pending_bytes = 0;
+            break;
+        }
+    }
+    inner.state.borrow_mut().flushing = false;
+    inner.changed.notify_all();
+}
+
+/// Takes everything queued and writes it, creating and sealing segments as the queue says;
+/// under `Durability::Always` also syncs before returning.
+async fn flush_round(inner: &Inner) -> Result<()> {
+    let batch: Vec<Pending> = {
+        let mut s = inner.state.borrow_mut();
+        s.pending_bytes = 0;
+        s.pending.drain(..).collect()
+    };
+    // The queue is free again: back-pressured appends may fill the next write meanwhile.
+    inner.changed.notify_all();
+    let mut rest = &batch[..];
+    while !rest.is_empty() {
+        let segment_base = rest[0].segment_base;
+        let n = rest.iter().take_while(|p| p.segment_base == segment_base).count();
+        let (group, tail) = rest.split_at(n);
+        rest = tail;
+        let active = inner.state.borrow().active().clone();
+        let active = if active.base_offset == segment_base {
+            active
+        } else {
+            roll(inner, &active, segment_base).await?
+        };
+        write_group(inner, &active, group).await?;
+    }
+    if inner.config.durability == Durability::Always {
+        sync_written(inner).await?;
+    }
+    Ok(())
+}
+
+/// Seals `old` and creates the segment starting at `base`.
+async fn roll(inner: &Inner, old: &Rc<Segment>, base: u64) -> Result<Rc<Segment>> {
+    assert_eq!(old.end_offset.get(), base, "a new segment starts where the old one ends");
+    old.truncate_file(old.len_bytes.get()).await?;
+    old.sync().await?;
+    old.write_indexes().await?;
+    old.sealed.set(true);
+    let new = Rc::new(Segment::create(&inner.dir, base).await?);
+    segment::sync_dir(&inner.dir).await?;
+    let mut s = inner.state.borrow_mut();
+    // Everything before the new segment is in sealed, synced segments.
+    s.durable_end = s.durable_end.max(base);
+    s.tail.clear();
+    s.segments.insert(base, new.clone());
+    drop(s);
+    inner.changed.notify_all();
+    Ok(new)
+}
+
+/// One aligned direct write of `group` to the end of `segment`, rewriting its partial last block.
+async fn write_group(inner: &Inner, segment: &Rc<Segment>, group: &[Pending]) -> Result<()> {
+    let start_len = segment.len_bytes.get();
+    let write_pos = align_down(start_len);
+    let tail = inner.state.borrow().tail.clone();
+    assert_eq!(write_pos + tail.len() as u64, start_len, "tail block mirrors the segment end");
+    let group_bytes: u64 = group.iter().map(|p| p.meta.entry_bytes()).sum();
+    let total = tail.len() as u64 + group_bytes;
+    let mut buf = segment.file.alloc_dma_buffer(align_up(total) as usize);
+    let bytes = buf.as_bytes_mut();
+    bytes[..tail.len()].copy_from_slice(&tail);
+    let mut at = tail.len();
+    for p in group {
+        bytes[at..at + ENTRY_HEADER_BYTES].copy_from_slice(&p.header);
+        at += ENTRY_HEADER_BYTES;
+        bytes[at..at + p.payload.len()].copy_from_slice(&p.payload);
+        at += p.payload.len();
+    }
+    bytes[at..].fill(0);
+    // Assert what goes to disk right before it goes: each header decodes to what was queued.
+    let mut check = tail.len();
+    for p in group {
+        let decoded = entry::decode_header(&bytes[check..]).expect("queued header decodes");
+        assert_eq!(EntryMeta { crc: 0, ..decoded }, p.meta, "queued entry encodes its metadata");
+        check += p.meta.entry_bytes() as usize;
+    }
+    let new_len = start_len + group_bytes;
+    let new_tail_from = (align_down(new_len) - write_pos) as usize;
+    let new_tail = bytes[new_tail_from..at].to_vec();
+    let expected = buf.len();
+    let written = segment
+        .file
+        .write_at(buf, write_pos)
+        .await
+        .map_err(|e| Error::io("writing segment", &segment.path, e))?;
+    if written != expected {
+        let e = std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            format!("short write: {written} of {expected} bytes"),
+        );
+        return Err(Error::io("writing segment", &segment.path, e));
+    }
+    let mut position = start_len;
+    for p in group {
+        segment.observe(&p.meta, position, inner.config.index_interval_bytes);
+        position += p.meta.entry_bytes();
+    }
+    segment.len_bytes.set(new_len);
+    let mut s = inner.state.borrow_mut();
+    s.tail = new_tail;
+    s.written_end = segment.end_offset.get();
+    drop(s);
+    inner.changed.notify_all();
+    Ok(())
+}
+
+/// fdatasyncs the active segment and advances the durable offset to what was written before.
+async fn sync_written(inner: &Inner) -> Result<()> {
+    let (active, written) = {
+        let s = inner.state.borrow();
+        (s.active().clone(), s.written_end)
+    };
+    if inner.state.borrow().durable_end >= written {
+        return Ok(());
+    }
+    active.sync().await?;
+    let mut s = inner.state.borrow_mut();
+    s.durable_end = s.durable_end.max(written);
+    drop(s);
+    inner.changed.notify_all();
+    Ok(())
+}
+
+/// Background task of `Durability::IntervalMs`: syncs written data every interval.
+async fn interval_sync(inner: Weak<Inner>, interval: std::time::Duration) {
+    loop {
+        glommio::timer::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else { return };
+        {
+            let s = inner.state.borrow();
+            if s.closed || s.failed {
+                return;
+            }
+        }
+        if let Err(error) = sync_written(&inner).await {
+            tracing::error!(dir = %inner.dir.display(), %error, "periodic sync failed");
+            inner.state.borrow_mut().failed = true;
+            inner.changed.notify_all();
+            return;
+        }
+    }
+}
+
+const _: () = assert!(BLOCK_BYTES.is_power_of_two());

@@ -1,0 +1,142 @@
+//! Opening a log after a clean stop or a crash.
+//!
+//! Sealed segments are trusted through their index files (which record the segment's exact
+//! length and summary); a missing or stale index is rebuilt by a full checksum scan, and any
+//! damage found there is an error. The active (last) segment is always scanned: the first entry
+//! that is torn, fails its checksum, or breaks the offset sequence marks the torn tail, and the
+//! file is truncated there.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use crate::config::LogConfig;
+use crate::error::{Error, Result};
+use crate::segment::{self, ScanEnd, Segment, align_down};
+
+pub(crate) struct Recovered {
+    pub segments: BTreeMap<u64, Rc<Segment>>,
+    pub tail: Vec<u8>,
+}
+
+pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
+    let bases = list_segments(dir).await?;
+    segment::prime_device_probe(dir).await?;
+    let mut segments = BTreeMap::new();
+    if bases.is_empty() {
+        let segment = Segment::create(dir, 0).await?;
+        segment::sync_dir(dir).await?;
+        segments.insert(0, Rc::new(segment));
+        return Ok(Recovered { segments, tail: Vec::new() });
+    }
+    let (last, sealed) = bases.split_last().expect("non-empty");
+    let mut expected_base: Option<u64> = None;
+    for (base, path) in sealed {
+        let segment = open_sealed(path.clone(), *base, config).await?;
+        check_follows(&segment, expected_base)?;
+        expected_base = Some(segment.end_offset.get());
+        segments.insert(*base, Rc::new(segment));
+    }
+    let (base, path) = last;
+    let active = open_active(path.clone(), *base, config).await?;
+    check_follows(&active, expected_base)?;
+    let tail = read_tail(&active).await?;
+    segments.insert(*base, Rc::new(active));
+    Ok(Recovered { segments, tail })
+}
+
+fn check_follows(segment: &Segment, expected_base: Option<u64>) -> Result<()> {
+    match expected_base {
+        Some(expected) if expected != segment.base_offset => Err(Error::corrupt(
+            &segment.path,
+            0,
+            format!(
+                "segment starts at offset {} but the previous one ends at {expected}",
+                segment.base_offset
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Segment files in `dir` by base offset; leftover temporary files and orphaned indexes removed.
+async fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let owned = dir.to_path_buf();
+    let names = glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<Vec<String>> {
+            std::fs::create_dir_all(&owned)?;
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(&owned)? {
+                names.push(entry?.file_name().to_string_lossy().into_owned());
+            }
+            Ok(names)
+        })
+        .await
+        .map_err(|e| Error::io("listing log directory", dir, e))?;
+    let mut bases: Vec<(u64, PathBuf)> =
+        names.iter().filter_map(|n| segment::parse_segment_name(n).map(|b| (b, dir.join(n)))).collect();
+    bases.sort();
+    for name in &names {
+        let stem_base =
+            name.split('.').next().and_then(|stem| segment::parse_segment_name(&format!("{stem}.log")));
+        let orphan_index = (name.ends_with(".index") || name.ends_with(".timeindex"))
+            && stem_base.is_some_and(|b| !bases.iter().any(|(base, _)| *base == b));
+        if name.ends_with(".tmp") || name == ".rill-device-probe" || orphan_index {
+            tracing::info!(file = %dir.join(name).display(), "removing leftover file");
+            segment::remove_if_exists(&dir.join(name)).await?;
+        }
+    }
+    Ok(bases)
+}
+
+async fn open_sealed(path: PathBuf, base: u64, config: &LogConfig) -> Result<Segment> {
+    let segment = Segment::open(path, base).await?;
+    segment.sealed.set(true);
+    match segment.load_indexes().await? {
+        Ok(()) => return Ok(segment),
+        Err(reason) => tracing::warn!(segment = %segment.path.display(), %reason, "rebuilding index"),
+    }
+    let size = segment.len_bytes.get();
+    let (good_end, end) = segment.rebuild(size, config.index_interval_bytes, config.read_chunk_bytes).await?;
+    if let ScanEnd::Damaged { position, fault } = end {
+        return Err(segment.damaged(position, fault));
+    }
+    assert_eq!(good_end, size, "a clean scan ends at the file end");
+    if segment.end_offset.get() == base {
+        return Err(Error::corrupt(&segment.path, 0, "sealed segment holds no entries"));
+    }
+    segment.write_indexes().await?;
+    Ok(segment)
+}
+
+async fn open_active(path: PathBuf, base: u64, config: &LogConfig) -> Result<Segment> {
+    let segment = Segment::open(path, base).await?;
+    // An active segment's indexes live in memory; files left by an earlier seal are stale.
+    segment.remove_indexes().await?;
+    let size = segment.len_bytes.get();
+    let (good_end, end) = segment.rebuild(size, config.index_interval_bytes, config.read_chunk_bytes).await?;
+    if let ScanEnd::Damaged { position, fault } = end {
+        assert_eq!(position, good_end, "damage is found right after the last good entry");
+        tracing::warn!(
+            segment = %segment.path.display(),
+            position,
+            discarded_bytes = size - position,
+            %fault,
+            "truncating torn tail of the active segment"
+        );
+        segment.truncate_file(good_end).await?;
+    }
+    segment.len_bytes.set(good_end);
+    segment.sync().await?;
+    Ok(segment)
+}
+
+/// The bytes of the segment's partial last block, which the next write rewrites.
+pub(crate) async fn read_tail(segment: &Segment) -> Result<Vec<u8>> {
+    let len = segment.len_bytes.get();
+    let from = align_down(len);
+    if from == len {
+        return Ok(Vec::new());
+    }
+    Ok(segment.read_bytes(from, (len - from) as usize).await?.to_vec())
+}

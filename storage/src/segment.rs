@@ -1,0 +1,495 @@
+//! One segment file: `<base_offset:020>.log`, its in-memory indexes, scanning and reading.
+//!
+//! A segment is either *active* (the log appends to it; its length grows as writes complete) or
+//! *sealed* (truncated to its exact length, synced, indexes written). Reads never go past
+//! `len_bytes`, the end of the last completed write, so a reader never sees unflushed bytes.
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::io::{DmaFile, OpenOptions};
+
+use crate::config::BLOCK_BYTES;
+use crate::entry::{self, ENTRY_HEADER_BYTES, EntryFault, EntryMeta};
+use crate::error::{Error, Result};
+use crate::index::{IndexKind, SegmentIndex, SegmentSummary};
+use crate::log::StoredBatch;
+
+/// The file name of a segment or index starting at `base_offset`.
+pub(crate) fn file_name(base_offset: u64, extension: &str) -> String {
+    format!("{base_offset:020}.{extension}")
+}
+
+/// Parses `<20 digits>.log` into its base offset.
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+pub(crate) fn align_down(v: u64) -> u64 {
+    v & !(BLOCK_BYTES as u64 - 1)
+}
+
+pub(crate) fn align_up(v: u64) -> u64 {
+    align_down(v + BLOCK_BYTES as u64 - 1)
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base_offset: u64,
+    pub path: PathBuf,
+    pub file: Rc<DmaFile>,
+    /// Bytes of complete entries on disk.
+    pub len_bytes: Cell<u64>,
+    /// One past the last offset of the entries on disk.
+    pub end_offset: Cell<u64>,
+    pub index: RefCell<SegmentIndex>,
+    /// Largest record max-timestamp of the entries on disk.
+    pub max_timestamp_ms: Cell<Option<i64>>,
+    /// Append time of the oldest entry (segment roll by age).
+    pub first_append_ms: Cell<Option<i64>>,
+    /// Append time of the newest entry (retention by age).
+    pub last_append_ms: Cell<Option<i64>>,
+    pub sealed: Cell<bool>,
+}
+
+/// Where a forward scan of a segment stopped.
+#[derive(Debug)]
+pub(crate) enum ScanEnd {
+    /// Reached the scan limit exactly at an entry boundary.
+    Clean,
+    /// The entry at `position` is damaged or torn.
+    Damaged { position: u64, fault: EntryFault },
+    /// The visitor asked to stop before the entry at `position`.
+    Stopped { position: u64 },
+}
+
+/// What the scan visitor says after each entry.
+pub(crate) enum Visit {
+    Continue,
+    Stop,
+}
+
+impl Segment {
+    pub async fn create(dir: &Path, base_offset: u64) -> Result<Segment> {
+        let path = dir.join(file_name(base_offset, "log"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .dma_open(&path)
+            .await
+            .map_err(|e| Error::io("creating segment", &path, e))?;
+        Ok(Segment::new(base_offset, path, file, 0))
+    }
+
+    pub async fn open(path: PathBuf, base_offset: u64) -> Result<Segment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .dma_open(&path)
+            .await
+            .map_err(|e| Error::io("opening segment", &path, e))?;
+        let size = file.file_size().await.map_err(|e| Error::io("sizing segment", &path, e))?;
+        Ok(Segment::new(base_offset, path, file, size))
+    }
+
+    fn new(base_offset: u64, path: PathBuf, file: DmaFile, len_bytes: u64) -> Segment {
+        Segment {
+            base_offset,
+            path,
+            file: Rc::new(file),
+            len_bytes: Cell::new(len_bytes),
+            end_offset: Cell::new(base_offset),
+            index: RefCell::new(SegmentIndex::default()),
+            max_timestamp_ms: Cell::new(None),
+            first_append_ms: Cell::new(None),
+            last_append_ms: Cell::new(None),
+            sealed: Cell::new(false),
+        }
+    }
+
+    pub fn index_path(&self, kind: IndexKind) -> PathBuf {
+        self.path.with_extension(kind.extension())
+    }
+
+    /// Records an entry now on disk at `position`.
+    pub fn observe(&self, meta: &EntryMeta, position: u64, interval_bytes: u32) {
+        assert_eq!(meta.base_offset, self.end_offset.get(), "entries must be contiguous");
+        let relative = u32::try_from(meta.base_offset - self.base_offset).expect("relative offset fits u32");
+        let position32 = u32::try_from(position).expect("segment position fits u32");
+        self.index.borrow_mut().observe(
+            interval_bytes,
+            relative,
+            position32,
+            meta.entry_bytes(),
+            meta.max_timestamp_ms,
+        );
+        self.end_offset.set(meta.end_offset());
+        let max = self.max_timestamp_ms.get().map_or(meta.max_timestamp_ms, |m| m.max(meta.max_timestamp_ms));
+        self.max_timestamp_ms.set(Some(max));
+        let last = self.last_append_ms.get().map_or(meta.append_time_ms, |m| m.max(meta.append_time_ms));
+        self.last_append_ms.set(Some(last));
+        if self.first_append_ms.get().is_none() {
+            self.first_append_ms.set(Some(meta.append_time_ms));
+        }
+    }
+
+    /// Reads `[position, position + len)` with aligned direct I/O.
+    pub async fn read_bytes(&self, position: u64, len: usize) -> Result<Bytes> {
+        let read = self
+            .file
+            .read_at(position, len)
+            .await
+            .map_err(|e| Error::io("reading segment", &self.path, e))?;
+        Ok(Bytes::copy_from_slice(&read))
+    }
+
+    /// Walks entries from `position` up to `limit`, verifying each checksum, calling `visit` with
+    /// each entry's header, position and bytes. Stops at the first damaged entry.
+    pub async fn scan(
+        &self,
+        mut position: u64,
+        limit: u64,
+        chunk_bytes: usize,
+        mut visit: impl FnMut(&EntryMeta, u64, &[u8]) -> Visit,
+    ) -> Result<ScanEnd> {
+        let mut chunk = Bytes::new();
+        let mut chunk_start = position;
+        while position < limit {
+            let mut at = (position - chunk_start) as usize;
+            if at + ENTRY_HEADER_BYTES > chunk.len() {
+                let len = chunk_bytes.min((limit - position) as usize);
+                chunk = self.read_bytes(position, len).await?;
+                chunk_start = position;
+                at = 0;
+            }
+            let meta = match entry::decode_header(&chunk[at..]) {
+                Ok(meta) => meta,
+                Err(fault) => return Ok(ScanEnd::Damaged { position, fault }),
+            };
+            let entry_len = meta.entry_bytes();
+            if position + entry_len > limit {
+                let fault = EntryFault::ShortPayload { needed: entry_len };
+                return Ok(ScanEnd::Damaged { position, fault });
+            }
+            if at + entry_len as usize > chunk.len() {
+                let len = (entry_len as usize).max(chunk_bytes.min((limit - position) as usize));
+                chunk = self.read_bytes(position, len).await?;
+                chunk_start = position;
+                at = 0;
+            }
+            let bytes = &chunk[at..at + entry_len as usize];
+            if let Err(fault) = entry::decode_entry(bytes) {
+                return Ok(ScanEnd::Damaged { position, fault });
+            }
+            if let Visit::Stop = visit(&meta, position, bytes) {
+                return Ok(ScanEnd::Stopped { position });
+            }
+            position += entry_len;
+        }
+        Ok(ScanEnd::Clean)
+    }
+
+    /// Rebuilds the in-memory state from the file by scanning `[0, limit)`. Returns where the scan
+    /// ended; the caller decides whether damage is a torn tail or corruption.
+    pub async fn rebuild(
+        &self,
+        limit: u64,
+        interval_bytes: u32,
+        chunk_bytes: usize,
+    ) -> Result<(u64, ScanEnd)> {
+        *self.index.borrow_mut() = SegmentIndex::default();
+        self.end_offset.set(self.base_offset);
+        self.max_timestamp_ms.set(None);
+        self.first_append_ms.set(None);
+        self.last_append_ms.set(None);
+        let mut good_end = 0u64;
+        let mut discontinuity = None;
+        let end = self
+            .scan(0, limit, chunk_bytes, |meta, position, _| {
+                if meta.base_offset != self.end_offset.get() {
+                    discontinuity = Some(position);
+                    return Visit::Stop;
+                }
+                self.observe(meta, position, interval_bytes);
+                good_end = position + meta.entry_bytes();
+                Visit::Continue
+            })
+            .await?;
+        let end = match (end, discontinuity) {
+            (ScanEnd::Stopped { position }, Some(_)) => ScanEnd::Damaged {
+                position,
+                fault: EntryFault::BadHeader("base offset does not follow the previous entry"),
+            },
+            (end, _) => end,
+        };
+        Ok((good_end, end))
+    }
+
+    /// Reads batches starting with the one that contains `offset`, up to `bytes_max` (at least
+    /// one batch), never past `len_limit` bytes into the file.
+    pub async fn read_batches(
+        &self,
+        offset: u64,
+        bytes_max: usize,
+        len_limit: u64,
+    ) -> Result<Vec<StoredBatch>> {
+        let relative = u32::try_from(offset.saturating_sub(self.base_offset)).unwrap_or(u32::MAX);
+        let start = self.index.borrow().position_for_offset(relative) as u64;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let want = bytes_max.saturating_add(ENTRY_HEADER_BYTES * 2).max(BLOCK_BYTES * 16);
+        let mut position = start;
+        while position < len_limit {
+            let len = want.min((len_limit - position) as usize);
+            let chunk = self.read_bytes(position, len).await?;
+            let mut at = 0usize;
+            let mut progressed = false;
+            while at < chunk.len() {
+                let meta = match entry::decode_header(&chunk[at..]) {
+                    Ok(meta) => meta,
+                    Err(EntryFault::ShortHeader) => break,
+                    Err(fault) => return Err(self.damaged(position + at as u64, fault)),
+                };
+                let entry_len = meta.entry_bytes() as usize;
+                if position + (at + entry_len) as u64 > len_limit {
+                    let fault = EntryFault::ShortPayload { needed: entry_len as u64 };
+                    return Err(self.damaged(position + at as u64, fault));
+                }
+                if at + entry_len > chunk.len() {
+                    if !progressed && at == 0 {
+                        // A single entry larger than the read: read exactly it.
+                        let whole = self.read_bytes(position, entry_len).await?;
+                        let batch = self.verified(&whole, position, offset)?;
+                        position += entry_len as u64;
+                        if let Some(batch) = batch {
+                            return Ok(vec![batch]);
+                        }
+                        progressed = true;
+                        at = chunk.len();
+                        continue;
+                    }
+                    break;
+                }
+                if meta.end_offset() > offset {
+                    if !out.is_empty() && bytes + meta.payload_len as usize > bytes_max {
+                        return Ok(out);
+                    }
+                    let batch = self.verified(&chunk[at..at + entry_len], position + at as u64, offset)?;
+                    let batch = batch.expect("entry reaches the requested offset");
+                    bytes += batch.payload.len();
+                    out.push(batch);
+                }
+                at += entry_len;
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+            if !out.is_empty() && bytes >= bytes_max {
+                break;
+            }
+            position += at as u64;
+        }
+        Ok(out)
+    }
+
+    /// Verifies the entry in `bytes` (read from `position`) and returns it as a batch if it
+    /// reaches `offset`.
+    fn verified(&self, bytes: &[u8], position: u64, offset: u64) -> Result<Option<StoredBatch>> {
+        let meta = entry::decode_entry(bytes).map_err(|fault| self.damaged(position, fault))?;
+        if meta.end_offset() <= offset {
+            return Ok(None);
+        }
+        Ok(Some(StoredBatch::from_entry(&meta, Bytes::copy_from_slice(&bytes[ENTRY_HEADER_BYTES..]))))
+    }
+
+    pub fn damaged(&self, position: u64, fault: EntryFault) -> Error {
+        Error::corrupt(&self.path, position, fault.to_string())
+    }
+
+    /// Loads the sealed indexes and the segment summary from disk; `Err(reason)` if either index
+    /// is missing, damaged, or written for a different segment length.
+    pub async fn load_indexes(&self) -> Result<std::result::Result<(), String>> {
+        let mut index = SegmentIndex::default();
+        let mut summaries = Vec::with_capacity(2);
+        for kind in [IndexKind::Offset, IndexKind::Time] {
+            let path = self.index_path(kind);
+            let image = match read_whole_file(&path).await? {
+                Some(image) => image,
+                None => return Ok(Err(format!("{} is missing", path.display()))),
+            };
+            match index.decode_into(kind, &image) {
+                Ok(summary) if summary.segment_bytes == self.len_bytes.get() => summaries.push(summary),
+                Ok(summary) => {
+                    return Ok(Err(format!(
+                        "{} was written for {} segment bytes, file has {}",
+                        path.display(),
+                        summary.segment_bytes,
+                        self.len_bytes.get()
+                    )));
+                }
+                Err(reason) => return Ok(Err(format!("{}: {reason}", path.display()))),
+            }
+        }
+        if summaries[0] != summaries[1] || summaries[0].end_offset <= self.base_offset {
+            return Ok(Err(format!("indexes of {} disagree", self.path.display())));
+        }
+        let summary = summaries[0];
+        *self.index.borrow_mut() = index;
+        self.end_offset.set(summary.end_offset);
+        self.max_timestamp_ms.set(Some(summary.max_timestamp_ms));
+        self.first_append_ms.set(Some(summary.first_append_ms));
+        self.last_append_ms.set(Some(summary.last_append_ms));
+        Ok(Ok(()))
+    }
+
+    fn summary(&self) -> SegmentSummary {
+        SegmentSummary {
+            segment_bytes: self.len_bytes.get(),
+            end_offset: self.end_offset.get(),
+            max_timestamp_ms: self.max_timestamp_ms.get().unwrap_or(i64::MIN),
+            first_append_ms: self.first_append_ms.get().unwrap_or(0),
+            last_append_ms: self.last_append_ms.get().unwrap_or(0),
+        }
+    }
+
+    /// Writes both index files for a sealed segment, crash-safely (temp file, sync, rename).
+    pub async fn write_indexes(&self) -> Result<()> {
+        for kind in [IndexKind::Offset, IndexKind::Time] {
+            let image = self.index.borrow().encode(kind, &self.summary());
+            write_file_atomically(&self.index_path(kind), &image).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn remove_indexes(&self) -> Result<()> {
+        for kind in [IndexKind::Offset, IndexKind::Time] {
+            let path = self.index_path(kind);
+            remove_if_exists(&path).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn truncate_file(&self, len: u64) -> Result<()> {
+        self.file.truncate(len).await.map_err(|e| Error::io("truncating segment", &self.path, e))
+    }
+
+    pub async fn sync(&self) -> Result<()> {
+        self.file.fdatasync().await.map_err(|e| Error::io("syncing segment", &self.path, e))
+    }
+
+    /// Reads the first entry at or after `position` whose max timestamp is at least
+    /// `timestamp_ms`; returns its base offset.
+    pub async fn find_timestamp(
+        &self,
+        timestamp_ms: i64,
+        len_limit: u64,
+        chunk_bytes: usize,
+    ) -> Result<Option<u64>> {
+        let start = self.index.borrow().position_for_timestamp(timestamp_ms) as u64;
+        let mut found = None;
+        let end = self
+            .scan(start, len_limit, chunk_bytes, |meta, _, _| {
+                if meta.max_timestamp_ms >= timestamp_ms {
+                    found = Some(meta.base_offset);
+                    return Visit::Stop;
+                }
+                Visit::Continue
+            })
+            .await?;
+        if let ScanEnd::Damaged { position, fault } = end {
+            return Err(self.damaged(position, fault));
+        }
+        Ok(found)
+    }
+}
+
+/// Reads a small file whole with buffered I/O; `None` if it does not exist.
+async fn read_whole_file(path: &Path) -> Result<Option<Vec<u8>>> {
+    let owned = path.to_path_buf();
+    match glommio::executor().spawn_blocking(move || std::fs::read(owned)).await {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("reading index", path, e)),
+    }
+}
+
+/// Writes `image` to `path` via a synced temporary file and a rename.
+pub(crate) async fn write_file_atomically(path: &Path, image: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .dma_open(&tmp)
+        .await
+        .map_err(|e| Error::io("creating", &tmp, e))?;
+    let mut buf = file.alloc_dma_buffer(align_up(image.len() as u64).max(BLOCK_BYTES as u64) as usize);
+    buf.as_bytes_mut().fill(0);
+    buf.as_bytes_mut()[..image.len()].copy_from_slice(image);
+    file.write_at(buf, 0).await.map_err(|e| Error::io("writing", &tmp, e))?;
+    file.truncate(image.len() as u64).await.map_err(|e| Error::io("truncating", &tmp, e))?;
+    file.fdatasync().await.map_err(|e| Error::io("syncing", &tmp, e))?;
+    file.close().await.map_err(|e| Error::io("closing", &tmp, e))?;
+    glommio::io::rename(&tmp, path).await.map_err(|e| Error::io("renaming", &tmp, e))?;
+    Ok(())
+}
+
+/// Removes a file; a file that is already gone is not an error.
+pub(crate) async fn remove_if_exists(path: &Path) -> Result<()> {
+    match glommio::io::remove(path).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let e = std::io::Error::from(e);
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(Error::io("removing", path, e))
+            }
+        }
+    }
+}
+
+/// Syncs a directory so that file creations, renames and removals in it are durable.
+pub(crate) async fn sync_dir(dir: &Path) -> Result<()> {
+    let d = glommio::io::Directory::open(dir).await.map_err(|e| Error::io("opening directory", dir, e))?;
+    d.sync().await.map_err(|e| Error::io("syncing directory", dir, e))?;
+    d.close().await.map_err(|e| Error::io("closing directory", dir, e))
+}
+
+thread_local! {
+    static PROBED_DEVICES: RefCell<std::collections::HashSet<u64>> = RefCell::new(Default::default());
+}
+
+/// Makes glommio's per-thread iopoll probe look at real data on `dir`'s device.
+///
+/// glommio decides, on the first DMA open per device and thread, whether the device supports
+/// polled I/O by reading the first block of that file. If that file is empty (a new segment) the
+/// read succeeds trivially, the device is wrongly marked pollable, and every later read fails
+/// with EOPNOTSUPP on devices without poll queues (virtio disks, most VMs). Opening a non-empty
+/// file first makes the probe answer truthfully.
+pub(crate) async fn prime_device_probe(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir).map_err(|e| Error::io("inspecting", dir, e))?.dev();
+    if PROBED_DEVICES.with(|p| p.borrow().contains(&dev)) {
+        return Ok(());
+    }
+    let path = dir.join(".rill-device-probe");
+    let owned = path.clone();
+    glommio::executor()
+        .spawn_blocking(move || std::fs::write(owned, [0u8; BLOCK_BYTES]))
+        .await
+        .map_err(|e| Error::io("writing", &path, e))?;
+    let file = DmaFile::open(&path).await.map_err(|e| Error::io("opening", &path, e))?;
+    file.close().await.map_err(|e| Error::io("closing", &path, e))?;
+    remove_if_exists(&path).await?;
+    PROBED_DEVICES.with(|p| p.borrow_mut().insert(dev));
+    Ok(())
+}

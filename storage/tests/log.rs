@@ -1,0 +1,292 @@
+//! Behaviour of the partition log against real files.
+
+mod common;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use common::*;
+use rill_storage::{Durability, Error, ManualClock};
+
+#[test]
+fn append_read_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let clock = ManualClock::new(1_000);
+        let log = open(&path, small_config(Durability::Always), &clock).await;
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+        let mut expected = Vec::new();
+        for i in 0..50u32 {
+            let records = 1 + i % 5;
+            let base = log.next_offset();
+            let payload = payload_for(base, 100 + i as usize * 37);
+            let got = log.append(batch(payload.clone(), records, 1_000 + i as i64)).await.unwrap();
+            assert_eq!(got, base);
+            expected.push((base, records, payload));
+        }
+        assert_eq!(log.durable_end_offset(), log.log_end_offset());
+        let check = |batches: Vec<rill_storage::StoredBatch>| {
+            assert_eq!(batches.len(), expected.len());
+            for (b, (base, records, payload)) in batches.iter().zip(&expected) {
+                assert_eq!((b.base_offset, b.record_count, &b.payload), (*base, *records, payload));
+            }
+        };
+        check(read_all(&log).await);
+        let end = log.log_end_offset();
+        log.close().await.unwrap();
+        assert!(matches!(log.append(batch(Bytes::from_static(b"x"), 1, 0)).await, Err(Error::Closed(_))));
+
+        let log = open(&path, small_config(Durability::Always), &clock).await;
+        assert_eq!(log.log_end_offset(), end);
+        check(read_all(&log).await);
+        // A read from the middle of a batch starts with that batch.
+        let third = &expected[3];
+        let batches = log.read(third.0 + third.1 as u64 - 1, 1).await.unwrap();
+        assert_eq!(batches[0].base_offset, third.0);
+        assert_eq!(batches.len(), 1, "byte budget respected after the first batch");
+        assert!(matches!(log.read(end + 1, 100).await, Err(Error::OffsetOutOfRange { .. })));
+        assert!(log.read(end, 100).await.unwrap().is_empty());
+        log.verify().await.unwrap();
+    });
+}
+
+#[test]
+fn rolls_by_size_and_age_and_writes_sealed_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let clock = ManualClock::new(0);
+        let log = open(&path, small_config(Durability::IntervalMs(5)), &clock).await;
+        for i in 0..40u64 {
+            let base = log.next_offset();
+            log.append(batch(payload_for(base, 4000), 2, i as i64)).await.unwrap();
+        }
+        let by_size = log.stats().segments;
+        assert!(by_size >= 3, "64 KiB segments roll under 160 KB of appends: {by_size}");
+        clock.advance_ms(3_600_000);
+        log.append(batch(payload_for(log.next_offset(), 10), 1, 50)).await.unwrap();
+        assert_eq!(log.stats().segments, by_size + 1, "age roll");
+        log.sync().await.unwrap();
+        let logs = segment_files(&path, "log");
+        assert_eq!(logs.len(), by_size + 1);
+        assert_eq!(segment_files(&path, "index").len(), by_size, "sealed segments have indexes");
+        assert_eq!(segment_files(&path, "timeindex").len(), by_size);
+        for f in &logs {
+            let stem = f.file_stem().unwrap().to_str().unwrap();
+            assert_eq!(stem.len(), 20);
+        }
+        let all = read_all(&log).await;
+        assert_eq!(all.len(), 41);
+        log.close().await.unwrap();
+        // Reopen with indexes removed: they are rebuilt from the segments.
+        for f in segment_files(&path, "index") {
+            std::fs::remove_file(f).unwrap();
+        }
+        let log = open(&path, small_config(Durability::Never), &clock).await;
+        assert_eq!(read_all(&log).await, all);
+        assert_eq!(segment_files(&path, "index").len(), by_size);
+    });
+}
+
+#[test]
+fn offset_for_timestamp_finds_first_batch_reaching_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let clock = ManualClock::new(0);
+        let log = open(&path, small_config(Durability::Never), &clock).await;
+        // Timestamps go up and down, as producers' clocks do.
+        let stamps: Vec<i64> = (0..200).map(|i| 1000 + i * 10 + if i % 7 == 0 { -500 } else { 0 }).collect();
+        let mut bases = Vec::new();
+        for &ts in &stamps {
+            let base = log.next_offset();
+            bases.push(base);
+            let mut b = batch(payload_for(base, 900), 3, ts - 5);
+            b.max_timestamp_ms = ts;
+            log.append(b).await.unwrap();
+        }
+        log.sync().await.unwrap();
+        for probe in [i64::MIN, 0, 995, 1000, 1001, 1500, 2990, 2991, 2999, 3000] {
+            let expected = stamps.iter().position(|&ts| ts >= probe).map(|i| bases[i]);
+            assert_eq!(log.offset_for_timestamp(probe).await.unwrap(), expected, "probe {probe}");
+        }
+    });
+}
+
+#[test]
+fn bad_batches_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let clock = ManualClock::new(0);
+        let config = small_config(Durability::Always);
+        let log = open(&path, config.clone(), &clock).await;
+        let too_big = Bytes::from(vec![1u8; config.batch_bytes_max as usize + 1]);
+        assert!(matches!(log.append(batch(too_big, 1, 0)).await, Err(Error::BatchTooLarge { .. })));
+        assert!(matches!(
+            log.append(batch(Bytes::from_static(b"x"), 0, 0)).await,
+            Err(Error::InvalidBatch(_))
+        ));
+        assert!(matches!(log.append(batch(Bytes::new(), 1, 0)).await, Err(Error::InvalidBatch(_))));
+        let mut b = batch(Bytes::from_static(b"short"), 1, 0);
+        b.base_offset_field = Some(0);
+        assert!(matches!(log.append(b).await, Err(Error::InvalidBatch(_))));
+        let mut b = batch(Bytes::from_static(b"x"), 1, 10);
+        b.max_timestamp_ms = 9;
+        assert!(matches!(log.append(b).await, Err(Error::InvalidBatch(_))));
+        assert_eq!((log.next_offset(), log.log_end_offset(), log.stats().size_bytes), (0, 0, 0));
+
+        let mut bad = config.clone();
+        bad.segment_size_bytes_max = 10_000;
+        let clock: Rc<dyn rill_storage::Clock> = Rc::new(clock);
+        match rill_storage::Log::open(&path, bad, clock).await {
+            Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "segment_size_bytes_max"),
+            other => panic!("expected InvalidConfig, got {:?}", other.map(|_| ())),
+        }
+    });
+}
+
+#[test]
+fn base_offset_is_patched_into_the_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let clock = ManualClock::new(0);
+        let log = open(&path, small_config(Durability::Always), &clock).await;
+        for _ in 0..3 {
+            let mut b = batch(Bytes::from(vec![0xAA; 61]), 4, 0);
+            b.base_offset_field = Some(0);
+            log.append(b).await.unwrap();
+        }
+        log.close().await.unwrap();
+        let log = open(&path, small_config(Durability::Always), &clock).await;
+        for b in read_all(&log).await {
+            assert_eq!(i64::from_be_bytes(b.payload[..8].try_into().unwrap()), b.base_offset as i64);
+            assert!(b.payload[8..].iter().all(|&x| x == 0xAA));
+        }
+    });
+}
+
+#[test]
+fn concurrent_appends_share_writes_and_keep_order() {
+    for durability in [Durability::Always, Durability::IntervalMs(2), Durability::Never] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let clock = ManualClock::new(0);
+            let log = open(&path, small_config(durability), &clock).await;
+            let mut tasks = Vec::new();
+            for t in 0..16u64 {
+                let log = log.clone();
+                tasks.push(glommio::spawn_local(async move {
+                    let mut acked = Vec::new();
+                    for i in 0..25u64 {
+                        let len = 50 + ((t * 31 + i * 17) % 3000) as usize;
+                        let payload = Bytes::from(
+                            format!("{t}:{i}:")
+                                .into_bytes()
+                                .into_iter()
+                                .chain(std::iter::repeat_n(t as u8, len))
+                                .collect::<Vec<u8>>(),
+                        );
+                        let base = log.append(batch(payload.clone(), 1 + (i % 3) as u32, 0)).await.unwrap();
+                        acked.push((base, payload));
+                    }
+                    acked
+                }));
+            }
+            let mut acked = Vec::new();
+            for t in tasks {
+                acked.extend(t.await);
+            }
+            acked.sort_by_key(|(b, _)| *b);
+            log.sync().await.unwrap();
+            let all = read_all(&log).await;
+            assert_eq!(all.len(), acked.len());
+            for (b, (base, payload)) in all.iter().zip(&acked) {
+                assert_eq!((b.base_offset, &b.payload), (*base, payload));
+            }
+            assert_eq!(log.durable_end_offset(), log.log_end_offset());
+            log.verify().await.unwrap();
+        });
+    }
+}
+
+#[test]
+fn truncate_removes_suffix_and_log_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let clock = ManualClock::new(0);
+        let log = open(&path, small_config(Durability::Always), &clock).await;
+        let mut bases = Vec::new();
+        for _ in 0..60 {
+            let base = log.next_offset();
+            bases.push(base);
+            log.append(batch(payload_for(base, 3000), 2, 0)).await.unwrap();
+        }
+        let segments = log.stats().segments;
+        assert!(segments > 2);
+        // Cut into the middle of a batch in an early, sealed segment.
+        let target = bases[10] + 1;
+        let end = log.truncate(target).await.unwrap();
+        assert_eq!(end, bases[10]);
+        assert_eq!(log.log_end_offset(), bases[10]);
+        assert!(log.stats().segments < segments);
+        let all = read_all(&log).await;
+        assert_eq!(all.len(), 10);
+        // New appends continue at the cut, and everything survives a reopen.
+        let base = log.append(batch(payload_for(end, 123), 1, 0)).await.unwrap();
+        assert_eq!(base, end);
+        log.close().await.unwrap();
+        let log = open(&path, small_config(Durability::Always), &clock).await;
+        let all = read_all(&log).await;
+        assert_eq!(all.len(), 11);
+        assert_eq!(all[10].payload, payload_for(end, 123));
+        log.verify().await.unwrap();
+        assert_eq!(log.truncate(1_000_000).await.unwrap(), log.log_end_offset());
+        // Truncating to the start empties the log; it keeps accepting appends.
+        assert_eq!(log.truncate(0).await.unwrap(), 0);
+        assert_eq!((log.stats().segments, log.stats().size_bytes), (1, 0));
+        assert_eq!(log.append(batch(payload_for(0, 10), 1, 0)).await.unwrap(), 0);
+    });
+}
+
+#[test]
+fn retention_by_age_and_size_deletes_whole_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let clock = ManualClock::new(0);
+        let mut config = small_config(Durability::Never);
+        config.retention_age_ms_max = Some(10_000);
+        config.retention_bytes_max = Some(200 << 10);
+        let log = open(&path, config.clone(), &clock).await;
+        for _ in 0..100 {
+            let base = log.next_offset();
+            log.append(batch(payload_for(base, 5000), 1, 0)).await.unwrap();
+        }
+        log.sync().await.unwrap();
+        let before = log.stats();
+        assert!(before.size_bytes > 400 << 10);
+        let report = log.enforce_retention().await.unwrap();
+        assert!(report.segments_deleted > 0);
+        let after = log.stats();
+        assert!(after.size_bytes <= 200 << 10, "{after:?}");
+        assert_eq!(report.log_start_offset, log.log_start_offset());
+        assert!(log.log_start_offset() > 0);
+        assert!(matches!(log.read(0, 10).await, Err(Error::OffsetOutOfRange { .. })));
+        let kept = read_all(&log).await;
+        assert_eq!(kept.first().unwrap().base_offset, log.log_start_offset());
+        assert_eq!(kept.last().unwrap().end_offset(), log.log_end_offset());
+        assert_eq!(segment_files(&path, "log").len(), after.segments);
+        // Everything but the active segment ages out.
+        clock.advance_ms(10_000);
+        log.enforce_retention().await.unwrap();
+        assert_eq!(log.stats().segments, 1);
+        log.close().await.unwrap();
+        let log = open(&path, config, &clock).await;
+        assert_eq!(read_all(&log).await.len() as u64, log.log_end_offset() - log.log_start_offset());
+    });
+}
