@@ -145,6 +145,9 @@ pub(crate) struct State {
     flushing: bool,
     /// Truncation in progress: appends wait.
     exclusive: bool,
+    /// Bumped by every truncation, so a sync that started before one cannot claim offsets that
+    /// the truncation removed.
+    truncations: u64,
     failed: bool,
     closed: bool,
     pub cache: BatchCache,
@@ -186,6 +189,7 @@ impl Log {
             tail: recovered.tail,
             flushing: false,
             exclusive: false,
+            truncations: 0,
             failed: false,
             closed: false,
             cache: BatchCache::new(config.cache_bytes_max),
@@ -493,6 +497,7 @@ impl Log {
         let tail = recovery::read_tail(&segment).await?;
         let new_end = segment.end_offset.get();
         let mut s = self.inner.state.borrow_mut();
+        s.truncations += 1;
         s.next_offset = new_end;
         s.written_end = new_end;
         s.durable_end = new_end;
@@ -755,15 +760,19 @@ async fn write_group(inner: &Inner, segment: &Rc<Segment>, group: &[Pending]) ->
 
 /// fdatasyncs the active segment and advances the durable offset to what was written before.
 async fn sync_written(inner: &Inner) -> Result<()> {
-    let (active, written) = {
+    let (active, written, truncations) = {
         let s = inner.state.borrow();
-        (s.active().clone(), s.written_end)
+        (s.active().clone(), s.written_end, s.truncations)
     };
     if inner.state.borrow().durable_end >= written {
         return Ok(());
     }
     active.sync().await?;
     let mut s = inner.state.borrow_mut();
+    if s.truncations != truncations {
+        // A truncation ran meanwhile and synced what it kept; `written` may no longer exist.
+        return Ok(());
+    }
     s.durable_end = s.durable_end.max(written);
     drop(s);
     inner.changed.notify_all();

@@ -30,29 +30,32 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered>
         return Ok(Recovered { segments, tail: Vec::new() });
     }
     let (last, sealed) = bases.split_last().expect("non-empty");
-    let mut expected_base: Option<u64> = None;
+    let mut previous: Option<Rc<Segment>> = None;
     for (base, path) in sealed {
-        let segment = open_sealed(path.clone(), *base, config).await?;
-        check_follows(&segment, expected_base)?;
-        expected_base = Some(segment.end_offset.get());
-        segments.insert(*base, Rc::new(segment));
+        let segment = Rc::new(open_sealed(path.clone(), *base, config).await?);
+        check_follows(previous.as_deref(), *base)?;
+        previous = Some(segment.clone());
+        segments.insert(*base, segment);
     }
     let (base, path) = last;
+    check_follows(previous.as_deref(), *base)?;
     let active = open_active(path.clone(), *base, config).await?;
-    check_follows(&active, expected_base)?;
     let tail = read_tail(&active).await?;
     segments.insert(*base, Rc::new(active));
     Ok(Recovered { segments, tail })
 }
 
-fn check_follows(segment: &Segment, expected_base: Option<u64>) -> Result<()> {
-    match expected_base {
-        Some(expected) if expected != segment.base_offset => Err(Error::corrupt(
-            &segment.path,
-            0,
+/// The segment before one starting at `next_base` must end exactly there: a gap means lost
+/// data, an overlap means duplicated offsets. The error names the earlier file, whose end is
+/// where the damage shows.
+fn check_follows(previous: Option<&Segment>, next_base: u64) -> Result<()> {
+    match previous {
+        Some(prev) if prev.end_offset.get() != next_base => Err(Error::corrupt(
+            &prev.path,
+            prev.len_bytes.get(),
             format!(
-                "segment starts at offset {} but the previous one ends at {expected}",
-                segment.base_offset
+                "segment ends at offset {} but the next segment starts at {next_base}",
+                prev.end_offset.get()
             ),
         )),
         _ => Ok(()),
