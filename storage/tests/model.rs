@@ -44,12 +44,6 @@ struct ModelBatch {
     max_ts: i64,
 }
 
-impl ModelBatch {
-    fn end(&self) -> u64 {
-        self.base + self.records as u64
-    }
-}
-
 fn config(durability: Durability) -> LogConfig {
     LogConfig {
         segment_age_ms_max: 20_000,
