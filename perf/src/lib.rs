@@ -1,1 +1,26 @@
-//! Rill's benchmarks: the storage benchmark now, the `rill bench` load generator later.
+//! Rill's benchmarks and stress tools, shared by the `rill-perf` binary and its tests.
+//!
+//! `storage_bench` measures raw O_DIRECT bandwidth and the log's append throughput in one run;
+//! `ack_writer` appends forever and reports every acknowledged batch, for crash tests.
+
+mod ack_writer;
+mod storage_bench;
+
+pub use crate::ack_writer::{AckWriterArgs, ack_payload, parse_durability, run_ack_writer};
+pub use crate::storage_bench::{StorageBenchArgs, run_storage_bench};
+
+/// Runs `f` on one glommio executor pinned to CPU 0 with a small io_memory.
+pub fn on_executor<F, Fut, T>(f: F) -> anyhow::Result<T>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    rill_storage::retain_dma_buffer_memory(64 << 20);
+    let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(0))
+        .io_memory(2 << 20)
+        .name("rill-perf")
+        .spawn(f)
+        .map_err(|e| anyhow::anyhow!("starting the executor: {e}"))?;
+    handle.join().map_err(|e| anyhow::anyhow!("executor thread failed: {e:?}"))
+}

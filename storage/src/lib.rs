@@ -8,6 +8,7 @@
 //!
 //! This crate knows nothing of sockets or protocols; the broker composes it with `net`.
 
+mod alloc;
 mod cache;
 mod clock;
 mod config;
@@ -19,6 +20,7 @@ mod notify;
 mod recovery;
 mod segment;
 
+pub use crate::alloc::retain_dma_buffer_memory;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::{BLOCK_BYTES, Durability, LogConfig};
 pub use crate::entry::ENTRY_HEADER_BYTES;

@@ -1,0 +1,25 @@
+//! `rill-perf`: storage benchmark and stress tools.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "rill-perf", about = "Rill benchmarks and storage stress tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Raw O_DIRECT write bandwidth vs the log's append throughput per durability policy.
+    Storage(rill_perf::StorageBenchArgs),
+    /// Appends forever and prints one line per acknowledged batch (for crash tests).
+    AckWriter(rill_perf::AckWriterArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Storage(args) => rill_perf::run_storage_bench(args),
+        Command::AckWriter(args) => rill_perf::run_ack_writer(args),
+    }
+}

@@ -1,0 +1,208 @@
+//! `rill-perf storage`: the device's raw aligned O_DIRECT sequential write bandwidth and the
+//! partition log's append throughput and latency under each durability policy, in one run, so
+//! the log's figures read as a fraction of what the disk gave at that moment.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glommio::io::OpenOptions;
+use hdrhistogram::Histogram;
+use rill_storage::{Batch, Clock, Durability, Log, LogConfig, SystemClock};
+
+/// Arguments of `rill-perf storage`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StorageBenchArgs {
+    /// Scratch directory on the disk under test (emptied before and after).
+    #[arg(long, default_value = "./data/bench-storage")]
+    pub dir: PathBuf,
+    /// Bytes written by each run, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub total_mib: u64,
+    /// Batch size in KiB (also the raw write size).
+    #[arg(long, default_value_t = 1024)]
+    pub batch_kib: usize,
+    /// Record size: a batch holds batch / record records.
+    #[arg(long, default_value_t = 1024)]
+    pub record_bytes: usize,
+    /// Appends in flight at once (producers sharing the log). The log keeps one write in
+    /// flight, as the raw baseline does.
+    #[arg(long, default_value_t = 4)]
+    pub appenders: usize,
+    /// Interval of the `interval_ms` policy.
+    #[arg(long, default_value_t = 10)]
+    pub interval_ms: u64,
+}
+
+struct Row {
+    name: String,
+    bytes: u64,
+    elapsed: Duration,
+    latency_us: Option<Histogram<u64>>,
+}
+
+impl Row {
+    fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / self.elapsed.as_secs_f64() / 1e6
+    }
+}
+
+/// Runs the benchmark and prints a Markdown table.
+pub fn run_storage_bench(args: StorageBenchArgs) -> anyhow::Result<()> {
+    let rows = crate::on_executor(move || async move { bench(args).await })??;
+    let raw = rows[0].mb_per_s();
+    println!("| run | MB/s | vs raw | append p50 µs | p99 µs | p99.9 µs | max µs |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for row in &rows {
+        let pct = row.mb_per_s() / raw * 100.0;
+        match &row.latency_us {
+            Some(h) => println!(
+                "| {} | {:.0} | {:.0}% | {} | {} | {} | {} |",
+                row.name,
+                row.mb_per_s(),
+                pct,
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.value_at_quantile(0.999),
+                h.max()
+            ),
+            None => println!("| {} | {:.0} | {:.0}% | | | | |", row.name, row.mb_per_s(), pct),
+        }
+    }
+    Ok(())
+}
+
+async fn bench(args: StorageBenchArgs) -> anyhow::Result<Vec<Row>> {
+    let batch_bytes = args.batch_kib << 10;
+    anyhow::ensure!(batch_bytes % 4096 == 0, "--batch-kib must be a multiple of 4");
+    anyhow::ensure!(args.record_bytes > 0 && args.record_bytes <= batch_bytes, "bad --record-bytes");
+    let total = args.total_mib << 20;
+    reset_dir(&args.dir)?;
+    let mut rows = vec![
+        raw_write(&args.dir, total, batch_bytes, false).await?,
+        raw_write(&args.dir, total, batch_bytes, true).await?,
+    ];
+    for durability in [Durability::Always, Durability::IntervalMs(args.interval_ms), Durability::Never] {
+        rows.push(log_append(&args, durability, total, batch_bytes).await?);
+    }
+    std::fs::remove_dir_all(&args.dir)?;
+    Ok(rows)
+}
+
+fn reset_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    Ok(())
+}
+
+/// Sequential aligned O_DIRECT writes, one in flight (queue depth 1), optionally each followed
+/// by fdatasync.
+async fn raw_write(dir: &Path, total: u64, write_bytes: usize, sync_each: bool) -> anyhow::Result<Row> {
+    let path = dir.join("raw.bin");
+    // A non-empty file first, so glommio's per-device iopoll probe reads real data.
+    std::fs::write(&path, [0u8; 4096])?;
+    let file = OpenOptions::new().read(true).write(true).dma_open(&path).await.map_err(io)?;
+    let mut latency = Histogram::<u64>::new(3)?;
+    let start = Instant::now();
+    let mut pos = 0u64;
+    while pos < total {
+        let mut buf = file.alloc_dma_buffer(write_bytes);
+        buf.as_bytes_mut().fill((pos >> 20) as u8);
+        let t = Instant::now();
+        let n = file.write_at(buf, pos).await.map_err(io)?;
+        anyhow::ensure!(n == write_bytes, "short write");
+        if sync_each {
+            file.fdatasync().await.map_err(io)?;
+        }
+        latency.record(t.elapsed().as_micros() as u64)?;
+        pos += write_bytes as u64;
+    }
+    if !sync_each {
+        file.fdatasync().await.map_err(io)?;
+    }
+    let elapsed = start.elapsed();
+    file.close().await.map_err(io)?;
+    std::fs::remove_file(&path)?;
+    let name = if sync_each { "raw O_DIRECT write + fdatasync each, QD1" } else { "raw O_DIRECT write, QD1" };
+    Ok(Row {
+        name: format!("{name}, {} KiB", write_bytes >> 10),
+        bytes: pos,
+        elapsed,
+        latency_us: Some(latency),
+    })
+}
+
+async fn log_append(
+    args: &StorageBenchArgs,
+    durability: Durability,
+    total: u64,
+    batch_bytes: usize,
+) -> anyhow::Result<Row> {
+    let dir = args.dir.join("log");
+    reset_dir(&dir)?;
+    let config = LogConfig {
+        durability,
+        batch_bytes_max: batch_bytes as u32,
+        write_buffer_bytes_max: (batch_bytes * args.appenders.max(2)).next_multiple_of(4096) + 4096,
+        cache_bytes_max: 64 << 20,
+        retention_age_ms_max: None,
+        ..LogConfig::default()
+    };
+    let clock: Rc<dyn Clock> = Rc::new(SystemClock);
+    let log = Log::open(&dir, config, clock).await?;
+    let payload: Bytes = (0..batch_bytes).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>().into();
+    let records = (batch_bytes / args.record_bytes) as u32;
+    let sent = Rc::new(Cell::new(0u64));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.appenders {
+        let (log, payload, sent) = (log.clone(), payload.clone(), sent.clone());
+        tasks.push(glommio::spawn_local(async move {
+            let mut latency = Histogram::<u64>::new(3).expect("histogram");
+            while sent.get() < total {
+                sent.set(sent.get() + payload.len() as u64);
+                let batch = Batch {
+                    payload: payload.clone(),
+                    record_count: records,
+                    first_timestamp_ms: 0,
+                    max_timestamp_ms: 0,
+                    leader_epoch: 0,
+                    base_offset_field: None,
+                };
+                let t = Instant::now();
+                log.append(batch).await?;
+                latency.record(t.elapsed().as_micros() as u64)?;
+            }
+            anyhow::Ok(latency)
+        }));
+    }
+    let mut latency = Histogram::<u64>::new(3)?;
+    for t in tasks {
+        latency.add(t.await?)?;
+    }
+    let elapsed = start.elapsed();
+    let bytes = sent.get();
+    log.close().await?;
+    drop(log);
+    std::fs::remove_dir_all(&dir)?;
+    let policy = match durability {
+        Durability::Always => "always".to_string(),
+        Durability::IntervalMs(ms) => format!("interval_ms={ms}"),
+        Durability::Never => "never".to_string(),
+    };
+    let name = format!(
+        "log append {policy}, {} KiB batches of {} B records, {} in flight",
+        batch_bytes >> 10,
+        args.record_bytes,
+        args.appenders
+    );
+    Ok(Row { name, bytes, elapsed, latency_us: Some(latency) })
+}
+
+fn io(e: glommio::GlommioError<()>) -> std::io::Error {
+    e.into()
+}
