@@ -10,6 +10,10 @@ use crate::error::{Error, Result};
 /// sectors of older devices, so it is safe everywhere.
 pub const BLOCK_BYTES: usize = 4096;
 
+/// Most sparse index entries one segment may need: bounds each segment's in-memory indexes to
+/// about 1.5 MiB (8-byte offset entries plus 16-byte time entries).
+pub const INDEX_ENTRIES_PER_SEGMENT_MAX: u64 = 1 << 16;
+
 /// When an append counts as acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
@@ -47,7 +51,8 @@ pub struct LogConfig {
     pub write_buffer_bytes_max: usize,
     /// Bytes of recently appended batches kept in memory to serve tail reads without disk I/O.
     pub cache_bytes_max: usize,
-    /// A sparse offset-index entry is added after at least this many bytes of entries.
+    /// A sparse offset-index entry is added after at least this many bytes of entries. A read
+    /// scans at most about this many bytes past the indexed position.
     pub index_interval_bytes: u32,
     /// Bytes read per disk read while scanning a segment (recovery, index rebuild).
     /// Multiple of [`BLOCK_BYTES`].
@@ -65,7 +70,7 @@ impl Default for LogConfig {
             batch_bytes_max: 8 << 20,
             write_buffer_bytes_max: 16 << 20,
             cache_bytes_max: 32 << 20,
-            index_interval_bytes: 4096,
+            index_interval_bytes: 64 << 10,
             read_chunk_bytes: 1 << 20,
         }
     }
@@ -99,6 +104,12 @@ impl LogConfig {
         }
         if self.index_interval_bytes == 0 {
             return Err(invalid("index_interval_bytes", "must be non-zero"));
+        }
+        if self.segment_size_bytes_max / self.index_interval_bytes as u64 > INDEX_ENTRIES_PER_SEGMENT_MAX {
+            return Err(invalid(
+                "index_interval_bytes",
+                "too small for the segment size: a segment would need over 65536 index entries",
+            ));
         }
         if self.segment_age_ms_max == 0 {
             return Err(invalid("segment_age_ms_max", "must be non-zero"));

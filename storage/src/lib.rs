@@ -14,6 +14,7 @@ mod clock;
 mod config;
 mod entry;
 mod error;
+mod flush;
 mod index;
 mod log;
 mod notify;
@@ -22,7 +23,7 @@ mod segment;
 
 pub use crate::alloc::retain_dma_buffer_memory;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
-pub use crate::config::{BLOCK_BYTES, Durability, LogConfig};
+pub use crate::config::{BLOCK_BYTES, Durability, INDEX_ENTRIES_PER_SEGMENT_MAX, LogConfig};
 pub use crate::entry::ENTRY_HEADER_BYTES;
 pub use crate::error::{Error, Result};
 pub use crate::log::{Batch, Log, LogStats, RetentionReport, StoredBatch};

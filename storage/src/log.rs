@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use bytes::Bytes;
 
@@ -17,9 +17,10 @@ use crate::clock::Clock;
 use crate::config::{BLOCK_BYTES, Durability, LogConfig};
 use crate::entry::{self, ENTRY_HEADER_BYTES, EntryMeta};
 use crate::error::{Error, Result};
+use crate::flush::{Pending, flusher, interval_sync, sync_written};
 use crate::notify::Notify;
 use crate::recovery;
-use crate::segment::{self, Segment, align_down, align_up};
+use crate::segment::{self, Segment};
 
 /// One batch handed to [`Log::append`].
 #[derive(Clone, Debug)]
@@ -117,13 +118,6 @@ pub(crate) struct Inner {
     pub changed: Notify,
 }
 
-struct Pending {
-    segment_base: u64,
-    header: [u8; ENTRY_HEADER_BYTES],
-    meta: EntryMeta,
-    payload: Bytes,
-}
-
 pub(crate) struct State {
     /// Segments on disk by base offset; the last one is the active segment.
     pub segments: BTreeMap<u64, Rc<Segment>>,
@@ -138,23 +132,23 @@ pub(crate) struct State {
     pub logical_base: u64,
     pub logical_bytes: u64,
     pub logical_opened_ms: i64,
-    pending: VecDeque<Pending>,
-    pending_bytes: usize,
+    pub pending: VecDeque<Pending>,
+    pub pending_bytes: usize,
     /// Bytes of the active segment's partial last block, rewritten by the next write.
     pub tail: Vec<u8>,
-    flushing: bool,
+    pub flushing: bool,
     /// Truncation in progress: appends wait.
-    exclusive: bool,
+    pub exclusive: bool,
     /// Bumped by every truncation, so a sync that started before one cannot claim offsets that
     /// the truncation removed.
-    truncations: u64,
-    failed: bool,
-    closed: bool,
+    pub truncations: u64,
+    pub failed: bool,
+    pub closed: bool,
     pub cache: BatchCache,
 }
 
 impl State {
-    fn active(&self) -> &Rc<Segment> {
+    pub fn active(&self) -> &Rc<Segment> {
         self.segments.values().next_back().expect("a log always has an active segment")
     }
 
@@ -169,7 +163,7 @@ impl Log {
     /// sealed segments is an error that names the file and byte offset.
     pub async fn open(dir: impl Into<PathBuf>, config: LogConfig, clock: Rc<dyn Clock>) -> Result<Log> {
         config.validate()?;
-        let dir = dir.into();
+        let dir = recovery::create_dir(dir.into()).await?;
         let recovered = recovery::recover(&dir, &config).await?;
         let active =
             recovered.segments.values().next_back().expect("recovery leaves an active segment").clone();
@@ -630,173 +624,6 @@ async fn cut_position(segment: &Segment, offset: u64, chunk_bytes: usize) -> Res
 async fn remove_segment_files(segment: &Segment) -> Result<()> {
     segment::remove_if_exists(&segment.path).await?;
     segment.remove_indexes().await
-}
-
-/// The flusher task: writes queued entries until the queue is empty.
-async fn flusher(inner: Rc<Inner>) {
-    loop {
-        if inner.state.borrow().pending.is_empty() {
-            break;
-        }
-        if let Err(error) = flush_round(&inner).await {
-            tracing::error!(dir = %inner.dir.display(), %error, "log write failed; the log refuses appends until reopened");
-            let mut s = inner.state.borrow_mut();
-            s.failed = true;
-            let written = s.written_end;
-            s.cache.truncate(written);
-            s.pending.clear();
-            s.pending_bytes = 0;
-            break;
-        }
-    }
-    inner.state.borrow_mut().flushing = false;
-    inner.changed.notify_all();
-}
-
-/// Takes everything queued and writes it, creating and sealing segments as the queue says;
-/// under `Durability::Always` also syncs before returning.
-async fn flush_round(inner: &Inner) -> Result<()> {
-    let batch: Vec<Pending> = {
-        let mut s = inner.state.borrow_mut();
-        s.pending_bytes = 0;
-        s.pending.drain(..).collect()
-    };
-    // The queue is free again: back-pressured appends may fill the next write meanwhile.
-    inner.changed.notify_all();
-    let mut rest = &batch[..];
-    while !rest.is_empty() {
-        let segment_base = rest[0].segment_base;
-        let n = rest.iter().take_while(|p| p.segment_base == segment_base).count();
-        let (group, tail) = rest.split_at(n);
-        rest = tail;
-        let active = inner.state.borrow().active().clone();
-        let active = if active.base_offset == segment_base {
-            active
-        } else {
-            roll(inner, &active, segment_base).await?
-        };
-        write_group(inner, &active, group).await?;
-    }
-    if inner.config.durability == Durability::Always {
-        sync_written(inner).await?;
-    }
-    Ok(())
-}
-
-/// Seals `old` and creates the segment starting at `base`.
-async fn roll(inner: &Inner, old: &Rc<Segment>, base: u64) -> Result<Rc<Segment>> {
-    assert_eq!(old.end_offset.get(), base, "a new segment starts where the old one ends");
-    old.truncate_file(old.len_bytes.get()).await?;
-    old.sync().await?;
-    old.write_indexes().await?;
-    old.sealed.set(true);
-    let new = Rc::new(Segment::create(&inner.dir, base).await?);
-    segment::sync_dir(&inner.dir).await?;
-    let mut s = inner.state.borrow_mut();
-    // Everything before the new segment is in sealed, synced segments.
-    s.durable_end = s.durable_end.max(base);
-    s.tail.clear();
-    s.segments.insert(base, new.clone());
-    drop(s);
-    inner.changed.notify_all();
-    Ok(new)
-}
-
-/// One aligned direct write of `group` to the end of `segment`, rewriting its partial last block.
-async fn write_group(inner: &Inner, segment: &Rc<Segment>, group: &[Pending]) -> Result<()> {
-    let start_len = segment.len_bytes.get();
-    let write_pos = align_down(start_len);
-    let tail = inner.state.borrow().tail.clone();
-    assert_eq!(write_pos + tail.len() as u64, start_len, "tail block mirrors the segment end");
-    let group_bytes: u64 = group.iter().map(|p| p.meta.entry_bytes()).sum();
-    let total = tail.len() as u64 + group_bytes;
-    let mut buf = segment.file.alloc_dma_buffer(align_up(total) as usize);
-    let bytes = buf.as_bytes_mut();
-    bytes[..tail.len()].copy_from_slice(&tail);
-    let mut at = tail.len();
-    for p in group {
-        bytes[at..at + ENTRY_HEADER_BYTES].copy_from_slice(&p.header);
-        at += ENTRY_HEADER_BYTES;
-        bytes[at..at + p.payload.len()].copy_from_slice(&p.payload);
-        at += p.payload.len();
-    }
-    bytes[at..].fill(0);
-    // Assert what goes to disk right before it goes: each header decodes to what was queued.
-    let mut check = tail.len();
-    for p in group {
-        let decoded = entry::decode_header(&bytes[check..]).expect("queued header decodes");
-        assert_eq!(EntryMeta { crc: 0, ..decoded }, p.meta, "queued entry encodes its metadata");
-        check += p.meta.entry_bytes() as usize;
-    }
-    let new_len = start_len + group_bytes;
-    let new_tail_from = (align_down(new_len) - write_pos) as usize;
-    let new_tail = bytes[new_tail_from..at].to_vec();
-    let expected = buf.len();
-    let written = segment
-        .file
-        .write_at(buf, write_pos)
-        .await
-        .map_err(|e| Error::io("writing segment", &segment.path, e))?;
-    if written != expected {
-        let e = std::io::Error::new(
-            std::io::ErrorKind::WriteZero,
-            format!("short write: {written} of {expected} bytes"),
-        );
-        return Err(Error::io("writing segment", &segment.path, e));
-    }
-    let mut position = start_len;
-    for p in group {
-        segment.observe(&p.meta, position, inner.config.index_interval_bytes);
-        position += p.meta.entry_bytes();
-    }
-    segment.len_bytes.set(new_len);
-    let mut s = inner.state.borrow_mut();
-    s.tail = new_tail;
-    s.written_end = segment.end_offset.get();
-    drop(s);
-    inner.changed.notify_all();
-    Ok(())
-}
-
-/// fdatasyncs the active segment and advances the durable offset to what was written before.
-async fn sync_written(inner: &Inner) -> Result<()> {
-    let (active, written, truncations) = {
-        let s = inner.state.borrow();
-        (s.active().clone(), s.written_end, s.truncations)
-    };
-    if inner.state.borrow().durable_end >= written {
-        return Ok(());
-    }
-    active.sync().await?;
-    let mut s = inner.state.borrow_mut();
-    if s.truncations != truncations {
-        // A truncation ran meanwhile and synced what it kept; `written` may no longer exist.
-        return Ok(());
-    }
-    s.durable_end = s.durable_end.max(written);
-    drop(s);
-    inner.changed.notify_all();
-    Ok(())
-}
-
-/// Background task of `Durability::IntervalMs`: syncs written data every interval.
-async fn interval_sync(inner: Weak<Inner>, interval: std::time::Duration) {
-    loop {
-        glommio::timer::sleep(interval).await;
-        let Some(inner) = inner.upgrade() else { return };
-        {
-            let s = inner.state.borrow();
-            if s.closed || s.failed {
-                return;
-            }
-        }
-        if let Err(error) = sync_written(&inner).await {
-            tracing::error!(dir = %inner.dir.display(), %error, "periodic sync failed");
-            inner.state.borrow_mut().failed = true;
-            inner.changed.notify_all();
-            return;
-        }
-    }
 }
 
 const _: () = assert!(BLOCK_BYTES.is_power_of_two());

@@ -62,12 +62,24 @@ fn check_follows(previous: Option<&Segment>, next_base: u64) -> Result<()> {
     }
 }
 
+/// Creates `dir` if needed and returns its absolute path (glommio's directory calls misbehave
+/// on relative paths).
+pub(crate) async fn create_dir(dir: PathBuf) -> Result<PathBuf> {
+    let owned = dir.clone();
+    glommio::executor()
+        .spawn_blocking(move || {
+            std::fs::create_dir_all(&owned)?;
+            std::fs::canonicalize(&owned)
+        })
+        .await
+        .map_err(|e| Error::io("creating log directory", dir, e))
+}
+
 /// Segment files in `dir` by base offset; leftover temporary files and orphaned indexes removed.
 async fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let owned = dir.to_path_buf();
     let names = glommio::executor()
         .spawn_blocking(move || -> std::io::Result<Vec<String>> {
-            std::fs::create_dir_all(&owned)?;
             let mut names = Vec::new();
             for entry in std::fs::read_dir(&owned)? {
                 names.push(entry?.file_name().to_string_lossy().into_owned());
