@@ -1,3 +1,4 @@
 //! The `rill` command-line tool: serve, topic, produce, consume, bench, tune.
 //!
-//! Placeholder until the broker issue lands: only the workspace's tidy checks live here now.
+//! The binary lives in `main.rs`; this library holds nothing yet. The workspace tidy checks
+//! run as this crate's tests.

@@ -1,0 +1,187 @@
+//! `rill tune probe|check|apply|show`.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use rill_tuning::{DiskFacts, HostFacts, HostRoots, Measured, ProbeSettings, Profile, Verdict};
+
+/// The `rill tune` subcommands.
+#[derive(Subcommand)]
+pub enum TuneCommand {
+    /// Read the CPU topology, memory and data disk, measure the disk with io_uring O_DIRECT
+    /// (tens of seconds), then write a profile and print a summary.
+    Probe {
+        /// Directory on the data disk (a scratch file is written there and removed).
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// Where to write the profile.
+        #[arg(long, default_value = "rill-profile.toml")]
+        output: PathBuf,
+        /// A short probe (256 MiB, two queue depths) for tests and impatient people.
+        #[arg(long)]
+        quick: bool,
+        /// Queue depth of the sequential passes.
+        #[arg(long, default_value_t = 4)]
+        seq_queue_depth: u32,
+    },
+    /// Compare the host's kernel and device settings with a profile's; print each as ok or
+    /// advice with the command that fixes it. Changes nothing.
+    Check {
+        /// Shipped profile name (small-vm, nvme-server) or a profile file; default: derived.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Directory on the data disk.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Apply the settings `check` advises (root only; asks nothing, changes only what differs).
+    Apply {
+        /// Shipped profile name or file; default: derived from the host.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Directory on the data disk.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Print a profile as TOML: a shipped one, a file, or the one derived from this host.
+    Show {
+        /// Shipped profile name or file; default: derived from the host.
+        #[arg(long)]
+        profile: Option<String>,
+    },
+}
+
+/// Runs one `rill tune` subcommand.
+pub fn run(cmd: TuneCommand) -> anyhow::Result<()> {
+    match cmd {
+        TuneCommand::Probe { data_dir, output, quick, seq_queue_depth } => {
+            probe(data_dir, output, quick, seq_queue_depth)
+        }
+        TuneCommand::Check { profile, data_dir } => check(profile, data_dir, false),
+        TuneCommand::Apply { profile, data_dir } => check(profile, data_dir, true),
+        TuneCommand::Show { profile } => {
+            let host = HostFacts::read().context("reading host facts")?;
+            let profile = resolve(profile.as_deref(), &host)?;
+            print!("{}", profile.to_toml());
+            Ok(())
+        }
+    }
+}
+
+fn resolve(name: Option<&str>, host: &HostFacts) -> anyhow::Result<Profile> {
+    let profile = match name {
+        Some(name) => Profile::load(name)?,
+        None => Profile::derive(host),
+    };
+    profile.check_host(host)?;
+    Ok(profile)
+}
+
+fn probe(data_dir: PathBuf, output: PathBuf, quick: bool, seq_queue_depth: u32) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let host = HostFacts::read().context("reading host facts")?;
+    let disk = DiskFacts::read(&data_dir).context("inspecting the data disk")?;
+    let mut settings =
+        if quick { ProbeSettings::quick(data_dir.clone()) } else { ProbeSettings::full(data_dir.clone()) };
+    settings.seq_queue_depth = seq_queue_depth;
+    let started = std::time::Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let measured = rill_tuning::probe_disk(settings, move |step| {
+        let elapsed = started.elapsed().as_secs_f64();
+        if tty {
+            eprint!("\r\x1b[2K[{elapsed:>5.1}s] measuring {step}");
+            let _ = std::io::stderr().flush();
+        } else {
+            eprintln!("[{elapsed:>5.1}s] measuring {step}");
+        }
+    })?;
+    let done = if tty { "\r\x1b[2K" } else { "" };
+    eprintln!("{done}[{:>5.1}s] done", started.elapsed().as_secs_f64());
+    let mut profile = Profile::derive(&host);
+    profile.io.uring_queue_depth = queue_depth_for(&measured);
+    profile.measured = Some(measured.clone());
+    profile.check_host(&host)?;
+    std::fs::write(&output, profile.to_toml()).with_context(|| format!("writing {}", output.display()))?;
+    print_summary(&host, &disk, &measured, &profile);
+    println!("profile written to {}", output.display());
+    Ok(())
+}
+
+/// Ring depth: four times the smallest queue depth that reaches 90% of the best random-read
+/// IOPS, as a power of two between 64 and 4096.
+fn queue_depth_for(m: &Measured) -> u32 {
+    let best = m.rand_read_iops.iter().map(|f| f.iops).fold(0.0, f64::max);
+    let knee = m.rand_read_iops.iter().find(|f| f.iops >= best * 0.9).map_or(32, |f| f.queue_depth);
+    (knee * 4).next_power_of_two().clamp(64, 4096)
+}
+
+fn print_summary(host: &HostFacts, disk: &DiskFacts, m: &Measured, profile: &Profile) {
+    let t = &host.topology;
+    let rows = [
+        ("CPUs online", t.online().len().to_string()),
+        ("physical cores", t.physical_cores().len().to_string()),
+        ("SMT", if t.smt() { "yes" } else { "no" }.to_string()),
+        ("NUMA nodes", t.numa_nodes().len().to_string()),
+        ("memory", format!("{:.1} GiB", host.memory_bytes as f64 / (1u64 << 30) as f64)),
+        ("data dir", disk.dir.display().to_string()),
+        ("filesystem", format!("{} on {}", disk.fs_type, disk.mount_point.display())),
+        ("device", disk.device.clone().unwrap_or_else(|| "unknown".into())),
+        ("rotational", disk.rotational.map_or("unknown".into(), |r| r.to_string())),
+        ("scheduler", disk.scheduler().unwrap_or("unknown").to_string()),
+        ("write cache", disk.write_cache.clone().unwrap_or_else(|| "unknown".into())),
+        ("seq write (1 MiB)", format!("{:.0} MB/s", m.seq_write_mb_s)),
+        ("seq read (1 MiB)", format!("{:.0} MB/s", m.seq_read_mb_s)),
+        ("4 KiB write + fdatasync", format!("p50 {} us, p99 {} us", m.fdatasync_p50_us, m.fdatasync_p99_us)),
+    ];
+    println!();
+    for (k, v) in rows {
+        println!("{k:<26} {v}");
+    }
+    for (name, figures) in
+        [("random 4 KiB reads", &m.rand_read_iops), ("random 4 KiB writes", &m.rand_write_iops)]
+    {
+        let cells: Vec<String> =
+            figures.iter().map(|f| format!("QD{} {:.0}", f.queue_depth, f.iops)).collect();
+        println!("{:<26} {} IOPS", name, cells.join(", "));
+    }
+    println!("{:<26} {}", "shards", profile.shard_cores(host).map(|c| c.len()).unwrap_or(0));
+    println!("{:<26} {}", "io_uring depth", profile.io.uring_queue_depth);
+}
+
+fn check(profile: Option<String>, data_dir: PathBuf, apply: bool) -> anyhow::Result<()> {
+    let host = HostFacts::read().context("reading host facts")?;
+    let profile = resolve(profile.as_deref(), &host)?;
+    let disk = std::fs::create_dir_all(&data_dir).ok().and_then(|_| DiskFacts::read(&data_dir).ok());
+    let cpus = profile.shard_cores(&host)?;
+    let findings = rill_tuning::check(&profile, &HostRoots::default(), disk.as_ref(), &cpus);
+    println!("profile: {}", profile.name);
+    println!("{:<40} {:<8} {:<28} {:<24} command", "setting", "status", "current", "wanted");
+    for f in &findings {
+        let status = match f.verdict {
+            Verdict::Ok => "ok",
+            Verdict::Advice => "advice",
+            Verdict::NotApplicable => "n/a",
+        };
+        println!(
+            "{:<40} {:<8} {:<28} {:<24} {}",
+            f.setting,
+            status,
+            f.current,
+            f.wanted,
+            f.command.as_deref().unwrap_or("")
+        );
+    }
+    if apply {
+        let applied = rill_tuning::apply(&findings, true)?;
+        for f in &applied {
+            println!("applied: {} -> {}", f.setting, f.command.as_deref().unwrap_or(""));
+        }
+        println!("{} settings applied", applied.len());
+    } else {
+        let advice = findings.iter().filter(|f| f.verdict == Verdict::Advice).count();
+        println!("{advice} settings differ; `rill tune apply` (as root) changes them");
+    }
+    Ok(())
+}
