@@ -8,6 +8,14 @@ use std::collections::VecDeque;
 
 use crate::log::StoredBatch;
 
+/// What one cached batch costs beyond its payload (the `StoredBatch` and queue slot), counted
+/// against the budget so that many tiny batches cannot exceed it.
+const ENTRY_OVERHEAD_BYTES: usize = 128;
+
+fn cost(batch: &StoredBatch) -> usize {
+    batch.payload.len() + ENTRY_OVERHEAD_BYTES
+}
+
 #[derive(Debug)]
 pub(crate) struct BatchCache {
     entries: VecDeque<StoredBatch>,
@@ -25,11 +33,11 @@ impl BatchCache {
         if let Some(last) = self.entries.back() {
             assert_eq!(last.end_offset(), batch.base_offset, "cache must stay contiguous");
         }
-        self.bytes += batch.payload.len();
+        self.bytes += cost(&batch);
         self.entries.push_back(batch);
         while self.bytes > self.bytes_max {
             let Some(old) = self.entries.pop_front() else { break };
-            self.bytes -= old.payload.len();
+            self.bytes -= cost(&old);
         }
     }
 
@@ -62,7 +70,7 @@ impl BatchCache {
     pub fn truncate(&mut self, offset: u64) {
         while self.entries.back().is_some_and(|b| b.end_offset() > offset) {
             let b = self.entries.pop_back().expect("checked");
-            self.bytes -= b.payload.len();
+            self.bytes -= cost(&b);
         }
     }
 
@@ -70,7 +78,7 @@ impl BatchCache {
     pub fn trim_front(&mut self, offset: u64) {
         while self.entries.front().is_some_and(|b| b.base_offset < offset) {
             let b = self.entries.pop_front().expect("checked");
-            self.bytes -= b.payload.len();
+            self.bytes -= cost(&b);
         }
     }
 

@@ -216,7 +216,13 @@ pub(crate) async fn sync_written(inner: &Inner) -> Result<()> {
     if inner.state.borrow().durable_end >= written {
         return Ok(());
     }
-    active.sync().await?;
+    if let Err(e) = active.sync().await {
+        // After a failed fdatasync the kernel may have dropped the dirty state: a later sync
+        // could succeed without the data being durable, so the log must not go on.
+        inner.state.borrow_mut().failed = true;
+        inner.changed.notify_all();
+        return Err(e);
+    }
     let mut s = inner.state.borrow_mut();
     if s.truncations != truncations {
         // A truncation ran meanwhile and synced what it kept; `written` may no longer exist.

@@ -137,8 +137,12 @@ pub(crate) struct State {
     /// Bytes of the active segment's partial last block, rewritten by the next write.
     pub tail: Vec<u8>,
     pub flushing: bool,
-    /// Truncation in progress: appends wait.
+    /// Truncation or close in progress: appends wait.
     pub exclusive: bool,
+    /// Tasks waiting for exclusive access; appends wait too, so the queue drains.
+    pub exclusive_wanted: u32,
+    /// Retention, truncation or close in progress: they exclude one another.
+    pub maintenance: bool,
     /// Bumped by every truncation, so a sync that started before one cannot claim offsets that
     /// the truncation removed.
     pub truncations: u64,
@@ -183,6 +187,8 @@ impl Log {
             tail: recovered.tail,
             flushing: false,
             exclusive: false,
+            exclusive_wanted: 0,
+            maintenance: false,
             truncations: 0,
             failed: false,
             closed: false,
@@ -207,7 +213,7 @@ impl Log {
                 self.check_usable(&s)?;
                 let fits = s.pending_bytes == 0
                     || s.pending_bytes + entry_bytes as usize <= self.inner.config.write_buffer_bytes_max;
-                if fits && !s.exclusive {
+                if fits && !s.exclusive && s.exclusive_wanted == 0 {
                     break;
                 }
             }
@@ -265,7 +271,9 @@ impl Log {
         let mut s = self.inner.state.borrow_mut();
         let too_big = s.logical_bytes + entry_bytes > config.segment_size_bytes_max;
         let too_old = now.saturating_sub(s.logical_opened_ms) >= config.segment_age_ms_max as i64;
-        if s.logical_bytes > 0 && (too_big || too_old) {
+        // Index entries hold offsets relative to the segment base as u32.
+        let too_many = s.next_offset + batch.record_count as u64 - s.logical_base > u32::MAX as u64;
+        if s.logical_bytes > 0 && (too_big || too_old || too_many) {
             s.logical_base = s.next_offset;
             s.logical_bytes = 0;
         }
@@ -350,7 +358,8 @@ impl Log {
         let mut segment = segment;
         loop {
             let limit = segment.len_bytes.get();
-            let batches = segment.read_batches(offset, bytes_max, limit).await?;
+            let batches =
+                segment.read_batches(offset, bytes_max, limit, self.inner.config.read_chunk_bytes).await?;
             let batches: Vec<_> = batches.into_iter().filter(|b| b.end_offset() <= end).collect();
             if !batches.is_empty() {
                 return Ok(batches);
@@ -428,25 +437,66 @@ impl Log {
     /// follower diverged). If `offset` falls inside a batch, that whole batch goes. Returns the
     /// new log end offset. Appends wait while it runs.
     pub async fn truncate(&self, offset: u64) -> Result<u64> {
-        self.acquire_exclusive().await?;
+        {
+            let s = self.inner.state.borrow();
+            if offset < s.log_start {
+                return Err(Error::OffsetOutOfRange { offset, start: s.log_start, end: s.written_end });
+            }
+        }
+        self.acquire_maintenance().await?;
+        if let Err(e) = self.acquire_exclusive().await {
+            self.release_maintenance();
+            return Err(e);
+        }
         let result = self.truncate_exclusive(offset).await;
-        self.release_exclusive(result.is_err());
+        // Past the argument checks, any error left the files in an unknown state.
+        let failed = matches!(&result, Err(e) if !matches!(e, Error::OffsetOutOfRange { .. }));
+        self.release_exclusive(failed);
+        self.release_maintenance();
         result
     }
 
-    async fn acquire_exclusive(&self) -> Result<()> {
+    /// Waits until no retention, truncation or close runs, then claims the right to run one.
+    async fn acquire_maintenance(&self) -> Result<()> {
         loop {
             {
                 let mut s = self.inner.state.borrow_mut();
                 self.check_usable(&s)?;
+                if !s.maintenance {
+                    s.maintenance = true;
+                    return Ok(());
+                }
+            }
+            self.inner.changed.changed().await;
+        }
+    }
+
+    fn release_maintenance(&self) {
+        self.inner.state.borrow_mut().maintenance = false;
+        self.inner.changed.notify_all();
+    }
+
+    /// Stops new appends, waits for the queue to drain and the flusher to stop, then holds the
+    /// log exclusively.
+    async fn acquire_exclusive(&self) -> Result<()> {
+        self.inner.state.borrow_mut().exclusive_wanted += 1;
+        let result = loop {
+            {
+                let mut s = self.inner.state.borrow_mut();
+                if let Err(e) = self.check_usable(&s) {
+                    break Err(e);
+                }
                 if !s.exclusive && !s.flushing && s.pending.is_empty() {
                     s.exclusive = true;
-                    return Ok(());
+                    break Ok(());
                 }
             }
             self.kick();
             self.inner.changed.changed().await;
-        }
+        };
+        self.inner.state.borrow_mut().exclusive_wanted -= 1;
+        self.inner.changed.notify_all();
+        result
     }
 
     fn release_exclusive(&self, failed: bool) {
@@ -472,13 +522,23 @@ impl Log {
             (segment, later)
         };
         let config = &self.inner.config;
-        // Newest first, so a crash part-way leaves a log that is a prefix of the old one.
+        // Newest first, so a crash part-way leaves a log that is a prefix of the old one; the
+        // directory is synced before the cut so removed segments cannot reappear beside it.
         for seg in later.iter().rev() {
             remove_segment_files(seg).await?;
             self.inner.state.borrow_mut().segments.remove(&seg.base_offset);
         }
+        if !later.is_empty() {
+            segment::sync_dir(&self.inner.dir).await?;
+        }
         let cut = cut_position(&segment, offset, config.read_chunk_bytes).await?;
         segment.remove_indexes().await?;
+        // Readers stop at the cut before the file shrinks under them.
+        segment.len_bytes.set(cut);
+        {
+            let mut s = self.inner.state.borrow_mut();
+            s.written_end = s.written_end.min(offset);
+        }
         segment.truncate_file(cut).await?;
         segment.sync().await?;
         segment::sync_dir(&self.inner.dir).await?;
@@ -507,6 +567,13 @@ impl Log {
     /// `retention_age_ms_max` (by its newest append time) or the log is larger than
     /// `retention_bytes_max`. The active segment is never deleted.
     pub async fn enforce_retention(&self) -> Result<RetentionReport> {
+        self.acquire_maintenance().await?;
+        let result = self.retention_locked().await;
+        self.release_maintenance();
+        result
+    }
+
+    async fn retention_locked(&self) -> Result<RetentionReport> {
         let config = &self.inner.config;
         let now = self.inner.clock.now_ms();
         let doomed = {
@@ -530,9 +597,12 @@ impl Log {
             let next_start = seg.end_offset.get();
             {
                 let mut s = self.inner.state.borrow_mut();
+                let oldest = s.segments.keys().next() == Some(&seg.base_offset);
+                assert!(oldest && s.segments.len() > 1, "retention deletes only the oldest sealed segment");
                 s.segments.remove(&seg.base_offset);
-                s.log_start = next_start;
-                s.cache.trim_front(next_start);
+                s.log_start = s.log_start.max(next_start);
+                let start = s.log_start;
+                s.cache.trim_front(start);
             }
             remove_segment_files(seg).await?;
             report.segments_deleted += 1;
@@ -579,7 +649,11 @@ impl Log {
     /// refuses further appends.
     pub async fn close(&self) -> Result<()> {
         self.sync().await?;
-        self.acquire_exclusive().await?;
+        self.acquire_maintenance().await?;
+        if let Err(e) = self.acquire_exclusive().await {
+            self.release_maintenance();
+            return Err(e);
+        }
         let active = self.inner.state.borrow().active().clone();
         let result = async {
             active.truncate_file(active.len_bytes.get()).await?;
@@ -589,6 +663,7 @@ impl Log {
         let mut s = self.inner.state.borrow_mut();
         s.closed = true;
         s.exclusive = false;
+        s.maintenance = false;
         drop(s);
         self.inner.changed.notify_all();
         result
@@ -602,7 +677,7 @@ impl Log {
 
 /// Finds the byte position in `segment` of the first entry whose offsets reach `offset`.
 async fn cut_position(segment: &Segment, offset: u64, chunk_bytes: usize) -> Result<u64> {
-    let relative = (offset - segment.base_offset) as u32;
+    let relative = u32::try_from(offset - segment.base_offset).unwrap_or(u32::MAX);
     let start = segment.index.borrow().position_for_offset(relative) as u64;
     let limit = segment.len_bytes.get();
     let mut cut = limit;

@@ -68,8 +68,16 @@ pub(crate) async fn create_dir(dir: PathBuf) -> Result<PathBuf> {
     let owned = dir.clone();
     glommio::executor()
         .spawn_blocking(move || {
+            let existed = owned.is_dir();
             std::fs::create_dir_all(&owned)?;
-            std::fs::canonicalize(&owned)
+            let dir = std::fs::canonicalize(&owned)?;
+            if !existed {
+                // Make the new directory's entry durable in its parent before any data lands.
+                if let Some(parent) = dir.parent() {
+                    std::fs::File::open(parent)?.sync_all()?;
+                }
+            }
+            std::io::Result::Ok(dir)
         })
         .await
         .map_err(|e| Error::io("creating log directory", dir, e))

@@ -233,28 +233,29 @@ impl Segment {
     }
 
     /// Reads batches starting with the one that contains `offset`, up to `bytes_max` (at least
-    /// one batch), never past `len_limit` bytes into the file.
+    /// one batch), never past `len_limit` bytes into the file. Disk reads are at most
+    /// `chunk_bytes_max` long, except one that must hold a single larger entry.
     pub async fn read_batches(
         &self,
         offset: u64,
         bytes_max: usize,
         len_limit: u64,
+        chunk_bytes_max: usize,
     ) -> Result<Vec<StoredBatch>> {
         let relative = u32::try_from(offset.saturating_sub(self.base_offset)).unwrap_or(u32::MAX);
-        let start = self.index.borrow().position_for_offset(relative) as u64;
+        let mut position = self.index.borrow().position_for_offset(relative) as u64;
+        let want = bytes_max
+            .saturating_add(ENTRY_HEADER_BYTES * 2)
+            .clamp(BLOCK_BYTES * 16, chunk_bytes_max.max(BLOCK_BYTES * 16));
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        let want = bytes_max.saturating_add(ENTRY_HEADER_BYTES * 2).max(BLOCK_BYTES * 16);
-        let mut position = start;
         while position < len_limit {
-            let len = want.min((len_limit - position) as usize);
-            let chunk = self.read_bytes(position, len).await?;
+            let mut chunk = self.read_bytes(position, want.min((len_limit - position) as usize)).await?;
             let mut at = 0usize;
-            let mut progressed = false;
-            while at < chunk.len() {
+            loop {
                 let meta = match entry::decode_header(&chunk[at..]) {
                     Ok(meta) => meta,
-                    Err(EntryFault::ShortHeader) => break,
+                    Err(EntryFault::ShortHeader) if at > 0 => break,
                     Err(fault) => return Err(self.damaged(position + at as u64, fault)),
                 };
                 let entry_len = meta.entry_bytes() as usize;
@@ -263,51 +264,40 @@ impl Segment {
                     return Err(self.damaged(position + at as u64, fault));
                 }
                 if at + entry_len > chunk.len() {
-                    if !progressed && at == 0 {
-                        // A single entry larger than the read: read exactly it.
-                        let whole = self.read_bytes(position, entry_len).await?;
-                        let batch = self.verified(&whole, position, offset)?;
-                        position += entry_len as u64;
-                        if let Some(batch) = batch {
-                            return Ok(vec![batch]);
-                        }
-                        progressed = true;
-                        at = chunk.len();
-                        continue;
+                    if at > 0 {
+                        break; // The next read starts at this entry.
                     }
-                    break;
+                    // A single entry larger than the read: read exactly it.
+                    chunk = self.read_bytes(position, entry_len).await?;
+                    continue;
                 }
                 if meta.end_offset() > offset {
                     if !out.is_empty() && bytes + meta.payload_len as usize > bytes_max {
                         return Ok(out);
                     }
-                    let batch = self.verified(&chunk[at..at + entry_len], position + at as u64, offset)?;
-                    let batch = batch.expect("entry reaches the requested offset");
+                    let entry = chunk.slice(at..at + entry_len);
+                    let batch = self.verified(&entry, position + at as u64)?;
                     bytes += batch.payload.len();
                     out.push(batch);
                 }
                 at += entry_len;
-                progressed = true;
+                if at == chunk.len() || (!out.is_empty() && bytes >= bytes_max) {
+                    break;
+                }
             }
-            if !progressed {
-                break;
-            }
+            position += at as u64;
             if !out.is_empty() && bytes >= bytes_max {
                 break;
             }
-            position += at as u64;
         }
         Ok(out)
     }
 
-    /// Verifies the entry in `bytes` (read from `position`) and returns it as a batch if it
-    /// reaches `offset`.
-    fn verified(&self, bytes: &[u8], position: u64, offset: u64) -> Result<Option<StoredBatch>> {
-        let meta = entry::decode_entry(bytes).map_err(|fault| self.damaged(position, fault))?;
-        if meta.end_offset() <= offset {
-            return Ok(None);
-        }
-        Ok(Some(StoredBatch::from_entry(&meta, Bytes::copy_from_slice(&bytes[ENTRY_HEADER_BYTES..]))))
+    /// Verifies the entry in `entry` (read from `position`) and returns it as a batch whose
+    /// payload shares the read buffer.
+    fn verified(&self, entry: &Bytes, position: u64) -> Result<StoredBatch> {
+        let meta = entry::decode_entry(entry).map_err(|fault| self.damaged(position, fault))?;
+        Ok(StoredBatch::from_entry(&meta, entry.slice(ENTRY_HEADER_BYTES..)))
     }
 
     pub fn damaged(&self, position: u64, fault: EntryFault) -> Error {
