@@ -38,6 +38,10 @@ pub struct StorageBenchArgs {
     /// noise on a shared disk moves one round, not the ratio.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Take the log settings (segment size, buffers, index interval, group-commit window) from
+    /// this tuning profile (shipped name or file) instead of the storage defaults.
+    #[arg(long)]
+    pub profile: Option<String>,
 }
 
 struct Row {
@@ -190,14 +194,22 @@ async fn log_append(
 ) -> anyhow::Result<Row> {
     let dir = args.dir.join("log");
     reset_dir(&dir)?;
-    let config = LogConfig {
-        durability,
-        batch_bytes_max: batch_bytes as u32,
-        write_buffer_bytes_max: (batch_bytes * args.appenders.max(2)).next_multiple_of(4096) + 4096,
-        cache_bytes_max: 64 << 20,
-        retention_age_ms_max: None,
-        ..LogConfig::default()
+    let config = match &args.profile {
+        Some(name) => LogConfig {
+            durability,
+            retention_age_ms_max: None,
+            ..rill_tuning::Profile::load(name)?.log_config()
+        },
+        None => LogConfig {
+            durability,
+            batch_bytes_max: batch_bytes as u32,
+            write_buffer_bytes_max: (batch_bytes * args.appenders.max(2)).next_multiple_of(4096) + 4096,
+            cache_bytes_max: 64 << 20,
+            retention_age_ms_max: None,
+            ..LogConfig::default()
+        },
     };
+    anyhow::ensure!(batch_bytes <= config.batch_bytes_max as usize, "batch larger than the profile allows");
     let clock: Rc<dyn Clock> = Rc::new(SystemClock);
     let log = Log::open(&dir, config, clock).await?;
     let payload: Bytes = (0..batch_bytes).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>().into();
@@ -240,8 +252,9 @@ async fn log_append(
         Durability::IntervalMs(ms) => format!("interval_ms={ms}"),
         Durability::Never => "never".to_string(),
     };
+    let settings = args.profile.as_deref().map_or("defaults".to_string(), |p| format!("profile {p}"));
     let name = format!(
-        "log append {policy}, {} KiB batches of {} B records, {} in flight",
+        "log append {policy}, {} KiB batches of {} B records, {} in flight, {settings}",
         batch_bytes >> 10,
         args.record_bytes,
         args.appenders

@@ -57,6 +57,10 @@ pub struct LogConfig {
     /// Bytes read per disk read while scanning a segment (recovery, index rebuild).
     /// Multiple of [`BLOCK_BYTES`].
     pub read_chunk_bytes: usize,
+    /// When the disk is idle and less than half a write buffer is queued, the flusher waits up
+    /// to this long for more appends to share the write. 0 writes at once (group commit then
+    /// forms only while a write is in flight).
+    pub group_commit_window_us: u64,
 }
 
 impl Default for LogConfig {
@@ -72,6 +76,7 @@ impl Default for LogConfig {
             cache_bytes_max: 32 << 20,
             index_interval_bytes: 64 << 10,
             read_chunk_bytes: 1 << 20,
+            group_commit_window_us: 0,
         }
     }
 }
@@ -113,6 +118,9 @@ impl LogConfig {
         }
         if self.segment_age_ms_max == 0 {
             return Err(invalid("segment_age_ms_max", "must be non-zero"));
+        }
+        if self.group_commit_window_us > 1_000_000 {
+            return Err(invalid("group_commit_window_us", "must be at most one second"));
         }
         if let Durability::IntervalMs(0) = self.durability {
             return Err(invalid("durability", "interval_ms must be non-zero"));

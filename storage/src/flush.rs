@@ -61,6 +61,9 @@ async fn pipeline(inner: &Inner) -> Result<()> {
     let always = inner.config.durability == Durability::Always;
     let mut in_flight: Option<InFlight> = None;
     loop {
+        if in_flight.is_none() {
+            group_commit_window(inner).await;
+        }
         let group = take_group(inner);
         let Some(first) = group.first() else {
             let Some(w) = in_flight.take() else { return Ok(()) };
@@ -99,6 +102,21 @@ async fn pipeline(inner: &Inner) -> Result<()> {
             // Syncs the writes finished so far while the new one is in flight.
             sync_written(inner).await?;
         }
+    }
+}
+
+/// With the disk idle and little queued, waits up to the configured window for more appends.
+async fn group_commit_window(inner: &Inner) {
+    let window = inner.config.group_commit_window_us;
+    if window == 0 {
+        return;
+    }
+    let little = {
+        let s = inner.state.borrow();
+        !s.pending.is_empty() && s.pending_bytes < inner.config.write_buffer_bytes_max / 2
+    };
+    if little {
+        glommio::timer::sleep(std::time::Duration::from_micros(window)).await;
     }
 }
 

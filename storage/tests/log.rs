@@ -170,12 +170,20 @@ fn base_offset_is_patched_into_the_payload() {
 
 #[test]
 fn concurrent_appends_share_writes_and_keep_order() {
-    for durability in [Durability::Always, Durability::IntervalMs(2), Durability::Never] {
+    let cases = [
+        (Durability::Always, 0),
+        (Durability::Always, 300),
+        (Durability::IntervalMs(2), 0),
+        (Durability::Never, 50),
+    ];
+    for (durability, window_us) in cases {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         run(move || async move {
             let clock = ManualClock::new(0);
-            let log = open(&path, small_config(durability), &clock).await;
+            let config =
+                rill_storage::LogConfig { group_commit_window_us: window_us, ..small_config(durability) };
+            let log = open(&path, config, &clock).await;
             let mut tasks = Vec::new();
             for t in 0..16u64 {
                 let log = log.clone();

@@ -315,6 +315,7 @@ impl Profile {
             cache_bytes_max: (self.memory.cache_bytes_per_shard / partitions) as usize,
             index_interval_bytes: self.log.index_interval_bytes.min(u32::MAX as u64) as u32,
             read_chunk_bytes: self.io.read_chunk_bytes as usize,
+            group_commit_window_us: self.log.group_commit_window_us,
             ..LogConfig::default()
         }
     }
