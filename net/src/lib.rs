@@ -1,5 +1,7 @@
 //! Rill's wire protocols, sans-I/O: nothing here touches a socket or a disk.
 //!
+//! - [`connection`]: the server side of one connection: requests in, responses out, pipelined
+//!   with an in-flight limit.
 //! - [`frame`]: native-protocol framing (rkyv-archived header, checksummed payload) and a
 //!   bounded streaming decoder.
 //! - [`message`]: native request and response envelopes; record bytes ride after the envelope
@@ -7,6 +9,7 @@
 //! - [`record_batch`]: Kafka RecordBatch v2, the one batch format Rill stores: header parsing
 //!   and CRC checks for the broker, a small builder and decoder for the tools.
 
+pub mod connection;
 pub mod frame;
 // rkyv derives archived and resolver types for the envelopes whose enum-variant fields carry
 // no docs; the envelopes themselves are documented.
