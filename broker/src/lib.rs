@@ -1,3 +1,7 @@
 //! Rill's broker: composes `storage` and `net` into shards, one glommio executor per core.
 //!
-//! Placeholder until the broker issue lands: nothing here yet.
+//! Built so far: [`metadata`], the cluster-local topic catalogue and shard table (which shard
+//! owns which partition), persisted crash-safely in the data directory. The shard runtime,
+//! listeners and request handling arrive with the rest of the broker issue.
+
+pub mod metadata;

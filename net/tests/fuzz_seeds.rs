@@ -28,7 +28,12 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let produce = RequestBody::Produce {
         acks: Acks::Durable,
         timeout_ms: 1000,
-        parts: vec![ProducePart { topic: "events".into(), partition: 0, records_at: 0, records_len: batch.len() as u32 }],
+        parts: vec![ProducePart {
+            topic: "events".into(),
+            partition: 0,
+            records_at: 0,
+            records_len: batch.len() as u32,
+        }],
     };
     let create = RequestBody::CreateTopic {
         name: "events".into(),
@@ -42,7 +47,10 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         parts: vec![FetchPart { topic: "events".into(), partition: 0, offset: 0, max_bytes: 1 << 20 }],
     };
     let offsets = RequestBody::ListOffsets {
-        parts: vec![("events".into(), 0, OffsetSpec::Earliest), ("events".into(), 1, OffsetSpec::Timestamp(5))],
+        parts: vec![
+            ("events".into(), 0, OffsetSpec::Earliest),
+            ("events".into(), 1, OffsetSpec::Timestamp(5)),
+        ],
     };
     let with_step = |step: u8, bytes: Vec<u8>| [vec![step], bytes].concat();
     let mut pipelined = frame(1, &create, &[]);
