@@ -409,6 +409,31 @@ impl Log {
         self.inner.state.borrow().durable_end
     }
 
+    /// Waits until the log holds data at `offset` (its end has moved past it), or `timeout`
+    /// passes, or the log fails or closes; returns whether data is there. Long-polling fetches
+    /// park here instead of polling.
+    pub async fn wait_for_data(&self, offset: u64, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            {
+                let s = self.inner.state.borrow();
+                if s.written_end > offset {
+                    return true;
+                }
+                if s.failed || s.closed {
+                    return false;
+                }
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let changed = self.inner.changed.changed();
+            let timer = glommio::timer::sleep(deadline - now);
+            futures_lite::future::or(changed, timer).await;
+        }
+    }
+
     /// The offset the next append will get (queued appends included).
     pub fn next_offset(&self) -> u64 {
         self.inner.state.borrow().next_offset

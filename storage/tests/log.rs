@@ -298,3 +298,28 @@ fn retention_by_age_and_size_deletes_whole_segments() {
         assert_eq!(read_all(&log).await.len() as u64, log.log_end_offset() - log.log_start_offset());
     });
 }
+
+#[test]
+fn long_poll_wakes_on_append_and_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let clock = ManualClock::new(0);
+        let log = open(&path, small_config(Durability::Always), &clock).await;
+        let started = std::time::Instant::now();
+        assert!(!log.wait_for_data(0, std::time::Duration::from_millis(30)).await, "nothing to read");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(30));
+        let waiter = glommio::spawn_local({
+            let log = log.clone();
+            async move { log.wait_for_data(0, std::time::Duration::from_secs(10)).await }
+        });
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+        let started = std::time::Instant::now();
+        log.append(batch(payload_for(0, 100), 1, 0)).await.unwrap();
+        assert!(waiter.await, "the append wakes the waiter");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(log.wait_for_data(0, std::time::Duration::ZERO).await);
+        log.close().await.unwrap();
+        assert!(!log.wait_for_data(1, std::time::Duration::from_secs(10)).await, "closed logs do not park");
+    });
+}
