@@ -1,7 +1,19 @@
-//! Rill's broker: composes `storage` and `net` into shards, one glommio executor per core.
+//! Rill's broker: composes `storage` and `net` into shards, one pinned glommio executor per core.
 //!
-//! Built so far: [`metadata`], the cluster-local topic catalogue and shard table (which shard
-//! owns which partition), persisted crash-safely in the data directory. The shard runtime,
-//! listeners and request handling arrive with the rest of the broker issue.
+//! Each shard owns the partitions the shard table gives it; a request for a partition owned
+//! elsewhere travels to its owner over the glommio channel mesh. Shard 0 is also the controller:
+//! it runs topic administration and persists the metadata. Every shard listens on the same
+//! native-protocol port with SO_REUSEPORT.
 
+mod config;
+mod connection;
+mod controller;
+mod error;
+mod handler;
 pub mod metadata;
+mod server;
+mod shard;
+
+pub use crate::config::{BrokerConfig, ConfigFile, DEFAULT_CONFIG};
+pub use crate::error::{BrokerError, Result};
+pub use crate::server::{RunningBroker, start};

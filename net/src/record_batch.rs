@@ -173,7 +173,7 @@ pub struct Record {
 }
 
 /// Builds one uncompressed batch.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BatchBuilder {
     records: BytesMut,
     count: i32,
@@ -181,10 +181,16 @@ pub struct BatchBuilder {
     max_timestamp: i64,
 }
 
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        BatchBuilder::new()
+    }
+}
+
 impl BatchBuilder {
     /// An empty builder.
     pub fn new() -> BatchBuilder {
-        BatchBuilder { max_timestamp: i64::MIN, ..BatchBuilder::default() }
+        BatchBuilder { records: BytesMut::new(), count: 0, base_timestamp: None, max_timestamp: i64::MIN }
     }
 
     /// Records added so far.

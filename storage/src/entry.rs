@@ -99,6 +99,9 @@ fn checksum(header: &[u8; ENTRY_HEADER_BYTES], payload: &[u8]) -> u32 {
 pub(crate) enum EntryFault {
     /// Fewer than a header's bytes remain.
     ShortHeader,
+    /// The header is all zero bytes: the padding after the last entry of a block written by
+    /// direct I/O, not damage.
+    Zeroed,
     /// Magic, version or a field is wrong: not an entry, or a damaged one.
     BadHeader(&'static str),
     /// The payload runs past the available bytes.
@@ -111,6 +114,7 @@ impl std::fmt::Display for EntryFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             EntryFault::ShortHeader => write!(f, "entry header cut short"),
+            EntryFault::Zeroed => write!(f, "zero bytes where an entry header belongs"),
             EntryFault::BadHeader(what) => write!(f, "bad entry header: {what}"),
             EntryFault::ShortPayload { needed } => write!(f, "entry needs {needed} bytes, file ends first"),
             EntryFault::BadChecksum { stored, computed } => {
@@ -125,6 +129,9 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<EntryMeta, EntryFault> {
     let Some(raw) = bytes.get(..ENTRY_HEADER_BYTES) else {
         return Err(EntryFault::ShortHeader);
     };
+    if raw.iter().all(|&b| b == 0) {
+        return Err(EntryFault::Zeroed);
+    }
     let h = rkyv::access::<ArchivedEntryHeader, rancor::Error>(raw)
         .map_err(|_| EntryFault::BadHeader("archive validation"))?;
     if h.magic.to_native() != ENTRY_MAGIC {
@@ -237,6 +244,9 @@ mod tests {
         entry.extend_from_slice(payload);
         assert_eq!(decode_entry(&entry[..10]), Err(EntryFault::ShortHeader));
         assert!(matches!(decode_entry(&entry[..66]), Err(EntryFault::ShortPayload { .. })));
-        assert!(matches!(decode_header(&[0u8; 64]), Err(EntryFault::BadHeader("magic"))));
+        assert_eq!(decode_header(&[0u8; 64]), Err(EntryFault::Zeroed));
+        let mut not_magic = [0u8; 64];
+        not_magic[5] = 1;
+        assert!(matches!(decode_header(&not_magic), Err(EntryFault::BadHeader("magic"))));
     }
 }

@@ -206,6 +206,18 @@ impl Log {
     /// Appends a batch and returns its base offset once the log's durability policy is met.
     /// A refused batch (empty, too large) leaves the log untouched.
     pub async fn append(&self, batch: Batch) -> Result<u64> {
+        let durable = self.inner.config.durability == Durability::Always;
+        self.append_inner(batch, durable).await
+    }
+
+    /// Appends a batch and returns its base offset once it is written to the disk, whatever
+    /// the durability policy (Kafka's acks=1: the leader has it, a power loss may lose it
+    /// before the next sync).
+    pub async fn append_written(&self, batch: Batch) -> Result<u64> {
+        self.append_inner(batch, false).await
+    }
+
+    async fn append_inner(&self, batch: Batch, durable: bool) -> Result<u64> {
         let entry_bytes = self.check_batch(&batch)?;
         loop {
             {
@@ -221,7 +233,7 @@ impl Log {
         }
         let (base, end) = self.enqueue(batch, entry_bytes);
         self.kick();
-        self.wait_for(end, self.inner.config.durability == Durability::Always).await?;
+        self.wait_for(end, durable).await?;
         Ok(base)
     }
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use crate::config::LogConfig;
+use crate::entry::EntryFault;
 use crate::error::{Error, Result};
 use crate::segment::{self, ScanEnd, Segment, align_down};
 
@@ -140,13 +141,20 @@ async fn open_active(path: PathBuf, base: u64, config: &LogConfig) -> Result<Seg
     let (good_end, end) = segment.rebuild(size, config.index_interval_bytes, config.read_chunk_bytes).await?;
     if let ScanEnd::Damaged { position, fault } = end {
         assert_eq!(position, good_end, "damage is found right after the last good entry");
-        tracing::warn!(
-            segment = %segment.path.display(),
-            position,
-            discarded_bytes = size - position,
-            %fault,
-            "truncating torn tail of the active segment"
-        );
+        if fault == EntryFault::Zeroed {
+            // The zero padding of the last direct-I/O block (the log was not closed cleanly);
+            // possibly followed by a torn write, which the checksum chain already excluded.
+            tracing::info!(segment = %segment.path.display(), position, discarded_bytes = size - position,
+                "trimming the active segment's unwritten tail");
+        } else {
+            tracing::warn!(
+                segment = %segment.path.display(),
+                position,
+                discarded_bytes = size - position,
+                %fault,
+                "truncating torn tail of the active segment"
+            );
+        }
         segment.truncate_file(good_end).await?;
     }
     segment.len_bytes.set(good_end);

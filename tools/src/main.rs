@@ -1,5 +1,11 @@
-//! `rill`: the command-line tool. `rill tune` measures a host and manages tuning profiles.
+//! `rill`: the command-line tool — run the broker, administer topics, produce and consume,
+//! and tune the host.
 
+mod client;
+mod consume;
+mod produce;
+mod serve;
+mod topic;
 mod tune;
 
 use clap::{Parser, Subcommand};
@@ -7,19 +13,42 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "rill", version, about = "Rill streaming broker")]
 struct Cli {
+    /// Broker native-protocol address for client commands.
+    #[arg(long, global = true, default_value = "127.0.0.1:9300")]
+    broker: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the broker (embedded single-node default: 127.0.0.1:9300, data under ./data).
+    Serve(serve::ServeArgs),
+    /// Create, list, describe, delete topics and add partitions.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Write lines from stdin or a file to a topic.
+    Produce(produce::ProduceArgs),
+    /// Print a topic's records from a start position, optionally following.
+    Consume(consume::ConsumeArgs),
     /// Measure this host and manage tuning profiles.
     #[command(subcommand)]
     Tune(tune::TuneCommand),
 }
 
 fn main() {
-    let result = match Cli::parse().command {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Topic(cmd) => topic::run(&cli.broker, cmd),
+        Command::Produce(args) => produce::run(&cli.broker, args),
+        Command::Consume(args) => consume::run(&cli.broker, args),
         Command::Tune(cmd) => tune::run(cmd),
     };
     if let Err(error) = result {

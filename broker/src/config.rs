@@ -1,0 +1,96 @@
+//! Broker configuration: a TOML file and flags, over an embedded single-node default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use rill_tuning::{HostFacts, Profile};
+use serde::Deserialize;
+
+use crate::error::{BrokerError, Result};
+
+/// The embedded default: a single node on localhost with data under `./data`.
+pub const DEFAULT_CONFIG: &str = r#"
+# Rill broker configuration (embedded default).
+data_dir = "./data"
+native_listen = "127.0.0.1:9300"
+# A shipped profile name (small-vm, nvme-server) or a profile file; absent: derived from the host.
+# profile = "small-vm"
+# Override the profile's shard CPUs.
+# cores = [0, 1]
+"#;
+
+/// The file form of the configuration; every field optional over the default.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Native protocol listen address.
+    pub native_listen: Option<String>,
+    /// Profile name or path.
+    pub profile: Option<String>,
+    /// Shard CPUs.
+    pub cores: Option<Vec<usize>>,
+}
+
+/// The resolved configuration the broker runs with.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// Data directory (metadata and topic logs).
+    pub data_dir: PathBuf,
+    /// Native protocol listen address; every shard binds it with SO_REUSEPORT.
+    pub native_listen: SocketAddr,
+    /// Tuning profile.
+    pub profile: Profile,
+    /// CPUs running shards, in shard order.
+    pub cores: Vec<usize>,
+}
+
+impl ConfigFile {
+    /// Parses a configuration file's text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<ConfigFile> {
+        toml::from_str(text).map_err(|e| BrokerError::Config(format!("{origin}: {e}")))
+    }
+
+    /// Reads a configuration file.
+    pub fn read(path: &Path) -> Result<ConfigFile> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| BrokerError::Config(format!("reading {}: {e}", path.display())))?;
+        ConfigFile::parse(&text, &path.display().to_string())
+    }
+
+    /// Fields set in `other` win.
+    pub fn overlay(self, other: ConfigFile) -> ConfigFile {
+        ConfigFile {
+            data_dir: other.data_dir.or(self.data_dir),
+            native_listen: other.native_listen.or(self.native_listen),
+            profile: other.profile.or(self.profile),
+            cores: other.cores.or(self.cores),
+        }
+    }
+
+    /// Resolves against the embedded default and the host: the profile is loaded (or derived)
+    /// and checked against the host, the address parsed, the cores checked.
+    pub fn resolve(self, host: &HostFacts) -> Result<BrokerConfig> {
+        let file = ConfigFile::parse(DEFAULT_CONFIG, "embedded default")?.overlay(self);
+        let listen = file.native_listen.expect("the default sets it");
+        let native_listen = listen
+            .parse()
+            .map_err(|_| BrokerError::Config(format!("native_listen: {listen:?} is not an address:port")))?;
+        let mut profile = match &file.profile {
+            Some(name) => Profile::load(name).map_err(|e| BrokerError::Config(e.to_string()))?,
+            None => Profile::derive(host),
+        };
+        if let Some(cores) = file.cores {
+            profile.cpu.cores = rill_tuning::CoreSelection::List(cores);
+        }
+        profile.check_host(host).map_err(|e| BrokerError::Config(e.to_string()))?;
+        let cores = profile.shard_cores(host).map_err(|e| BrokerError::Config(e.to_string()))?;
+        Ok(BrokerConfig {
+            data_dir: file.data_dir.expect("the default sets it"),
+            native_listen,
+            profile,
+            cores,
+        })
+    }
+}

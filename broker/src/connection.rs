@@ -1,0 +1,178 @@
+//! Drives one native-protocol connection: socket bytes into `net::ServerConnection`, each request
+//! into its own task, responses back to the socket, in order of completion.
+//!
+//! A reader task feeds the protocol core and spawns request handlers; a writer task sends what
+//! the core queues. Both share the stream through an `Rc<RefCell>` borrowed only inside a poll,
+//! never across an await. When `max_inflight` requests are unanswered the reader stops reading,
+//! so a fast client is slowed by TCP rather than by broker memory.
+
+use std::cell::{Cell, RefCell};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::channels::local_channel;
+use glommio::net::TcpStream;
+use rill_net::connection::{ConnectionLimits, Incoming, ServerConnection};
+use rill_net::message::{Acks, RequestBody};
+
+use crate::shard::Shard;
+
+/// Bytes read from the socket per read call.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+/// How often an idle reader looks at the shutdown flag.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+
+/// One stream shared by the reader and writer tasks of a connection.
+#[derive(Clone)]
+struct Shared(Rc<RefCell<TcpStream>>);
+
+impl AsyncRead for Shared {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Shared {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}
+
+/// Serves a connection until the client closes it, it sends garbage, or the broker stops.
+pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: ConnectionLimits) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let stream = Shared(Rc::new(RefCell::new(stream)));
+    let conn = Rc::new(RefCell::new(ServerConnection::new(limits)));
+    let (wake_tx, wake_rx) = local_channel::new_unbounded::<()>();
+    let wake_tx = Rc::new(wake_tx);
+    let running = Rc::new(Cell::new(0usize));
+    let writer = glommio::spawn_local(write_loop(stream.clone(), conn.clone(), wake_rx));
+    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    let mut reader = stream.clone();
+    'reading: loop {
+        if !conn.borrow().wants_read() {
+            if running.get() == 0 {
+                break; // Closing after a framing error: nothing left to answer.
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+            continue;
+        }
+        let read = futures_lite::future::or(async { Some(reader.read(&mut buf).await) }, async {
+            while !shard.shutting_down() {
+                glommio::timer::sleep(SHUTDOWN_POLL).await;
+            }
+            None
+        })
+        .await;
+        let n = match read {
+            Some(Ok(0)) | None => break,
+            Some(Ok(n)) => n,
+            Some(Err(error)) => {
+                tracing::debug!(%peer, %error, "read failed");
+                break;
+            }
+        };
+        conn.borrow_mut().receive(&buf[..n]);
+        loop {
+            let next = conn.borrow_mut().poll_request();
+            match next {
+                Ok(Some(Incoming::Request { request_id, body, data })) => {
+                    running.set(running.get() + 1);
+                    let (shard, conn, wake, running) =
+                        (shard.clone(), conn.clone(), wake_tx.clone(), running.clone());
+                    glommio::spawn_local(async move {
+                        let silent = matches!(body, RequestBody::Produce { acks: Acks::None, .. });
+                        let kind = body.kind();
+                        let (response, data) = crate::handler::handle(&shard, body, data).await;
+                        {
+                            let mut c = conn.borrow_mut();
+                            if silent {
+                                c.complete_silently(request_id);
+                            } else {
+                                c.respond(request_id, kind, &response, &data);
+                            }
+                        }
+                        running.set(running.get() - 1);
+                        let _ = wake.try_send(());
+                    })
+                    .detach();
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::info!(%peer, %error, "closing connection after a framing error");
+                    let _ = wake_tx.try_send(());
+                    break 'reading;
+                }
+            }
+        }
+        // Error replies queued by the protocol core go out at once.
+        let _ = wake_tx.try_send(());
+    }
+    while running.get() > 0 {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    drop(wake_tx);
+    writer.await;
+    // Dropping the last handles closes the socket.
+    drop(reader);
+    drop(stream);
+}
+
+async fn write_loop(
+    mut stream: Shared,
+    conn: Rc<RefCell<ServerConnection>>,
+    wake: local_channel::LocalReceiver<()>,
+) {
+    let mut small = Vec::with_capacity(64 << 10);
+    loop {
+        loop {
+            let chunk = conn.borrow_mut().poll_transmit();
+            let Some(chunk) = chunk else { break };
+            // Coalesce small chunks (headers, envelopes); send large ones (batches) as they are.
+            if chunk.len() < 16 << 10 {
+                small.extend_from_slice(&chunk);
+                if small.len() < 64 << 10 {
+                    continue;
+                }
+            } else if !small.is_empty() {
+                if stream.write_all(&small).await.is_err() {
+                    return;
+                }
+                small.clear();
+            }
+            let out: &[u8] = if small.is_empty() { &chunk } else { &small };
+            if stream.write_all(out).await.is_err() {
+                return;
+            }
+            small.clear();
+        }
+        if !small.is_empty() {
+            if stream.write_all(&small).await.is_err() {
+                return;
+            }
+            small.clear();
+        }
+        if wake.recv().await.is_none() {
+            // Drain what the last handlers queued, then stop.
+            loop {
+                let chunk = conn.borrow_mut().poll_transmit();
+                let Some(chunk) = chunk else { break };
+                if stream.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            let _ = stream.flush().await;
+            return;
+        }
+    }
+}

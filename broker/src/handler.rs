@@ -1,0 +1,276 @@
+//! Native-protocol requests to broker operations: routing each partition to its owning shard
+//! and assembling the response.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rill_net::message::{
+    ErrorCode, FetchPart, FetchResult, PartitionInfo, ProduceResult, RequestBody, ResponseBody, range,
+};
+use rill_net::record_batch;
+
+use crate::metadata::TopicName;
+use crate::shard::{AdminOp, CONTROLLER, FetchOutcome, Shard, ShardReply, ShardRequest};
+
+/// A response: its envelope and the data chunks its record ranges point into.
+pub(crate) type Response = (ResponseBody, Vec<Bytes>);
+
+fn status(error: ErrorCode, message: impl Into<String>) -> Response {
+    (ResponseBody::Status { error, message: message.into() }, Vec::new())
+}
+
+/// Handles one request.
+pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes) -> Response {
+    match body {
+        RequestBody::CreateTopic { name, partitions, settings } => {
+            let settings = crate::metadata::TopicSettings {
+                segment_bytes: settings.segment_bytes,
+                retention_ms: settings.retention_ms,
+                retention_bytes: settings.retention_bytes,
+                durability: settings.durability,
+            };
+            match TopicName::new(&name) {
+                Ok(name) => admin(shard, AdminOp::Create { name, partitions, settings }).await,
+                Err(e) => status(ErrorCode::InvalidTopicName, e.to_string()),
+            }
+        }
+        RequestBody::DeleteTopic { name } => match TopicName::new(&name) {
+            Ok(name) => admin(shard, AdminOp::Delete { name }).await,
+            Err(e) => status(ErrorCode::UnknownTopic, e.to_string()),
+        },
+        RequestBody::AddPartitions { name, total } => match TopicName::new(&name) {
+            Ok(name) => admin(shard, AdminOp::AddPartitions { name, total }).await,
+            Err(e) => status(ErrorCode::UnknownTopic, e.to_string()),
+        },
+        RequestBody::ListTopics => {
+            let names = shard.metadata().topics.keys().map(|n| n.to_string()).collect();
+            (ResponseBody::Topics { names }, Vec::new())
+        }
+        RequestBody::DescribeTopic { name } => describe(shard, &name).await,
+        RequestBody::Produce { parts, acks, .. } => produce(shard, parts, acks, &data).await,
+        RequestBody::Fetch { max_wait_ms, min_bytes, max_bytes, parts } => {
+            fetch(shard, parts, max_wait_ms, min_bytes, max_bytes).await
+        }
+        RequestBody::ListOffsets { parts } => {
+            let mut tasks = Vec::new();
+            for (topic, partition, spec) in parts {
+                let shard = shard.clone();
+                tasks.push(glommio::spawn_local(async move {
+                    let result = match route(&shard, &topic, partition) {
+                        Ok((name, owner)) => {
+                            match shard
+                                .call(owner, ShardRequest::ListOffset { topic: name, partition, spec })
+                                .await
+                            {
+                                ShardReply::Offset(r) => r,
+                                _ => Err(ErrorCode::ShuttingDown),
+                            }
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Ok(offset) => (topic, partition, ErrorCode::None, offset),
+                        Err(e) => (topic, partition, e, -1),
+                    }
+                }));
+            }
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await);
+            }
+            (ResponseBody::Offsets { parts: out }, Vec::new())
+        }
+    }
+}
+
+fn route(shard: &Shard, topic: &str, partition: u32) -> Result<(TopicName, usize), ErrorCode> {
+    let name = TopicName::new(topic).map_err(|_| ErrorCode::UnknownTopic)?;
+    let owner = shard.owner(&name, partition)?;
+    Ok((name, owner))
+}
+
+async fn admin(shard: &Rc<Shard>, op: AdminOp) -> Response {
+    match shard.call(CONTROLLER, ShardRequest::Admin(op)).await {
+        ShardReply::Admin(Ok(())) => status(ErrorCode::None, "ok"),
+        ShardReply::Admin(Err((code, message))) => status(code, message),
+        _ => status(ErrorCode::ShuttingDown, "unexpected reply"),
+    }
+}
+
+async fn describe(shard: &Rc<Shard>, name: &str) -> Response {
+    let Ok(topic_name) = TopicName::new(name) else {
+        return status(ErrorCode::UnknownTopic, "no such topic");
+    };
+    let metadata = shard.metadata();
+    let Some(topic) = metadata.topics.get(&topic_name) else {
+        return status(ErrorCode::UnknownTopic, "no such topic");
+    };
+    let mut partitions = Vec::new();
+    for (partition, owner) in topic.shards.iter().enumerate() {
+        let request = ShardRequest::State { topic: topic_name.clone(), partition: partition as u32 };
+        let (log_start, log_end) = match shard.call(*owner as usize, request).await {
+            ShardReply::State(Ok(state)) => state,
+            _ => (0, 0),
+        };
+        partitions.push(PartitionInfo { partition: partition as u32, shard: *owner, log_start, log_end });
+    }
+    let s = &topic.settings;
+    let settings = rill_net::message::TopicSettings {
+        segment_bytes: s.segment_bytes,
+        retention_ms: s.retention_ms,
+        retention_bytes: s.retention_bytes,
+        durability: s.durability.clone(),
+    };
+    (ResponseBody::Topic { name: name.to_string(), settings, partitions }, Vec::new())
+}
+
+async fn produce(
+    shard: &Rc<Shard>,
+    parts: Vec<rill_net::message::ProducePart>,
+    acks: rill_net::message::Acks,
+    data: &Bytes,
+) -> Response {
+    let mut tasks = Vec::new();
+    for part in parts {
+        let shard = shard.clone();
+        let records =
+            range(data, part.records_at, part.records_len).expect("ranges were validated at decode");
+        tasks.push(glommio::spawn_local(async move {
+            let result = async {
+                let (name, owner) = route(&shard, &part.topic, part.partition)?;
+                let batches = record_batch::split_batches(&records).map_err(|_| ErrorCode::CorruptBatch)?;
+                if batches.is_empty() {
+                    return Err(ErrorCode::CorruptBatch);
+                }
+                let request = ShardRequest::Produce { topic: name, partition: part.partition, batches, acks };
+                match shard.call(owner, request).await {
+                    ShardReply::Produced(r) => r,
+                    _ => Err(ErrorCode::ShuttingDown),
+                }
+            }
+            .await;
+            let (error, base_offset) = match result {
+                Ok(base) => (ErrorCode::None, base),
+                Err(e) => (e, 0),
+            };
+            ProduceResult { topic: part.topic, partition: part.partition, error, base_offset }
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await);
+    }
+    (ResponseBody::Produced { parts: results }, Vec::new())
+}
+
+/// Fetch with Kafka's long-poll: answer at once if `min_bytes` are there; otherwise wait until
+/// any partition gets data or `max_wait_ms` passes, then read all partitions again.
+async fn fetch(
+    shard: &Rc<Shard>,
+    parts: Vec<FetchPart>,
+    max_wait_ms: u32,
+    min_bytes: u32,
+    max_bytes: u32,
+) -> Response {
+    let deadline = Instant::now() + Duration::from_millis(max_wait_ms as u64);
+    let mut outcomes = fetch_round(shard, &parts, max_bytes, 0).await;
+    let available: usize = outcomes.iter().map(|o| o.batches.iter().map(Bytes::len).sum::<usize>()).sum();
+    let errors = outcomes.iter().any(|o| o.error != ErrorCode::None);
+    if available < (min_bytes as usize).max(1) && !errors && max_wait_ms > 0 {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        wait_any(shard, &parts, remaining).await;
+        outcomes = fetch_round(shard, &parts, max_bytes, 0).await;
+    }
+    assemble(parts, outcomes)
+}
+
+async fn fetch_round(
+    shard: &Rc<Shard>,
+    parts: &[FetchPart],
+    max_bytes: u32,
+    wait_ms: u32,
+) -> Vec<FetchOutcome> {
+    let mut tasks = Vec::new();
+    let mut budget = max_bytes;
+    for part in parts {
+        let (shard, part) = (shard.clone(), part.clone());
+        let part_budget = part.max_bytes.min(budget.max(1));
+        budget = budget.saturating_sub(part_budget);
+        tasks.push(glommio::spawn_local(async move { fetch_one(&shard, &part, part_budget, wait_ms).await }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await);
+    }
+    out
+}
+
+async fn fetch_one(shard: &Rc<Shard>, part: &FetchPart, max_bytes: u32, wait_ms: u32) -> FetchOutcome {
+    let empty = |error| FetchOutcome { error, log_start: 0, high_watermark: 0, batches: Vec::new() };
+    let (name, owner) = match route(shard, &part.topic, part.partition) {
+        Ok(r) => r,
+        Err(e) => return empty(e),
+    };
+    let request = ShardRequest::Fetch {
+        topic: name,
+        partition: part.partition,
+        offset: part.offset,
+        max_bytes,
+        wait_ms,
+    };
+    match shard.call(owner, request).await {
+        ShardReply::Fetched(outcome) => outcome,
+        _ => empty(ErrorCode::ShuttingDown),
+    }
+}
+
+/// Returns when any partition has data at its fetch offset, or after `timeout`.
+async fn wait_any(shard: &Rc<Shard>, parts: &[FetchPart], timeout: Duration) {
+    let (tx, rx) = glommio::channels::local_channel::new_bounded(parts.len().max(1));
+    let tx = Rc::new(tx);
+    let wait_ms = timeout.as_millis().min(u32::MAX as u128) as u32;
+    let mut tasks = Vec::new();
+    for part in parts {
+        let (shard, part, tx) = (shard.clone(), part.clone(), tx.clone());
+        tasks.push(glommio::spawn_local(async move {
+            let outcome = fetch_one(&shard, &part, 1, wait_ms).await;
+            let _ = tx.try_send(!outcome.batches.is_empty());
+        }));
+    }
+    drop(tx);
+    let timer = glommio::timer::sleep(timeout);
+    let first = async {
+        while let Some(got) = rx.recv().await {
+            if got {
+                return;
+            }
+        }
+    };
+    futures_lite::future::or(first, timer).await;
+    // The remaining waits end at their own timeout; their answers are ignored.
+    for t in tasks {
+        t.detach();
+    }
+}
+
+fn assemble(parts: Vec<FetchPart>, outcomes: Vec<FetchOutcome>) -> Response {
+    let mut data = Vec::new();
+    let mut at = 0u32;
+    let mut results = Vec::new();
+    for (part, outcome) in parts.into_iter().zip(outcomes) {
+        let len: usize = outcome.batches.iter().map(Bytes::len).sum();
+        results.push(FetchResult {
+            topic: part.topic,
+            partition: part.partition,
+            error: outcome.error,
+            log_start: outcome.log_start,
+            high_watermark: outcome.high_watermark,
+            records_at: at,
+            records_len: len as u32,
+        });
+        at += len as u32;
+        data.extend(outcome.batches);
+    }
+    (ResponseBody::Fetched { parts: results }, data)
+}

@@ -1,0 +1,249 @@
+//! Starting and stopping the broker: metadata, one pinned glommio executor per shard, the shard
+//! mesh, and a native listener on every shard (SO_REUSEPORT, so the kernel spreads connections).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use rill_net::connection::ConnectionLimits;
+
+use crate::config::BrokerConfig;
+use crate::error::{BrokerError, Result};
+use crate::metadata::{Metadata, MetadataStore};
+use crate::shard::{MESH_CHANNEL_DEPTH, Msg, Shard};
+
+/// Largest native frame payload: a produce of several maximum-size batches.
+const FRAME_BYTES_MAX: u32 = 64 << 20;
+/// How long shutdown waits for connections to finish their in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A started broker.
+pub struct RunningBroker {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    shutdown: Arc<AtomicBool>,
+    /// Where the native listener is bound (the actual port when 0 was asked for).
+    pub native_addr: SocketAddr,
+    /// Number of shards.
+    pub shards: usize,
+}
+
+impl RunningBroker {
+    /// Asks every shard to stop: stop accepting, finish in-flight requests, close the logs.
+    pub fn stop(&self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits until every shard has stopped.
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the broker; returns once every shard has opened its logs and listens.
+/// Setting `shutdown` (a signal handler does) stops it gracefully.
+pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningBroker> {
+    rill_storage::retain_dma_buffer_memory(64 << 20);
+    let shards = config.cores.len();
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| BrokerError::Runtime(format!("creating {}: {e}", config.data_dir.display())))?;
+    let metadata = prepare_metadata(&config.data_dir, shards)?;
+    tracing::info!(shards, cores = ?config.cores, profile = %config.profile.name, topics = metadata.topics.len(), "starting");
+
+    let mesh = MeshBuilder::<Msg, _>::full(shards, MESH_CHANNEL_DEPTH);
+    let peers: Arc<Vec<AtomicUsize>> = Arc::new((0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect());
+    let port = Arc::new(AtomicU16::new(0));
+    let ready = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for (index, cpu) in config.cores.iter().copied().enumerate() {
+        let ctx = ShardContext {
+            index,
+            config: config.clone(),
+            metadata: metadata.clone(),
+            mesh: mesh.clone(),
+            peers: peers.clone(),
+            port: port.clone(),
+            ready: ready.clone(),
+            failed: failed.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("rill-shard-{index}"))
+            .io_memory(config.profile.memory.io_memory_bytes_per_shard as usize)
+            .ring_depth(config.profile.io.uring_queue_depth as usize);
+        let handle = builder
+            .spawn(move || shard_main(ctx))
+            .map_err(|e| BrokerError::Runtime(format!("starting shard {index} on CPU {cpu}: {e}")))?;
+        threads.push(std::thread::spawn(move || {
+            let _ = handle.join();
+        }));
+    }
+    let started = Instant::now();
+    while ready.load(Ordering::Acquire) < shards {
+        if failed.load(Ordering::Acquire) || started.elapsed() > Duration::from_secs(120) {
+            shutdown.store(true, Ordering::Relaxed);
+            for t in threads {
+                let _ = t.join();
+            }
+            return Err(BrokerError::Runtime("a shard failed to start; see the log".into()));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let native_addr = SocketAddr::new(config.native_listen.ip(), port.load(Ordering::Acquire));
+    tracing::info!(%native_addr, "listening (native protocol)");
+    Ok(RunningBroker { threads, shutdown, native_addr, shards })
+}
+
+/// Loads the metadata (or starts empty), fits the shard table to this run's shard count,
+/// saves it, and removes topic directories the metadata does not know (a delete interrupted
+/// by a crash).
+fn prepare_metadata(data_dir: &Path, shards: usize) -> Result<Metadata> {
+    let store = MetadataStore::new(data_dir);
+    let mut metadata = store.load()?.unwrap_or_else(|| Metadata::new(shards as u32));
+    if metadata.shard_count as usize != shards {
+        let moved = metadata.adapt_to_shards(shards as u32);
+        tracing::info!(shards, moved, "shard count changed; partitions of vanished shards moved");
+    }
+    store.save(&metadata)?;
+    let topics_dir = data_dir.join("topics");
+    if let Ok(entries) = std::fs::read_dir(&topics_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let known = crate::metadata::TopicName::new(&name).ok().and_then(|n| metadata.topics.get(&n));
+            match known {
+                None => {
+                    tracing::warn!(topic = %name, "removing data of a deleted topic");
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+                Some(topic) => remove_extra_partitions(&entry.path(), topic.shards.len()),
+            }
+        }
+    }
+    Ok(metadata)
+}
+
+fn remove_extra_partitions(dir: &Path, partitions: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let keep =
+            entry.file_name().to_str().and_then(|n| n.parse::<usize>().ok()).is_some_and(|p| p < partitions);
+        if !keep {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+struct ShardContext {
+    index: usize,
+    config: BrokerConfig,
+    metadata: Metadata,
+    mesh: MeshBuilder<Msg, glommio::channels::channel_mesh::Full>,
+    peers: Arc<Vec<AtomicUsize>>,
+    port: Arc<AtomicU16>,
+    ready: Arc<AtomicUsize>,
+    failed: Arc<AtomicBool>,
+    shutdown: Arc<AtomicBool>,
+}
+
+async fn shard_main(ctx: ShardContext) {
+    if let Err(error) = run_shard(&ctx).await {
+        tracing::error!(shard = ctx.index, %error, "shard failed");
+        ctx.failed.store(true, Ordering::Release);
+        ctx.shutdown.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn run_shard(ctx: &ShardContext) -> Result<()> {
+    let (senders, receivers) =
+        ctx.mesh.clone().join().await.map_err(|_| BrokerError::Runtime("joining the shard mesh".into()))?;
+    ctx.peers[ctx.index].store(senders.peer_id(), Ordering::Release);
+    while ctx.peers.iter().any(|p| p.load(Ordering::Acquire) == usize::MAX) {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    let peer_of: Vec<usize> = ctx.peers.iter().map(|p| p.load(Ordering::Acquire)).collect();
+    let shard = Rc::new(Shard::new(
+        ctx.index,
+        ctx.config.data_dir.clone(),
+        ctx.config.profile.clone(),
+        ctx.metadata.clone(),
+        senders,
+        peer_of,
+        ctx.shutdown.clone(),
+    ));
+    shard.start(receivers);
+    shard.apply(ctx.metadata.clone()).await;
+    let listener = bind(ctx).await?;
+    ctx.ready.fetch_add(1, Ordering::AcqRel);
+    let limits = ConnectionLimits {
+        frame_bytes_max: FRAME_BYTES_MAX,
+        max_inflight: ctx.config.profile.network.max_inflight_requests as usize,
+    };
+    let active = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            while !shard.shutting_down() {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok(stream)) => {
+                if active.get() >= ctx.config.profile.network.max_connections_per_shard as usize {
+                    tracing::warn!(
+                        shard = ctx.index,
+                        "connection refused: max_connections_per_shard reached"
+                    );
+                    continue;
+                }
+                active.set(active.get() + 1);
+                let (shard, active) = (shard.clone(), active.clone());
+                glommio::spawn_local(async move {
+                    crate::connection::serve(shard, stream, limits).await;
+                    active.set(active.get() - 1);
+                })
+                .detach();
+            }
+            Some(Err(error)) => tracing::warn!(shard = ctx.index, %error, "accept failed"),
+        }
+    }
+    drop(listener);
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while active.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    shard.close_logs().await;
+    tracing::info!(shard = ctx.index, "stopped");
+    Ok(())
+}
+
+/// Shard 0 binds first (learning the port when 0 was asked for); the others bind the same
+/// address and port.
+async fn bind(ctx: &ShardContext) -> Result<TcpListener> {
+    let mut addr = ctx.config.native_listen;
+    if ctx.index != 0 {
+        while ctx.port.load(Ordering::Acquire) == 0 {
+            if ctx.failed.load(Ordering::Acquire) {
+                return Err(BrokerError::Runtime("shard 0 failed to bind".into()));
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        addr.set_port(ctx.port.load(Ordering::Acquire));
+    }
+    let listener =
+        TcpListener::bind(addr).map_err(|e| BrokerError::Runtime(format!("binding {addr}: {e}")))?;
+    if ctx.index == 0 {
+        let port = listener.local_addr().map_err(|e| BrokerError::Runtime(e.to_string()))?.port();
+        ctx.port.store(port, Ordering::Release);
+    }
+    Ok(listener)
+}

@@ -1,0 +1,422 @@
+//! One shard: the partition logs it owns, its copy of the metadata, and messages to and from
+//! the other shards.
+//!
+//! Every operation on a partition runs on the partition's owning shard. A shard that receives a
+//! request for a partition it does not own sends a `ShardRequest` over the glommio channel mesh
+//! and awaits the `ShardReply`; nothing is shared between shards but these messages.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::channels::channel_mesh::{Receivers, Senders};
+use glommio::channels::local_channel::{self, LocalSender};
+use rill_net::message::{Acks, ErrorCode, OffsetSpec};
+use rill_net::record_batch::BatchHeader;
+use rill_storage::{Batch, Clock, Log, LogConfig, SystemClock};
+use rill_tuning::Profile;
+
+use crate::metadata::{Metadata, TopicName, TopicSettings};
+
+/// A message on the shard mesh.
+pub(crate) enum Msg {
+    Request { from: usize, token: u64, request: ShardRequest },
+    Reply { token: u64, reply: ShardReply },
+}
+
+/// Work for a partition's owner (or, for `Admin`, for the controller shard 0).
+pub(crate) enum ShardRequest {
+    Produce { topic: TopicName, partition: u32, batches: Vec<(BatchHeader, Bytes)>, acks: Acks },
+    Fetch { topic: TopicName, partition: u32, offset: u64, max_bytes: u32, wait_ms: u32 },
+    ListOffset { topic: TopicName, partition: u32, spec: OffsetSpec },
+    State { topic: TopicName, partition: u32 },
+    Admin(AdminOp),
+    Apply(Metadata),
+}
+
+/// Topic administration, run by the controller.
+pub(crate) enum AdminOp {
+    Create { name: TopicName, partitions: u32, settings: TopicSettings },
+    Delete { name: TopicName },
+    AddPartitions { name: TopicName, total: u32 },
+}
+
+/// What a fetch found on the owner.
+pub(crate) struct FetchOutcome {
+    pub error: ErrorCode,
+    pub log_start: u64,
+    pub high_watermark: u64,
+    pub batches: Vec<Bytes>,
+}
+
+pub(crate) enum ShardReply {
+    Produced(Result<u64, ErrorCode>),
+    Fetched(FetchOutcome),
+    Offset(Result<i64, ErrorCode>),
+    State(Result<(u64, u64), ErrorCode>),
+    Admin(Result<(), (ErrorCode, String)>),
+    Applied,
+}
+
+/// The controller (topic administration, metadata persistence) lives on shard 0.
+pub(crate) const CONTROLLER: usize = 0;
+/// Depth of each shard-to-shard channel.
+pub(crate) const MESH_CHANNEL_DEPTH: usize = 1024;
+/// How often each shard applies retention to its logs.
+const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+pub(crate) struct Shard {
+    pub index: usize,
+    pub count: usize,
+    data_dir: PathBuf,
+    profile: Profile,
+    metadata: RefCell<Rc<Metadata>>,
+    logs: RefCell<HashMap<(TopicName, u32), Log>>,
+    senders: Senders<Msg>,
+    /// Mesh peer id of each shard index.
+    peer_of: Vec<usize>,
+    waiters: RefCell<HashMap<u64, LocalSender<ShardReply>>>,
+    next_token: Cell<u64>,
+    admin: glommio::sync::Semaphore,
+    pub shutdown: Arc<AtomicBool>,
+}
+
+impl Shard {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        index: usize,
+        data_dir: PathBuf,
+        profile: Profile,
+        metadata: Metadata,
+        senders: Senders<Msg>,
+        peer_of: Vec<usize>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Shard {
+        Shard {
+            index,
+            count: peer_of.len(),
+            data_dir,
+            profile,
+            metadata: RefCell::new(Rc::new(metadata)),
+            logs: RefCell::new(HashMap::new()),
+            senders,
+            peer_of,
+            waiters: RefCell::new(HashMap::new()),
+            next_token: Cell::new(1),
+            admin: glommio::sync::Semaphore::new(1),
+            shutdown,
+        }
+    }
+
+    pub fn metadata(&self) -> Rc<Metadata> {
+        self.metadata.borrow().clone()
+    }
+
+    /// The owner of a partition, or the error a client gets.
+    pub fn owner(&self, topic: &TopicName, partition: u32) -> Result<usize, ErrorCode> {
+        let metadata = self.metadata.borrow();
+        let t = metadata.topics.get(topic).ok_or(ErrorCode::UnknownTopic)?;
+        t.shards.get(partition as usize).map(|s| *s as usize).ok_or(ErrorCode::UnknownPartition)
+    }
+
+    /// Starts the tasks that receive mesh messages and apply retention.
+    pub fn start(self: &Rc<Self>, mut receivers: Receivers<Msg>) {
+        for (_, receiver) in receivers.streams() {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                while let Some(msg) = receiver.recv().await {
+                    shard.dispatch(msg);
+                }
+            })
+            .detach();
+        }
+        let shard = Rc::downgrade(self);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(RETENTION_CHECK_INTERVAL).await;
+                let Some(shard) = shard.upgrade() else { return };
+                let logs: Vec<Log> = shard.logs.borrow().values().cloned().collect();
+                for log in logs {
+                    if let Err(error) = log.enforce_retention().await {
+                        tracing::error!(dir = %log.dir().display(), %error, "retention failed");
+                    }
+                }
+            }
+        })
+        .detach();
+    }
+
+    fn dispatch(self: &Rc<Self>, msg: Msg) {
+        match msg {
+            Msg::Request { from, token, request } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let reply = shard.handle(request).await;
+                    let peer = shard.peer_of[from];
+                    if shard.senders.send_to(peer, Msg::Reply { token, reply }).await.is_err() {
+                        tracing::warn!(shard = shard.index, to = from, "reply dropped: peer gone");
+                    }
+                })
+                .detach();
+            }
+            Msg::Reply { token, reply } => {
+                if let Some(tx) = self.waiters.borrow_mut().remove(&token) {
+                    let _ = tx.try_send(reply);
+                }
+            }
+        }
+    }
+
+    /// Runs `request` on shard `target`: here if it is this shard, else over the mesh.
+    pub async fn call(self: &Rc<Self>, target: usize, request: ShardRequest) -> ShardReply {
+        if target == self.index {
+            return self.handle(request).await;
+        }
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.waiters.borrow_mut().insert(token, tx);
+        let msg = Msg::Request { from: self.index, token, request };
+        if self.senders.send_to(self.peer_of[target], msg).await.is_err() {
+            self.waiters.borrow_mut().remove(&token);
+            return ShardReply::Admin(Err((ErrorCode::ShuttingDown, "shard unavailable".into())));
+        }
+        match rx.recv().await {
+            Some(reply) => reply,
+            None => ShardReply::Admin(Err((ErrorCode::ShuttingDown, "shard unavailable".into()))),
+        }
+    }
+
+    async fn handle(self: &Rc<Self>, request: ShardRequest) -> ShardReply {
+        match request {
+            ShardRequest::Produce { topic, partition, batches, acks } => {
+                ShardReply::Produced(self.produce_local(&topic, partition, batches, acks).await)
+            }
+            ShardRequest::Fetch { topic, partition, offset, max_bytes, wait_ms } => {
+                ShardReply::Fetched(self.fetch_local(&topic, partition, offset, max_bytes, wait_ms).await)
+            }
+            ShardRequest::ListOffset { topic, partition, spec } => {
+                ShardReply::Offset(self.offset_local(&topic, partition, spec).await)
+            }
+            ShardRequest::State { topic, partition } => ShardReply::State(
+                self.log(&topic, partition).map(|log| (log.log_start_offset(), log.log_end_offset())),
+            ),
+            ShardRequest::Admin(op) => ShardReply::Admin(crate::controller::run(self, op).await),
+            ShardRequest::Apply(metadata) => {
+                self.apply(metadata).await;
+                ShardReply::Applied
+            }
+        }
+    }
+
+    fn log(&self, topic: &TopicName, partition: u32) -> Result<Log, ErrorCode> {
+        match self.logs.borrow().get(&(topic.clone(), partition)) {
+            Some(log) => Ok(log.clone()),
+            None => Err(self.owner(topic, partition).err().unwrap_or(ErrorCode::UnknownPartition)),
+        }
+    }
+
+    async fn produce_local(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+        batches: Vec<(BatchHeader, Bytes)>,
+        acks: Acks,
+    ) -> Result<u64, ErrorCode> {
+        let log = self.log(topic, partition)?;
+        let mut first = None;
+        for (header, payload) in batches {
+            let batch = Batch {
+                payload,
+                record_count: header.offset_count(),
+                first_timestamp_ms: header.base_timestamp,
+                max_timestamp_ms: header.max_timestamp.max(header.base_timestamp),
+                leader_epoch: 0,
+                base_offset_field: Some(rill_net::record_batch::BASE_OFFSET_AT),
+            };
+            let result = match acks {
+                Acks::Durable => log.append(batch).await,
+                Acks::Leader | Acks::None => log.append_written(batch).await,
+            };
+            let base = result.map_err(storage_error)?;
+            first.get_or_insert(base);
+        }
+        first.ok_or(ErrorCode::InvalidRequest)
+    }
+
+    async fn fetch_local(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        wait_ms: u32,
+    ) -> FetchOutcome {
+        let outcome = |error, log: Option<&Log>, batches| FetchOutcome {
+            error,
+            log_start: log.map_or(0, |l| l.log_start_offset()),
+            high_watermark: log.map_or(0, |l| l.log_end_offset()),
+            batches,
+        };
+        let log = match self.log(topic, partition) {
+            Ok(log) => log,
+            Err(e) => return outcome(e, None, Vec::new()),
+        };
+        if wait_ms > 0 && offset == log.log_end_offset() {
+            log.wait_for_data(offset, Duration::from_millis(wait_ms as u64)).await;
+        }
+        match log.read(offset, max_bytes as usize).await {
+            Ok(batches) => {
+                let payloads = batches.into_iter().map(|b| b.payload).collect();
+                outcome(ErrorCode::None, Some(&log), payloads)
+            }
+            Err(e) => outcome(storage_error(e), Some(&log), Vec::new()),
+        }
+    }
+
+    async fn offset_local(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+        spec: OffsetSpec,
+    ) -> Result<i64, ErrorCode> {
+        let log = self.log(topic, partition)?;
+        match spec {
+            OffsetSpec::Earliest => Ok(log.log_start_offset() as i64),
+            OffsetSpec::Latest => Ok(log.log_end_offset() as i64),
+            OffsetSpec::Timestamp(ts) => {
+                Ok(log.offset_for_timestamp(ts).await.map_err(storage_error)?.map_or(-1, |o| o as i64))
+            }
+        }
+    }
+
+    /// Adopts new metadata: opens logs for partitions this shard now owns, closes and removes
+    /// the logs of partitions that no longer exist.
+    pub async fn apply(&self, metadata: Metadata) {
+        let metadata = Rc::new(metadata);
+        *self.metadata.borrow_mut() = metadata.clone();
+        let owned: Vec<(TopicName, u32)> = metadata
+            .topics
+            .iter()
+            .flat_map(|(name, t)| {
+                t.shards
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| **s as usize == self.index)
+                    .map(|(p, _)| (name.clone(), p as u32))
+            })
+            .collect();
+        let gone: Vec<(TopicName, u32)> =
+            self.logs.borrow().keys().filter(|k| !metadata.topics.contains_key(&k.0)).cloned().collect();
+        for key in gone {
+            let log = self.logs.borrow_mut().remove(&key);
+            if let Some(log) = log {
+                let _ = log.close().await;
+                let dir = log.dir().to_path_buf();
+                let removed = glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+                if let Err(error) = removed {
+                    tracing::error!(topic = %key.0, partition = key.1, %error, "removing a deleted partition");
+                }
+            }
+        }
+        for (topic, partition) in owned {
+            if self.logs.borrow().contains_key(&(topic.clone(), partition)) {
+                continue;
+            }
+            match self.open_log(&metadata, &topic, partition).await {
+                Ok(log) => {
+                    self.logs.borrow_mut().insert((topic, partition), log);
+                }
+                Err(error) => {
+                    tracing::error!(%topic, partition, %error, "partition log failed to open; it stays offline")
+                }
+            }
+        }
+    }
+
+    async fn open_log(
+        &self,
+        metadata: &Metadata,
+        topic: &TopicName,
+        partition: u32,
+    ) -> Result<Log, rill_storage::Error> {
+        let settings = &metadata.topics[topic].settings;
+        let local = metadata.load_per_shard()[self.index];
+        let config = log_config(&self.profile, settings, local)
+            .map_err(|reason| rill_storage::Error::InvalidConfig { field: "topic settings", reason })?;
+        let dir = Metadata::partition_dir(&self.data_dir, topic, partition);
+        let clock: Rc<dyn Clock> = Rc::new(SystemClock);
+        Log::open(dir, config, clock).await
+    }
+
+    /// Closes every log (flush, sync, trim); called at shutdown.
+    pub async fn close_logs(&self) {
+        let logs: Vec<Log> = self.logs.borrow_mut().drain().map(|(_, log)| log).collect();
+        for log in logs {
+            if let Err(error) = log.close().await {
+                tracing::error!(dir = %log.dir().display(), %error, "closing log");
+            }
+        }
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+
+    pub fn data_dir(&self) -> &PathBuf {
+        &self.data_dir
+    }
+
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    pub fn admin_lock(&self) -> &glommio::sync::Semaphore {
+        &self.admin
+    }
+}
+
+/// The log configuration of a partition: the profile's defaults for a shard holding `local`
+/// partitions, overridden by the topic's settings.
+pub(crate) fn log_config(
+    profile: &Profile,
+    settings: &TopicSettings,
+    local: u64,
+) -> Result<LogConfig, &'static str> {
+    let mut config = profile.log_config_for(local.max(1));
+    if let Some(bytes) = settings.segment_bytes {
+        config.segment_size_bytes_max = bytes;
+    }
+    if let Some(ms) = settings.retention_ms {
+        config.retention_age_ms_max = Some(ms);
+    }
+    if let Some(bytes) = settings.retention_bytes {
+        config.retention_bytes_max = Some(bytes);
+    }
+    if let Some(d) = &settings.durability {
+        config.durability = rill_tuning::parse_durability(d)
+            .map_err(|_| "durability must be always, never or interval:<ms>")?;
+    }
+    match config.validate() {
+        Ok(()) => Ok(config),
+        Err(rill_storage::Error::InvalidConfig { reason, .. }) => Err(reason),
+        Err(_) => Err("invalid settings"),
+    }
+}
+
+fn storage_error(e: rill_storage::Error) -> ErrorCode {
+    use rill_storage::Error as E;
+    match e {
+        E::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        E::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
+        E::InvalidBatch(_) => ErrorCode::CorruptBatch,
+        E::Closed(_) => ErrorCode::ShuttingDown,
+        E::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+        E::Io { .. } | E::Corrupt { .. } | E::Failed(_) => ErrorCode::StorageError,
+    }
+}

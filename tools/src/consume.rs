@@ -1,0 +1,186 @@
+//! `rill consume`: reads a topic's partitions from a start position and prints records as raw
+//! lines or JSON; `--follow` keeps long-polling for new records.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::bail;
+use bytes::Bytes;
+use rill_net::message::{ErrorCode, FetchPart, OffsetSpec, RequestBody, ResponseBody, range};
+use rill_net::record_batch::{decode_records, split_batches};
+
+use crate::client::Client;
+
+/// Arguments of `rill consume`.
+#[derive(clap::Args)]
+pub struct ConsumeArgs {
+    /// Topic to read.
+    #[arg(long)]
+    topic: String,
+    /// One partition; default: all.
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Where to start: earliest, latest, offset:<n> or timestamp:<ms>.
+    #[arg(long, default_value = "earliest")]
+    from: String,
+    /// Keep waiting for new records instead of stopping at the end.
+    #[arg(long)]
+    follow: bool,
+    /// raw (one value per line) or json (one object per line).
+    #[arg(long, default_value = "raw")]
+    format: String,
+    /// With raw output, print the key and this separator before the value.
+    #[arg(long)]
+    key_separator: Option<String>,
+    /// Stop after this many records.
+    #[arg(long)]
+    max_messages: Option<u64>,
+}
+
+enum Start {
+    Spec(OffsetSpec),
+    Offset(u64),
+}
+
+fn parse_start(s: &str) -> anyhow::Result<Start> {
+    Ok(match s {
+        "earliest" => Start::Spec(OffsetSpec::Earliest),
+        "latest" => Start::Spec(OffsetSpec::Latest),
+        _ => match s.split_once(':') {
+            Some(("offset", n)) => Start::Offset(n.parse()?),
+            Some(("timestamp", ms)) => Start::Spec(OffsetSpec::Timestamp(ms.parse()?)),
+            _ => bail!("--from must be earliest, latest, offset:<n> or timestamp:<ms>, not {s:?}"),
+        },
+    })
+}
+
+fn list_offsets(
+    client: &mut Client,
+    topic: &str,
+    partitions: &[u32],
+    spec: OffsetSpec,
+) -> anyhow::Result<BTreeMap<u32, i64>> {
+    let parts = partitions.iter().map(|p| (topic.to_string(), *p, spec)).collect();
+    match client.call(&RequestBody::ListOffsets { parts }, &[])?.0 {
+        ResponseBody::Offsets { parts } => {
+            let mut out = BTreeMap::new();
+            for (_, p, error, offset) in parts {
+                if error != ErrorCode::None {
+                    bail!("partition {p}: {error:?}");
+                }
+                out.insert(p, offset);
+            }
+            Ok(out)
+        }
+        ResponseBody::Status { error, message } => bail!("{error:?}: {message}"),
+        other => bail!("unexpected response {other:?}"),
+    }
+}
+
+/// Runs the consumer.
+pub fn run(broker: &str, args: ConsumeArgs) -> anyhow::Result<()> {
+    let json = match args.format.as_str() {
+        "raw" => false,
+        "json" => true,
+        other => bail!("--format must be raw or json, not {other:?}"),
+    };
+    let mut client = Client::connect(broker)?;
+    let count = crate::topic::partition_count(&mut client, &args.topic)?;
+    let partitions: Vec<u32> = match args.partition {
+        Some(p) if p < count => vec![p],
+        Some(p) => bail!("topic {} has {count} partitions; there is no partition {p}", args.topic),
+        None => (0..count).collect(),
+    };
+    let latest = list_offsets(&mut client, &args.topic, &partitions, OffsetSpec::Latest)?;
+    let mut position: BTreeMap<u32, u64> = match parse_start(&args.from)? {
+        Start::Offset(n) => partitions.iter().map(|p| (*p, n)).collect(),
+        Start::Spec(spec) => list_offsets(&mut client, &args.topic, &partitions, spec)?
+            .into_iter()
+            .map(|(p, o)| (p, if o < 0 { latest[&p] as u64 } else { o as u64 }))
+            .collect(),
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut printed = 0u64;
+    loop {
+        if !args.follow {
+            position.retain(|p, at| (*at as i64) < latest[p]);
+        }
+        if position.is_empty() || args.max_messages.is_some_and(|m| printed >= m) {
+            break;
+        }
+        let parts = position
+            .iter()
+            .map(|(p, at)| FetchPart {
+                topic: args.topic.clone(),
+                partition: *p,
+                offset: *at,
+                max_bytes: 1 << 20,
+            })
+            .collect();
+        let wait = if args.follow { 500 } else { 0 };
+        let body = RequestBody::Fetch { max_wait_ms: wait, min_bytes: 1, max_bytes: 8 << 20, parts };
+        let (response, data) = client.call(&body, &[])?;
+        let ResponseBody::Fetched { parts } = response else { bail!("unexpected response {response:?}") };
+        for part in parts {
+            if part.error != ErrorCode::None {
+                bail!("partition {}: {:?}", part.partition, part.error);
+            }
+            let records = range(&data, part.records_at, part.records_len)?;
+            for (header, batch) in split_batches(&records)? {
+                for (offset, record) in decode_records(&batch)? {
+                    if (offset as u64) < position[&part.partition] {
+                        continue;
+                    }
+                    print_record(&mut out, json, &args, part.partition, offset, &record)?;
+                    printed += 1;
+                    if args.max_messages.is_some_and(|m| printed >= m) {
+                        break;
+                    }
+                }
+                let next = header.base_offset as u64 + header.offset_count() as u64;
+                position.insert(part.partition, next.max(position[&part.partition]));
+            }
+        }
+        out.flush()?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn text(b: &Option<Bytes>) -> Option<String> {
+    b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+fn print_record(
+    out: &mut impl Write,
+    json: bool,
+    args: &ConsumeArgs,
+    partition: u32,
+    offset: i64,
+    record: &rill_net::record_batch::Record,
+) -> anyhow::Result<()> {
+    if json {
+        let headers: serde_json::Map<String, serde_json::Value> = record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), text(v).map_or(serde_json::Value::Null, Into::into)))
+            .collect();
+        let value = serde_json::json!({
+            "topic": args.topic,
+            "partition": partition,
+            "offset": offset,
+            "timestamp": record.timestamp_ms,
+            "key": text(&record.key),
+            "value": text(&record.value),
+            "headers": headers,
+        });
+        writeln!(out, "{value}")?;
+    } else {
+        if let Some(sep) = &args.key_separator {
+            write!(out, "{}{sep}", text(&record.key).unwrap_or_default())?;
+        }
+        writeln!(out, "{}", text(&record.value).unwrap_or_default())?;
+    }
+    Ok(())
+}

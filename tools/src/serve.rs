@@ -1,0 +1,55 @@
+//! `rill serve`: runs the broker until SIGTERM or SIGINT, then stops gracefully.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use rill_broker::ConfigFile;
+use rill_tuning::HostFacts;
+
+/// Arguments of `rill serve`.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML); flags override it, and it overrides the embedded default.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Native-protocol listen address.
+    #[arg(long)]
+    native_listen: Option<String>,
+    /// Tuning profile: a shipped name (small-vm, nvme-server) or a file; default: derived.
+    #[arg(long)]
+    profile: Option<String>,
+    /// CPUs to run shards on, e.g. 0,1 (overrides the profile).
+    #[arg(long, value_delimiter = ',')]
+    cores: Option<Vec<usize>>,
+}
+
+/// Runs the broker in the foreground.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => ConfigFile::read(path)?,
+        None => ConfigFile::default(),
+    };
+    let flags = ConfigFile {
+        data_dir: args.data_dir,
+        native_listen: args.native_listen,
+        profile: args.profile,
+        cores: args.cores,
+    };
+    let host = HostFacts::read().context("reading host facts")?;
+    let config = file.overlay(flags).resolve(&host)?;
+    tracing::info!(profile = %config.profile.to_toml(), "tuning profile");
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, shutdown.clone()).context("installing signal handlers")?;
+    }
+    let broker = rill_broker::start(config, shutdown)?;
+    println!("rill listening on {} (native protocol), {} shards", broker.native_addr, broker.shards);
+    broker.join();
+    println!("rill stopped");
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! `rill topic create|list|describe|delete|add-partitions`.
+
+use anyhow::bail;
+use clap::Subcommand;
+use rill_net::message::{RequestBody, ResponseBody, TopicSettings};
+
+use crate::client::Client;
+
+/// Topic administration.
+#[derive(Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// Topic name: 1-249 of letters, digits, '.', '_', '-'.
+        name: String,
+        /// Partition count.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Delete sealed segments older than this.
+        #[arg(long)]
+        retention_ms: Option<u64>,
+        /// Delete oldest segments while a partition is larger than this.
+        #[arg(long)]
+        retention_bytes: Option<u64>,
+        /// Segment size (a multiple of 4096).
+        #[arg(long)]
+        segment_bytes: Option<u64>,
+        /// always, never or interval:<ms>.
+        #[arg(long)]
+        durability: Option<String>,
+    },
+    /// List topic names.
+    List,
+    /// Show partitions (owning shard, start and end offsets) and settings.
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+    /// Grow a topic to a larger partition count.
+    AddPartitions {
+        /// Topic name.
+        name: String,
+        /// The new total partition count.
+        #[arg(long)]
+        total: u32,
+    },
+}
+
+/// Runs one topic subcommand against `broker`.
+pub fn run(broker: &str, cmd: TopicCommand) -> anyhow::Result<()> {
+    let mut client = Client::connect(broker)?;
+    match cmd {
+        TopicCommand::Create {
+            name,
+            partitions,
+            retention_ms,
+            retention_bytes,
+            segment_bytes,
+            durability,
+        } => {
+            let settings = TopicSettings { segment_bytes, retention_ms, retention_bytes, durability };
+            client.call_status(&RequestBody::CreateTopic { name: name.clone(), partitions, settings })?;
+            println!("created topic {name} with {partitions} partitions");
+        }
+        TopicCommand::List => match client.call(&RequestBody::ListTopics, &[])?.0 {
+            ResponseBody::Topics { names } => names.iter().for_each(|n| println!("{n}")),
+            other => bail!("unexpected response {other:?}"),
+        },
+        TopicCommand::Describe { name } => match client.call(&RequestBody::DescribeTopic { name }, &[])?.0 {
+            ResponseBody::Topic { name, settings, partitions } => {
+                println!("topic {name}: {} partitions", partitions.len());
+                println!(
+                    "settings: segment_bytes={:?} retention_ms={:?} retention_bytes={:?} durability={:?}",
+                    settings.segment_bytes,
+                    settings.retention_ms,
+                    settings.retention_bytes,
+                    settings.durability
+                );
+                println!("{:>9} {:>5} {:>14} {:>14}", "partition", "shard", "start", "end");
+                for p in partitions {
+                    println!("{:>9} {:>5} {:>14} {:>14}", p.partition, p.shard, p.log_start, p.log_end);
+                }
+            }
+            ResponseBody::Status { error, message } => bail!("{error:?}: {message}"),
+            other => bail!("unexpected response {other:?}"),
+        },
+        TopicCommand::Delete { name } => {
+            client.call_status(&RequestBody::DeleteTopic { name: name.clone() })?;
+            println!("deleted topic {name}");
+        }
+        TopicCommand::AddPartitions { name, total } => {
+            client.call_status(&RequestBody::AddPartitions { name: name.clone(), total })?;
+            println!("topic {name} now has {total} partitions");
+        }
+    }
+    Ok(())
+}
+
+/// Partition count of a topic.
+pub fn partition_count(client: &mut Client, topic: &str) -> anyhow::Result<u32> {
+    match client.call(&RequestBody::DescribeTopic { name: topic.to_string() }, &[])?.0 {
+        ResponseBody::Topic { partitions, .. } => Ok(partitions.len() as u32),
+        ResponseBody::Status { error, message } => bail!("{error:?}: {message}"),
+        other => bail!("unexpected response {other:?}"),
+    }
+}

@@ -1,0 +1,208 @@
+//! The broker as users run it: a real `rill serve` process on a loopback port with a temporary
+//! data directory, driven by the `rill` CLI and by raw sockets.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rill_net::frame::{FrameDecoder, encode_frame};
+use rill_net::message::{ERROR_KIND, ErrorCode, ResponseBody, decode_response};
+
+const RILL: &str = env!("CARGO_BIN_EXE_rill");
+
+struct Broker {
+    child: Child,
+    addr: String,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Broker {
+        let mut child = Command::new(RILL)
+            .args(["serve", "--native-listen", "127.0.0.1:0", "--profile", "small-vm", "--data-dir"])
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("rill serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        let addr = line
+            .strip_prefix("rill listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Broker { child, addr }
+    }
+
+    fn rill(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let mut child = Command::new(RILL)
+            .arg("--broker")
+            .arg(&self.addr)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "rill {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// SIGTERM and wait: a graceful stop exits 0.
+    fn stop(mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "graceful stop exits 0, got {status}");
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn data_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("data");
+    (dir, path)
+}
+
+#[test]
+fn produce_consume_round_trip_over_partitions_and_shards() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "orders", "--partitions", "8"], None);
+    let input: String = (0..2000).map(|i| format!("key-{}:value-{i}\n", i % 37)).collect();
+    broker.rill(
+        &["produce", "--topic", "orders", "--key-separator", ":", "--batch-records", "100"],
+        Some(&input),
+    );
+    let records = json_lines(&broker.rill(&["consume", "--topic", "orders", "--format", "json"], None));
+    assert_eq!(records.len(), 2000);
+    let describe = broker.rill(&["topic", "describe", "orders"], None);
+    assert!(describe.contains("8 partitions"), "{describe}");
+    let shards: std::collections::BTreeSet<&str> =
+        describe.lines().skip(3).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert_eq!(shards.len(), 2, "partitions spread over both shards: {describe}");
+    // Every key lives in one partition, and within a partition values keep their order.
+    let mut partition_of = std::collections::HashMap::new();
+    let mut last = std::collections::HashMap::new();
+    for r in &records {
+        let key = r["key"].as_str().unwrap().to_string();
+        let partition = r["partition"].as_u64().unwrap();
+        assert_eq!(*partition_of.entry(key.clone()).or_insert(partition), partition, "{key}");
+        let n: u64 = r["value"].as_str().unwrap().strip_prefix("value-").unwrap().parse().unwrap();
+        let prev = last.insert((partition, key), n);
+        assert!(prev.is_none_or(|p| p < n), "order within a partition");
+    }
+    let all: std::collections::BTreeSet<u64> =
+        records.iter().map(|r| r["value"].as_str().unwrap()[6..].parse().unwrap()).collect();
+    assert_eq!(all.len(), 2000);
+    broker.stop();
+}
+
+#[test]
+fn long_poll_consumer_wakes_on_produce() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "live"], None);
+    let consumer = Command::new(RILL)
+        .args(["--broker", &broker.addr, "consume", "--topic", "live", "--follow", "--max-messages", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    broker.rill(&["produce", "--topic", "live"], Some("hello\n"));
+    let out = consumer.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "hello\n");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn restart_and_kill9_keep_every_acknowledged_record() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "durable", "--partitions", "3"], None);
+    let first: String = (0..500).map(|i| format!("a{i}\n")).collect();
+    broker.rill(&["produce", "--topic", "durable"], Some(&first));
+    broker.stop();
+    let broker = Broker::start(&dir);
+    assert_eq!(broker.rill(&["consume", "--topic", "durable"], None).lines().count(), 500);
+    let second: String = (0..500).map(|i| format!("b{i}\n")).collect();
+    // The CLI exits 0 only after every batch was acknowledged (acks durable).
+    broker.rill(&["produce", "--topic", "durable", "--batch-records", "7"], Some(&second));
+    broker.kill9();
+    let broker = Broker::start(&dir);
+    let out = broker.rill(&["consume", "--topic", "durable"], None);
+    let lines: std::collections::BTreeSet<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1000);
+    assert!((0..500).all(|i| lines.contains(format!("b{i}").as_str())));
+    assert_eq!(broker.rill(&["topic", "list"], None), "durable\n");
+}
+
+#[test]
+fn malformed_frames_close_only_that_connection() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "t"], None);
+    // A well-framed request of an unknown kind gets an error reply and the connection stays.
+    let mut raw = TcpStream::connect(&broker.addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    raw.write_all(&encode_frame(4242, 7, b"??")).unwrap();
+    let mut decoder = FrameDecoder::new(1 << 20);
+    let mut buf = [0u8; 4096];
+    let frame = loop {
+        if let Some(f) = decoder.next_frame().unwrap() {
+            break f;
+        }
+        let n = raw.read(&mut buf).unwrap();
+        assert!(n > 0, "connection stays open after an unknown kind");
+        decoder.feed(&buf[..n]);
+    };
+    assert_eq!((frame.kind, frame.request_id), (ERROR_KIND, 7));
+    match decode_response(&frame.payload).unwrap().0 {
+        ResponseBody::Status { error, .. } => assert_eq!(error, ErrorCode::Unsupported),
+        other => panic!("{other:?}"),
+    }
+    // Garbage ends that connection only.
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = raw.read_to_end(&mut rest);
+    // An oversize frame header is refused before its payload arrives.
+    let mut big = TcpStream::connect(&broker.addr).unwrap();
+    let header = rill_net::frame::encode_header(6, 1, &[&vec![0u8; 100][..]]);
+    let mut lying = header.to_vec();
+    lying[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+    big.write_all(&lying).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = big.read_to_end(&mut rest);
+    // Other clients are unaffected.
+    broker.rill(&["produce", "--topic", "t"], Some("still works\n"));
+    assert_eq!(broker.rill(&["consume", "--topic", "t"], None), "still works\n");
+    drop(Bytes::new());
+}
