@@ -252,6 +252,22 @@ impl BatchBuilder {
     }
 }
 
+/// The value of the first record of an uncompressed batch, without decoding the others (the
+/// load generator reads its send timestamp from there).
+pub fn first_value(batch: &Bytes) -> Result<Option<Bytes>, BatchError> {
+    let header = parse_header(batch)?;
+    if header.compression() != 0 {
+        return Err(BatchError::Compressed(header.compression()));
+    }
+    let mut cursor = Cursor { bytes: batch, at: BATCH_HEADER_BYTES };
+    cursor.varlong()?;
+    cursor.take(1)?;
+    cursor.varlong()?;
+    cursor.varlong()?;
+    cursor.nullable()?;
+    cursor.nullable()
+}
+
 /// Decodes the records of an uncompressed batch (tools); offsets are base + index.
 pub fn decode_records(batch: &Bytes) -> Result<Vec<(i64, Record)>, BatchError> {
     let header = parse_batch(batch)?;
@@ -371,6 +387,7 @@ mod tests {
         let header = parse_batch(&batch).unwrap();
         assert_eq!((header.base_offset, header.records_count, header.offset_count()), (1000, 20, 20));
         assert_eq!(header.max_timestamp, 1_700_000_000_000 + 19 * 3);
+        assert_eq!(first_value(&batch).unwrap(), record(0).value);
         let records = decode_records(&batch).unwrap();
         for (i, (offset, r)) in records.iter().enumerate() {
             assert_eq!((*offset, r), (1000 + i as i64, &record(i as i64)));

@@ -15,11 +15,23 @@ enum Command {
     Storage(rill_perf::StorageBenchArgs),
     /// Appends forever and prints one line per acknowledged batch (for crash tests).
     AckWriter(rill_perf::AckWriterArgs),
+    /// The load generator (also `rill bench`).
+    Bench(rill_perf::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Storage(args) => rill_perf::run_storage_bench(args),
         Command::AckWriter(args) => rill_perf::run_ack_writer(args),
+        Command::Bench(args) => {
+            let json = args.json;
+            let result = rill_perf::run_bench(args)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                rill_perf::print_table(&result);
+            }
+            Ok(())
+        }
     }
 }

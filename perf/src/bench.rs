@@ -1,0 +1,436 @@
+//! `rill bench`: the load generator. Producers and consumers run as glommio tasks on one
+//! executor, each with its own connection; every message carries its send time, so consumers
+//! measure end-to-end latency. Figures come from raw counts and elapsed time; percentiles from
+//! HDR histograms of every batch (weighted by its messages), never smoothed.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use rill_net::message::{
+    Acks, ErrorCode, FetchPart, OffsetSpec, ProducePart, RequestBody, ResponseBody, TopicSettings,
+};
+use rill_net::record_batch::{BatchBuilder, Record, first_value, split_batches};
+use serde::Serialize;
+
+use crate::native_client::NativeClient;
+use crate::workload::{Keys, Workload};
+
+/// Arguments of `rill bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Broker address (native protocol).
+    #[arg(long, default_value = "127.0.0.1:9300")]
+    pub broker: String,
+    /// Protocol: native (the Kafka protocol arrives with its issue).
+    #[arg(long, default_value = "native")]
+    pub protocol: String,
+    /// Print the result as JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The workload.
+    #[command(flatten)]
+    pub workload: crate::workload::WorkloadArgs,
+}
+
+/// Percentiles of one latency distribution, microseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Percentiles {
+    /// Samples (messages).
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// 99.99th percentile.
+    pub p9999: u64,
+    /// Largest sample.
+    pub max: u64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Percentiles {
+        Percentiles {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            p9999: h.value_at_quantile(0.9999),
+            max: h.max(),
+        }
+    }
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    /// The workload that ran.
+    pub workload: Workload,
+    /// Measured seconds.
+    pub seconds: f64,
+    /// Messages acknowledged in the measured window.
+    pub published_msgs: u64,
+    /// Messages per second published.
+    pub publish_msgs_per_s: f64,
+    /// Megabytes (10^6) per second published.
+    pub publish_mb_per_s: f64,
+    /// Messages consumed in the measured window.
+    pub consumed_msgs: u64,
+    /// Megabytes per second consumed.
+    pub consume_mb_per_s: f64,
+    /// Publish latency (send to acknowledgement), microseconds.
+    pub publish_latency_us: Percentiles,
+    /// End-to-end latency (send to consumed), microseconds.
+    pub end_to_end_latency_us: Percentiles,
+}
+
+#[derive(Default)]
+struct Counters {
+    measuring: Cell<bool>,
+    stop: Cell<bool>,
+    published_msgs: Cell<u64>,
+    published_bytes: Cell<u64>,
+    consumed_msgs: Cell<u64>,
+    consumed_bytes: Cell<u64>,
+    publish: RefCell<Option<Histogram<u64>>>,
+    e2e: RefCell<Option<Histogram<u64>>>,
+    errors: Cell<u64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// Runs a workload against a broker and returns the figures.
+pub fn run_bench(args: BenchArgs) -> anyhow::Result<BenchResult> {
+    anyhow::ensure!(
+        args.protocol == "native",
+        "--protocol {} is not available yet (native only)",
+        args.protocol
+    );
+    let workload = args.workload.resolve()?;
+    let broker = args.broker.clone();
+    crate::on_executor_unpinned(move || async move { bench(&broker, workload).await })?
+}
+
+async fn bench(broker: &str, w: Workload) -> anyhow::Result<BenchResult> {
+    let admin = NativeClient::connect(broker).await?;
+    for topic in w.topic_names() {
+        let _ = admin.call(&RequestBody::DeleteTopic { name: topic.clone() }, &[]).await?;
+        let settings =
+            TopicSettings { durability: Some(w.topic_durability.clone()), ..TopicSettings::default() };
+        let (reply, _) = admin
+            .call(
+                &RequestBody::CreateTopic {
+                    name: topic.clone(),
+                    partitions: w.partitions_per_topic,
+                    settings,
+                },
+                &[],
+            )
+            .await?;
+        if let ResponseBody::Status { error, message } = reply {
+            anyhow::ensure!(error == ErrorCode::None, "creating {topic}: {error:?} {message}");
+        }
+    }
+    let partitions: Vec<(String, u32)> = w
+        .topic_names()
+        .into_iter()
+        .flat_map(|t| (0..w.partitions_per_topic).map(move |p| (t.clone(), p)))
+        .collect();
+    let counters = Rc::new(Counters::default());
+    *counters.publish.borrow_mut() = Some(histogram());
+    *counters.e2e.borrow_mut() = Some(histogram());
+    let mut consumers = Vec::new();
+    for c in 0..w.consumers {
+        let mine: Vec<(String, u32)> = partitions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u32 % w.consumers == c)
+            .map(|(_, p)| p.clone())
+            .collect();
+        let client = NativeClient::connect(broker).await?;
+        consumers.push(glommio::spawn_local(consume(client, mine, counters.clone())));
+    }
+    let mut producers = Vec::new();
+    let shared_turn = Rc::new(Cell::new(0usize));
+    for p in 0..w.producers {
+        let client = NativeClient::connect(broker).await?;
+        producers.push(glommio::spawn_local(produce(
+            client,
+            w.clone(),
+            partitions.clone(),
+            p,
+            counters.clone(),
+            shared_turn.clone(),
+        )));
+    }
+    let progress = glommio::spawn_local(progress(counters.clone()));
+    glommio::timer::sleep(Duration::from_secs(w.warmup_s)).await;
+    reset(&counters);
+    counters.measuring.set(true);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(w.duration_s.max(1));
+    while Instant::now() < deadline || (w.total_bytes > 0 && counters.published_bytes.get() < w.total_bytes) {
+        if w.total_bytes > 0 && counters.published_bytes.get() >= w.total_bytes {
+            break;
+        }
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = start.elapsed();
+    let published = counters.published_msgs.get();
+    let published_bytes = counters.published_bytes.get();
+    counters.stop.set(true);
+    for p in producers {
+        p.await?;
+    }
+    // Let consumers drain what was published in the window, within a grace period.
+    let grace = Instant::now() + Duration::from_secs(5);
+    while w.consumers > 0 && counters.consumed_msgs.get() < published && Instant::now() < grace {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    counters.measuring.set(false);
+    drop(progress.cancel());
+    for c in consumers {
+        c.cancel().await;
+    }
+    anyhow::ensure!(
+        counters.errors.get() == 0,
+        "{} produce or fetch errors; see the log",
+        counters.errors.get()
+    );
+    let secs = elapsed.as_secs_f64();
+    let publish = counters.publish.borrow_mut().take().expect("set");
+    let e2e = counters.e2e.borrow_mut().take().expect("set");
+    Ok(BenchResult {
+        workload: w,
+        seconds: secs,
+        published_msgs: published,
+        publish_msgs_per_s: published as f64 / secs,
+        publish_mb_per_s: published_bytes as f64 / secs / 1e6,
+        consumed_msgs: counters.consumed_msgs.get(),
+        consume_mb_per_s: counters.consumed_bytes.get() as f64 / secs / 1e6,
+        publish_latency_us: Percentiles::of(&publish),
+        end_to_end_latency_us: Percentiles::of(&e2e),
+    })
+}
+
+fn reset(c: &Counters) {
+    c.published_msgs.set(0);
+    c.published_bytes.set(0);
+    c.consumed_msgs.set(0);
+    c.consumed_bytes.set(0);
+    *c.publish.borrow_mut() = Some(histogram());
+    *c.e2e.borrow_mut() = Some(histogram());
+}
+
+/// Builds a batch whose every message starts with the send time in microseconds.
+fn build_batch(w: &Workload, filler: &Bytes) -> Bytes {
+    let sent = now_us().to_le_bytes();
+    let mut value = filler.to_vec();
+    value[..8].copy_from_slice(&sent);
+    let value = Bytes::from(value);
+    let mut builder = BatchBuilder::new();
+    let ts = (now_us() / 1000) as i64;
+    for _ in 0..w.batch_messages() {
+        builder.push(&Record {
+            timestamp_ms: ts,
+            key: None,
+            value: Some(value.clone()),
+            headers: Vec::new(),
+        });
+    }
+    builder.build()
+}
+
+async fn produce(
+    client: Rc<NativeClient>,
+    w: Workload,
+    partitions: Vec<(String, u32)>,
+    index: u32,
+    counters: Rc<Counters>,
+    shared_turn: Rc<Cell<usize>>,
+) -> anyhow::Result<()> {
+    let acks = match w.acks.as_str() {
+        "leader" => Acks::Leader,
+        "none" => Acks::None,
+        _ => Acks::Durable,
+    };
+    let filler = Bytes::from(vec![0x42u8; w.message_bytes as usize]);
+    let messages = w.batch_messages() as u64;
+    let interval = (w.rate_msgs_per_s > 0).then(|| {
+        let per_producer = (w.rate_msgs_per_s as f64 / w.producers as f64).max(1.0);
+        Duration::from_secs_f64(messages as f64 / per_producer)
+    });
+    let inflight = Rc::new(glommio::sync::Semaphore::new(w.inflight_per_producer as u64));
+    let mut turn = index as usize;
+    let mut next_send = Instant::now();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ index as u64;
+    while !counters.stop.get() {
+        if let Some(interval) = interval {
+            let now = Instant::now();
+            if next_send > now {
+                glommio::timer::sleep(next_send - now).await;
+            }
+            next_send += interval;
+        }
+        let (topic, partition) = match w.keys {
+            Keys::None => {
+                turn += 1;
+                partitions[turn % partitions.len()].clone()
+            }
+            Keys::Random => {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                partitions[(rng % partitions.len() as u64) as usize].clone()
+            }
+            Keys::RoundRobin => {
+                shared_turn.set(shared_turn.get() + 1);
+                partitions[shared_turn.get() % partitions.len()].clone()
+            }
+        };
+        let permit =
+            inflight.acquire_static_permit(1).await.map_err(|_| anyhow::anyhow!("semaphore closed"))?;
+        let batch = build_batch(&w, &filler);
+        let (client, counters) = (client.clone(), counters.clone());
+        let message_bytes = w.message_bytes as u64;
+        glommio::spawn_local(async move {
+            let _permit = permit;
+            let bytes = batch.len() as u64;
+            let parts = vec![ProducePart { topic, partition, records_at: 0, records_len: bytes as u32 }];
+            let body = RequestBody::Produce { acks, timeout_ms: 30_000, parts };
+            let started = Instant::now();
+            let ok = match acks {
+                Acks::None => client.send_only(&body, &[batch]).await.is_ok(),
+                _ => match client.call(&body, &[batch]).await {
+                    Ok((ResponseBody::Produced { parts }, _)) => {
+                        parts.iter().all(|p| p.error == ErrorCode::None)
+                    }
+                    _ => false,
+                },
+            };
+            if !ok {
+                counters.errors.set(counters.errors.get() + 1);
+                return;
+            }
+            if counters.measuring.get() {
+                let us = started.elapsed().as_micros() as u64;
+                if let Some(h) = counters.publish.borrow_mut().as_mut() {
+                    let _ = h.record_n(us.max(1), messages);
+                }
+                counters.published_msgs.set(counters.published_msgs.get() + messages);
+                counters.published_bytes.set(counters.published_bytes.get() + messages * message_bytes);
+            }
+        })
+        .detach();
+    }
+    // Wait for the requests still in flight.
+    let _all = inflight.acquire(w.inflight_per_producer as u64).await;
+    Ok(())
+}
+
+async fn consume(
+    client: Rc<NativeClient>,
+    partitions: Vec<(String, u32)>,
+    counters: Rc<Counters>,
+) -> anyhow::Result<()> {
+    if partitions.is_empty() {
+        return Ok(());
+    }
+    let parts = partitions.iter().map(|(t, p)| (t.clone(), *p, OffsetSpec::Latest)).collect();
+    let (reply, _) = client.call(&RequestBody::ListOffsets { parts }, &[]).await?;
+    let ResponseBody::Offsets { parts } = reply else { anyhow::bail!("unexpected {reply:?}") };
+    let mut positions: Vec<(String, u32, u64)> =
+        parts.into_iter().map(|(t, p, _, o)| (t, p, o.max(0) as u64)).collect();
+    loop {
+        let fetch = positions
+            .iter()
+            .map(|(t, p, o)| FetchPart { topic: t.clone(), partition: *p, offset: *o, max_bytes: 4 << 20 })
+            .collect();
+        let body = RequestBody::Fetch { max_wait_ms: 100, min_bytes: 1, max_bytes: 16 << 20, parts: fetch };
+        let (reply, data) = client.call(&body, &[]).await?;
+        let ResponseBody::Fetched { parts } = reply else { anyhow::bail!("unexpected {reply:?}") };
+        let now = now_us();
+        for (i, part) in parts.iter().enumerate() {
+            if part.error != ErrorCode::None {
+                counters.errors.set(counters.errors.get() + 1);
+                continue;
+            }
+            let records = rill_net::message::range(&data, part.records_at, part.records_len)?;
+            for (header, batch) in split_batches(&records)? {
+                let messages = header.records_count as u64;
+                positions[i].2 = header.base_offset as u64 + header.offset_count() as u64;
+                if !counters.measuring.get() {
+                    continue;
+                }
+                let value = first_value(&batch)?.unwrap_or_default();
+                if value.len() >= 8 {
+                    let sent = u64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
+                    if let Some(h) = counters.e2e.borrow_mut().as_mut() {
+                        let _ = h.record_n(now.saturating_sub(sent).max(1), messages);
+                    }
+                }
+                counters.consumed_msgs.set(counters.consumed_msgs.get() + messages);
+                counters.consumed_bytes.set(counters.consumed_bytes.get() + messages * value.len() as u64);
+            }
+        }
+    }
+}
+
+async fn progress(counters: Rc<Counters>) {
+    let mut last = (0u64, 0u64, Instant::now());
+    loop {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        let (p, c) = (counters.published_bytes.get(), counters.consumed_bytes.get());
+        let secs = last.2.elapsed().as_secs_f64();
+        let phase = if counters.measuring.get() { "measuring" } else { "warm-up" };
+        let p99 = counters.publish.borrow().as_ref().map_or(0, |h| h.value_at_quantile(0.99));
+        eprintln!(
+            "[{phase}] publish {:>8.1} MB/s  consume {:>8.1} MB/s  publish p99 {p99} us",
+            p.saturating_sub(last.0) as f64 / secs / 1e6,
+            c.saturating_sub(last.1) as f64 / secs / 1e6
+        );
+        last = (p, c, Instant::now());
+    }
+}
+
+/// Prints a result as a table.
+pub fn print_table(r: &BenchResult) {
+    println!(
+        "workload {}: {} topic(s) x {} partition(s), {} producer(s), {} consumer(s), {} B messages, {} per batch, acks {}",
+        r.workload.name,
+        r.workload.topics,
+        r.workload.partitions_per_topic,
+        r.workload.producers,
+        r.workload.consumers,
+        r.workload.message_bytes,
+        r.workload.batch_messages(),
+        r.workload.acks
+    );
+    println!(
+        "measured {:.1} s: publish {:.0} msg/s, {:.1} MB/s; consume {:.1} MB/s ({} of {} messages)",
+        r.seconds,
+        r.publish_msgs_per_s,
+        r.publish_mb_per_s,
+        r.consume_mb_per_s,
+        r.consumed_msgs,
+        r.published_msgs
+    );
+    println!("| latency (us) | p50 | p90 | p99 | p99.9 | p99.99 | max |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, p) in [("publish", &r.publish_latency_us), ("end-to-end", &r.end_to_end_latency_us)] {
+        println!("| {name} | {} | {} | {} | {} | {} | {} |", p.p50, p.p90, p.p99, p.p999, p.p9999, p.max);
+    }
+}

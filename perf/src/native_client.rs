@@ -1,0 +1,129 @@
+//! A pipelined native-protocol client on glommio, for the load generator: many requests in
+//! flight on one connection, responses matched by request id.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::net::TcpStream;
+use rill_net::frame::{FrameDecoder, encode_header};
+use rill_net::message::{self, RequestBody, ResponseBody};
+
+type Waiters = Rc<RefCell<HashMap<u64, LocalSender<anyhow::Result<(ResponseBody, Bytes)>>>>>;
+
+/// One connection to a broker.
+pub struct NativeClient {
+    frames: LocalSender<Vec<u8>>,
+    waiters: Waiters,
+    next_id: Cell<u64>,
+    tasks: RefCell<Vec<glommio::task::JoinHandle<()>>>,
+}
+
+impl NativeClient {
+    /// Connects and starts the response reader.
+    pub async fn connect(addr: &str) -> anyhow::Result<Rc<NativeClient>> {
+        let stream =
+            TcpStream::connect(addr).await.map_err(|e| anyhow::anyhow!("connecting to {addr}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| anyhow::anyhow!("set_nodelay: {e}"))?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        // A second handle on the same socket for reading; the first one writes.
+        // SAFETY: dup returns a new descriptor we own, closed when the stream drops.
+        let dup = unsafe { libc::dup(fd) };
+        anyhow::ensure!(dup >= 0, "dup failed: {}", std::io::Error::last_os_error());
+        // SAFETY: `dup` is a fresh, owned, connected TCP socket descriptor.
+        let read_half = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(dup) };
+        let waiters: Waiters = Rc::new(RefCell::new(HashMap::new()));
+        let reader = glommio::spawn_local(read_loop(read_half, waiters.clone())).detach();
+        let (frames, queue) = local_channel::new_unbounded::<Vec<u8>>();
+        let writer = glommio::spawn_local(async move {
+            let mut stream = stream;
+            while let Some(frame) = queue.recv().await {
+                if stream.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .detach();
+        Ok(Rc::new(NativeClient {
+            frames,
+            waiters,
+            next_id: Cell::new(1),
+            tasks: RefCell::new(vec![reader, writer]),
+        }))
+    }
+
+    /// Sends a request that gets no response (produce with acks none).
+    pub async fn send_only(&self, body: &RequestBody, data: &[Bytes]) -> anyhow::Result<()> {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.send_frame(id, body, data).await
+    }
+
+    /// Sends a request and waits for its response.
+    pub async fn call(&self, body: &RequestBody, data: &[Bytes]) -> anyhow::Result<(ResponseBody, Bytes)> {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.waiters.borrow_mut().insert(id, tx);
+        if let Err(e) = self.send_frame(id, body, data).await {
+            self.waiters.borrow_mut().remove(&id);
+            return Err(e);
+        }
+        rx.recv().await.unwrap_or_else(|| Err(anyhow::anyhow!("connection closed")))
+    }
+
+    async fn send_frame(&self, id: u64, body: &RequestBody, data: &[Bytes]) -> anyhow::Result<()> {
+        let chunks = message::encode_payload(body, data);
+        let slices: Vec<&[u8]> = chunks.iter().map(|c| &c[..]).collect();
+        let header = encode_header(body.kind() as u16, id, &slices);
+        let mut frame = Vec::with_capacity(header.len() + slices.iter().map(|s| s.len()).sum::<usize>());
+        frame.extend_from_slice(&header);
+        for s in &slices {
+            frame.extend_from_slice(s);
+        }
+        if self.frames.send(frame).await.is_err() {
+            anyhow::bail!("connection closed");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NativeClient {
+    fn drop(&mut self) {
+        for task in self.tasks.borrow_mut().drain(..) {
+            task.cancel();
+        }
+    }
+}
+
+async fn read_loop(mut stream: TcpStream, waiters: Waiters) {
+    let mut decoder = FrameDecoder::new(256 << 20);
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    let reply = message::decode_response(&frame.payload).map_err(anyhow::Error::from);
+                    if let Some(tx) = waiters.borrow_mut().remove(&frame.request_id) {
+                        let _ = tx.try_send(reply);
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    waiters.borrow_mut().clear();
+                    return;
+                }
+            }
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                waiters.borrow_mut().clear();
+                return;
+            }
+            Ok(n) => decoder.feed(&buf[..n]),
+        }
+    }
+}
