@@ -62,6 +62,7 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
     let port = Arc::new(AtomicU16::new(0));
     let ready = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicBool::new(false));
+    let drained = Arc::new(AtomicUsize::new(0));
     let mut threads = Vec::new();
     for (index, cpu) in config.cores.iter().copied().enumerate() {
         let ctx = ShardContext {
@@ -73,6 +74,7 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
             port: port.clone(),
             ready: ready.clone(),
             failed: failed.clone(),
+            drained: drained.clone(),
             shutdown: shutdown.clone(),
         };
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -150,6 +152,9 @@ struct ShardContext {
     port: Arc<AtomicU16>,
     ready: Arc<AtomicUsize>,
     failed: Arc<AtomicBool>,
+    /// Shards whose connections have finished; logs close only when every shard is drained,
+    /// so no shard leaves while another still waits for its answer.
+    drained: Arc<AtomicUsize>,
     shutdown: Arc<AtomicBool>,
 }
 
@@ -219,6 +224,10 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
     drop(listener);
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while active.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    ctx.drained.fetch_add(1, Ordering::AcqRel);
+    while ctx.drained.load(Ordering::Acquire) < ctx.peers.len() && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     shard.close_logs().await;

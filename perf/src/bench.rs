@@ -91,8 +91,11 @@ pub struct BenchResult {
     pub end_to_end_latency_us: Percentiles,
 }
 
-#[derive(Default)]
+/// A message counts when its send time falls in the measured window, on both sides: so after
+/// the drain every message counted as published must be counted as consumed.
 struct Counters {
+    window_start_us: Cell<u64>,
+    window_end_us: Cell<u64>,
     measuring: Cell<bool>,
     stop: Cell<bool>,
     published_msgs: Cell<u64>,
@@ -102,6 +105,28 @@ struct Counters {
     publish: RefCell<Option<Histogram<u64>>>,
     e2e: RefCell<Option<Histogram<u64>>>,
     errors: Cell<u64>,
+}
+
+impl Counters {
+    fn new() -> Counters {
+        Counters {
+            window_start_us: Cell::new(u64::MAX),
+            window_end_us: Cell::new(u64::MAX),
+            measuring: Cell::new(false),
+            stop: Cell::new(false),
+            published_msgs: Cell::new(0),
+            published_bytes: Cell::new(0),
+            consumed_msgs: Cell::new(0),
+            consumed_bytes: Cell::new(0),
+            publish: RefCell::new(Some(histogram())),
+            e2e: RefCell::new(Some(histogram())),
+            errors: Cell::new(0),
+        }
+    }
+
+    fn in_window(&self, sent_us: u64) -> bool {
+        sent_us >= self.window_start_us.get() && sent_us < self.window_end_us.get()
+    }
 }
 
 fn histogram() -> Histogram<u64> {
@@ -149,9 +174,7 @@ async fn bench(broker: &str, w: Workload) -> anyhow::Result<BenchResult> {
         .into_iter()
         .flat_map(|t| (0..w.partitions_per_topic).map(move |p| (t.clone(), p)))
         .collect();
-    let counters = Rc::new(Counters::default());
-    *counters.publish.borrow_mut() = Some(histogram());
-    *counters.e2e.borrow_mut() = Some(histogram());
+    let counters = Rc::new(Counters::new());
     let mut consumers = Vec::new();
     for c in 0..w.consumers {
         let mine: Vec<(String, u32)> = partitions
@@ -178,7 +201,7 @@ async fn bench(broker: &str, w: Workload) -> anyhow::Result<BenchResult> {
     }
     let progress = glommio::spawn_local(progress(counters.clone()));
     glommio::timer::sleep(Duration::from_secs(w.warmup_s)).await;
-    reset(&counters);
+    counters.window_start_us.set(now_us());
     counters.measuring.set(true);
     let start = Instant::now();
     let deadline = start + Duration::from_secs(w.duration_s.max(1));
@@ -189,12 +212,13 @@ async fn bench(broker: &str, w: Workload) -> anyhow::Result<BenchResult> {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = start.elapsed();
-    let published = counters.published_msgs.get();
-    let published_bytes = counters.published_bytes.get();
+    counters.window_end_us.set(now_us());
     counters.stop.set(true);
     for p in producers {
         p.await?;
     }
+    let published = counters.published_msgs.get();
+    let published_bytes = counters.published_bytes.get();
     // Let consumers drain what was published in the window, within a grace period.
     let grace = Instant::now() + Duration::from_secs(5);
     while w.consumers > 0 && counters.consumed_msgs.get() < published && Instant::now() < grace {
@@ -226,20 +250,12 @@ async fn bench(broker: &str, w: Workload) -> anyhow::Result<BenchResult> {
     })
 }
 
-fn reset(c: &Counters) {
-    c.published_msgs.set(0);
-    c.published_bytes.set(0);
-    c.consumed_msgs.set(0);
-    c.consumed_bytes.set(0);
-    *c.publish.borrow_mut() = Some(histogram());
-    *c.e2e.borrow_mut() = Some(histogram());
-}
-
-/// Builds a batch whose every message starts with the send time in microseconds.
-fn build_batch(w: &Workload, filler: &Bytes) -> Bytes {
-    let sent = now_us().to_le_bytes();
+/// Builds a batch whose every message starts with the send time in microseconds; returns the
+/// batch and that time.
+fn build_batch(w: &Workload, filler: &Bytes) -> (Bytes, u64) {
+    let sent_us = now_us();
     let mut value = filler.to_vec();
-    value[..8].copy_from_slice(&sent);
+    value[..8].copy_from_slice(&sent_us.to_le_bytes());
     let value = Bytes::from(value);
     let mut builder = BatchBuilder::new();
     let ts = (now_us() / 1000) as i64;
@@ -251,7 +267,7 @@ fn build_batch(w: &Workload, filler: &Bytes) -> Bytes {
             headers: Vec::new(),
         });
     }
-    builder.build()
+    (builder.build(), sent_us)
 }
 
 async fn produce(
@@ -303,7 +319,7 @@ async fn produce(
         };
         let permit =
             inflight.acquire_static_permit(1).await.map_err(|_| anyhow::anyhow!("semaphore closed"))?;
-        let batch = build_batch(&w, &filler);
+        let (batch, sent_us) = build_batch(&w, &filler);
         let (client, counters) = (client.clone(), counters.clone());
         let message_bytes = w.message_bytes as u64;
         glommio::spawn_local(async move {
@@ -325,7 +341,7 @@ async fn produce(
                 counters.errors.set(counters.errors.get() + 1);
                 return;
             }
-            if counters.measuring.get() {
+            if counters.in_window(sent_us) {
                 let us = started.elapsed().as_micros() as u64;
                 if let Some(h) = counters.publish.borrow_mut().as_mut() {
                     let _ = h.record_n(us.max(1), messages);
@@ -372,15 +388,16 @@ async fn consume(
             for (header, batch) in split_batches(&records)? {
                 let messages = header.records_count as u64;
                 positions[i].2 = header.base_offset as u64 + header.offset_count() as u64;
-                if !counters.measuring.get() {
+                let value = first_value(&batch)?.unwrap_or_default();
+                let Some(sent) = value.get(..8).map(|v| u64::from_le_bytes(v.try_into().expect("8 bytes")))
+                else {
+                    continue;
+                };
+                if !counters.in_window(sent) {
                     continue;
                 }
-                let value = first_value(&batch)?.unwrap_or_default();
-                if value.len() >= 8 {
-                    let sent = u64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
-                    if let Some(h) = counters.e2e.borrow_mut().as_mut() {
-                        let _ = h.record_n(now.saturating_sub(sent).max(1), messages);
-                    }
+                if let Some(h) = counters.e2e.borrow_mut().as_mut() {
+                    let _ = h.record_n(now.saturating_sub(sent).max(1), messages);
                 }
                 counters.consumed_msgs.set(counters.consumed_msgs.get() + messages);
                 counters.consumed_bytes.set(counters.consumed_bytes.get() + messages * value.len() as u64);

@@ -31,6 +31,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print a topic's records from a start position, optionally following.
     Consume(consume::ConsumeArgs),
+    /// Load generator: run a workload against a broker and report throughput and latency.
+    Bench(rill_perf::BenchArgs),
     /// Measure this host and manage tuning profiles.
     #[command(subcommand)]
     Tune(tune::TuneCommand),
@@ -49,10 +51,22 @@ fn main() {
         Command::Topic(cmd) => topic::run(&cli.broker, cmd),
         Command::Produce(args) => produce::run(&cli.broker, args),
         Command::Consume(args) => consume::run(&cli.broker, args),
+        Command::Bench(args) => bench(args),
         Command::Tune(cmd) => tune::run(cmd),
     };
     if let Err(error) = result {
         eprintln!("rill: {error:#}");
         std::process::exit(1);
     }
+}
+
+fn bench(args: rill_perf::BenchArgs) -> anyhow::Result<()> {
+    let json = args.json;
+    let result = rill_perf::run_bench(args)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        rill_perf::print_table(&result);
+    }
+    Ok(())
 }

@@ -206,3 +206,38 @@ fn malformed_frames_close_only_that_connection() {
     assert_eq!(broker.rill(&["consume", "--topic", "t"], None), "still works\n");
     drop(Bytes::new());
 }
+
+#[test]
+fn bench_reports_consistent_figures() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    let out = Command::new(RILL)
+        .args(["bench", "--broker", &broker.addr, "--json", "--warmup-s", "0", "--duration-s", "1"])
+        .args(["--partitions", "4", "--producers", "2", "--consumers", "2", "--batch-bytes", "65536"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let published = r["published_msgs"].as_u64().unwrap();
+    assert!(published > 1000, "{r}");
+    assert_eq!(
+        r["consumed_msgs"].as_u64().unwrap(),
+        published,
+        "consumers see every message published in the window"
+    );
+    for which in ["publish_latency_us", "end_to_end_latency_us"] {
+        let p = &r[which];
+        let (p50, p99, p9999, max) = (
+            p["p50"].as_u64().unwrap(),
+            p["p99"].as_u64().unwrap(),
+            p["p9999"].as_u64().unwrap(),
+            p["max"].as_u64().unwrap(),
+        );
+        assert!(0 < p50 && p50 <= p99 && p99 <= p9999 && p9999 <= max, "{which}: {p}");
+    }
+    let mb = r["publish_mb_per_s"].as_f64().unwrap();
+    let msgs = r["publish_msgs_per_s"].as_f64().unwrap();
+    assert!((mb * 1e6 / msgs - 1000.0).abs() < 1.0, "MB/s and msg/s agree on 1000-byte messages");
+    broker.stop();
+}
