@@ -89,6 +89,8 @@ pub struct BenchResult {
     pub publish_latency_us: Percentiles,
     /// End-to-end latency (send to consumed), microseconds.
     pub end_to_end_latency_us: Percentiles,
+    /// Catch-up read of everything produced, from the earliest offset (MB/s of messages).
+    pub backlog_consume_mb_per_s: Option<f64>,
 }
 
 /// A message counts when its send time falls in the measured window, on both sides: so after
@@ -234,6 +236,11 @@ async fn bench(broker: &str, w: Workload) -> anyhow::Result<BenchResult> {
         "{} produce or fetch errors; see the log",
         counters.errors.get()
     );
+    let backlog = if w.consume_backlog {
+        Some(read_backlog(broker, &partitions, w.consumers.max(1)).await?)
+    } else {
+        None
+    };
     let secs = elapsed.as_secs_f64();
     let publish = counters.publish.borrow_mut().take().expect("set");
     let e2e = counters.e2e.borrow_mut().take().expect("set");
@@ -247,27 +254,125 @@ async fn bench(broker: &str, w: Workload) -> anyhow::Result<BenchResult> {
         consume_mb_per_s: counters.consumed_bytes.get() as f64 / secs / 1e6,
         publish_latency_us: Percentiles::of(&publish),
         end_to_end_latency_us: Percentiles::of(&e2e),
+        backlog_consume_mb_per_s: backlog,
     })
 }
 
-/// Builds a batch whose every message starts with the send time in microseconds; returns the
-/// batch and that time.
-fn build_batch(w: &Workload, filler: &Bytes) -> (Bytes, u64) {
-    let sent_us = now_us();
-    let mut value = filler.to_vec();
-    value[..8].copy_from_slice(&sent_us.to_le_bytes());
-    let value = Bytes::from(value);
-    let mut builder = BatchBuilder::new();
-    let ts = (now_us() / 1000) as i64;
-    for _ in 0..w.batch_messages() {
-        builder.push(&Record {
-            timestamp_ms: ts,
-            key: None,
-            value: Some(value.clone()),
-            headers: Vec::new(),
-        });
+/// Reads every partition from its earliest to its latest offset with `consumers` connections;
+/// returns MB/s of message bytes.
+async fn read_backlog(broker: &str, partitions: &[(String, u32)], consumers: u32) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..consumers {
+        let mine: Vec<(String, u32)> = partitions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u32 % consumers == c)
+            .map(|(_, p)| p.clone())
+            .collect();
+        let client = NativeClient::connect(broker).await?;
+        tasks.push(glommio::spawn_local(async move { read_range(client, mine).await }));
     }
-    (builder.build(), sent_us)
+    let mut bytes = 0u64;
+    for t in tasks {
+        bytes += t.await?;
+    }
+    Ok(bytes as f64 / start.elapsed().as_secs_f64() / 1e6)
+}
+
+async fn read_range(client: Rc<NativeClient>, partitions: Vec<(String, u32)>) -> anyhow::Result<u64> {
+    let offsets = |spec| {
+        let parts: Vec<(String, u32, OffsetSpec)> =
+            partitions.iter().map(|(t, p)| (t.clone(), *p, spec)).collect();
+        let client = client.clone();
+        async move {
+            match client.call(&RequestBody::ListOffsets { parts }, &[]).await?.0 {
+                ResponseBody::Offsets { parts } => {
+                    Ok(parts.into_iter().map(|(_, _, _, o)| o.max(0) as u64).collect::<Vec<_>>())
+                }
+                other => anyhow::bail!("unexpected {other:?}"),
+            }
+        }
+    };
+    let mut positions = offsets(OffsetSpec::Earliest).await?;
+    let ends = offsets(OffsetSpec::Latest).await?;
+    let mut bytes = 0u64;
+    loop {
+        let parts: Vec<FetchPart> = partitions
+            .iter()
+            .zip(&positions)
+            .zip(&ends)
+            .filter(|((_, at), end)| at < end)
+            .map(|(((t, p), at), _)| FetchPart {
+                topic: t.clone(),
+                partition: *p,
+                offset: *at,
+                max_bytes: 8 << 20,
+            })
+            .collect();
+        if parts.is_empty() {
+            return Ok(bytes);
+        }
+        let body = RequestBody::Fetch { max_wait_ms: 0, min_bytes: 1, max_bytes: 32 << 20, parts };
+        let (reply, data) = client.call(&body, &[]).await?;
+        let ResponseBody::Fetched { parts } = reply else { anyhow::bail!("unexpected {reply:?}") };
+        for part in parts {
+            anyhow::ensure!(part.error == ErrorCode::None, "fetch: {:?}", part.error);
+            let i = partitions
+                .iter()
+                .position(|(t, p)| *t == part.topic && *p == part.partition)
+                .expect("asked for");
+            let records = rill_net::message::range(&data, part.records_at, part.records_len)?;
+            for (header, batch) in split_batches(&records)? {
+                positions[i] = header.base_offset as u64 + header.offset_count() as u64;
+                let value_len = first_value(&batch)?.map_or(0, |v| v.len() as u64);
+                bytes += header.records_count as u64 * value_len;
+            }
+        }
+    }
+}
+
+/// A batch encoded once; each send copies it, writes the send time into the first message's
+/// value (the one consumers read) and recomputes the CRC. Re-encoding every record per send
+/// would make the load generator, not the broker, the bottleneck.
+struct BatchTemplate {
+    bytes: Bytes,
+    stamp_at: usize,
+}
+
+/// Marks where the timestamp goes in the template's values.
+const STAMP_MARKER: [u8; 8] = *b"RILLSENT";
+
+impl BatchTemplate {
+    fn new(w: &Workload) -> BatchTemplate {
+        let mut value = vec![0x42u8; w.message_bytes as usize];
+        value[..8].copy_from_slice(&STAMP_MARKER);
+        let value = Bytes::from(value);
+        let mut builder = BatchBuilder::new();
+        let ts = (now_us() / 1000) as i64;
+        for _ in 0..w.batch_messages() {
+            builder.push(&Record {
+                timestamp_ms: ts,
+                key: None,
+                value: Some(value.clone()),
+                headers: Vec::new(),
+            });
+        }
+        let bytes = builder.build();
+        let stamp_at =
+            bytes.windows(8).position(|win| win == STAMP_MARKER).expect("the marker is in the first value");
+        BatchTemplate { bytes, stamp_at }
+    }
+
+    /// A batch stamped with the current time; returns it and that time.
+    fn stamp(&self) -> (Bytes, u64) {
+        let sent_us = now_us();
+        let mut batch = bytes::BytesMut::from(&self.bytes[..]);
+        batch[self.stamp_at..self.stamp_at + 8].copy_from_slice(&sent_us.to_le_bytes());
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        (batch.freeze(), sent_us)
+    }
 }
 
 async fn produce(
@@ -283,7 +388,7 @@ async fn produce(
         "none" => Acks::None,
         _ => Acks::Durable,
     };
-    let filler = Bytes::from(vec![0x42u8; w.message_bytes as usize]);
+    let template = BatchTemplate::new(&w);
     let messages = w.batch_messages() as u64;
     let interval = (w.rate_msgs_per_s > 0).then(|| {
         let per_producer = (w.rate_msgs_per_s as f64 / w.producers as f64).max(1.0);
@@ -319,7 +424,7 @@ async fn produce(
         };
         let permit =
             inflight.acquire_static_permit(1).await.map_err(|_| anyhow::anyhow!("semaphore closed"))?;
-        let (batch, sent_us) = build_batch(&w, &filler);
+        let (batch, sent_us) = template.stamp();
         let (client, counters) = (client.clone(), counters.clone());
         let message_bytes = w.message_bytes as u64;
         glommio::spawn_local(async move {
@@ -449,5 +554,8 @@ pub fn print_table(r: &BenchResult) {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (name, p) in [("publish", &r.publish_latency_us), ("end-to-end", &r.end_to_end_latency_us)] {
         println!("| {name} | {} | {} | {} | {} | {} | {} |", p.p50, p.p90, p.p99, p.p999, p.p9999, p.max);
+    }
+    if let Some(mb) = r.backlog_consume_mb_per_s {
+        println!("backlog read from earliest: {mb:.1} MB/s");
     }
 }

@@ -56,6 +56,9 @@ pub struct Workload {
     pub duration_s: u64,
     /// Stop measuring after this many bytes instead (0: use the duration).
     pub total_bytes: u64,
+    /// After the run, read everything produced again from the earliest offset and report the
+    /// catch-up read throughput (consumers that fell behind, or replay).
+    pub consume_backlog: bool,
 }
 
 impl Default for Workload {
@@ -78,6 +81,7 @@ impl Default for Workload {
             warmup_s: 2,
             duration_s: 10,
             total_bytes: 0,
+            consume_backlog: false,
         }
     }
 }
@@ -133,6 +137,9 @@ pub struct WorkloadArgs {
     /// Measure this many bytes instead of a duration.
     #[arg(long)]
     pub total_bytes: Option<u64>,
+    /// Afterwards, re-read everything from the earliest offset and report that throughput.
+    #[arg(long)]
+    pub consume_backlog: bool,
 }
 
 impl WorkloadArgs {
@@ -153,6 +160,7 @@ impl WorkloadArgs {
             message_bytes => message_bytes, batch_bytes => batch_bytes, linger_ms => linger_ms, rate => rate_msgs_per_s,
             inflight => inflight_per_producer, acks => acks, topic_durability => topic_durability, keys => keys,
             warmup_s => warmup_s, duration_s => duration_s, total_bytes => total_bytes);
+        w.consume_backlog |= self.consume_backlog;
         w.validate()?;
         Ok(w)
     }

@@ -241,3 +241,33 @@ fn bench_reports_consistent_figures() {
     assert!((mb * 1e6 / msgs - 1000.0).abs() < 1.0, "MB/s and msg/s agree on 1000-byte messages");
     broker.stop();
 }
+
+#[test]
+fn bad_configuration_is_one_clear_error() {
+    let (_tmp, dir) = data_dir();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--profile", "no-such-profile"], "profile"),
+        (&["--cores", "0,999"], "cpu.cores"),
+        (&["--native-listen", "not-an-address"], "native_listen"),
+        (&["--config", "/nonexistent/rill.toml"], "rill.toml"),
+    ];
+    for (args, mention) in cases {
+        let out = Command::new(RILL)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} should be refused");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.starts_with("rill: ") && last.contains(mention), "{args:?}: {stderr}");
+    }
+    let bad_toml = dir.parent().unwrap().join("bad.toml");
+    std::fs::write(&bad_toml, "data_dir = 5\n").unwrap();
+    let out = Command::new(RILL).args(["serve", "--config"]).arg(&bad_toml).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
+}
