@@ -109,7 +109,18 @@ pub struct Log {
     inner: Rc<Inner>,
 }
 
+/// A disk read started ahead of the reader that will ask for it.
+pub(crate) struct ReadAhead {
+    offset: u64,
+    bytes_max: usize,
+    /// The log's truncation count when it started: after a truncation its bytes may be gone.
+    truncations: u64,
+    task: glommio::task::JoinHandle<Result<Vec<StoredBatch>>>,
+}
+
 pub(crate) struct Inner {
+    /// At most one read-ahead per log, of at most one read's size.
+    pub readahead: RefCell<Option<ReadAhead>>,
     pub dir: PathBuf,
     pub config: LogConfig,
     pub clock: Rc<dyn Clock>,
@@ -195,8 +206,14 @@ impl Log {
             cache: BatchCache::new(config.cache_bytes_max),
             segments: recovered.segments,
         };
-        let inner =
-            Rc::new(Inner { dir, config, clock, state: RefCell::new(state), changed: Notify::default() });
+        let inner = Rc::new(Inner {
+            readahead: RefCell::new(None),
+            dir,
+            config,
+            clock,
+            state: RefCell::new(state),
+            changed: Notify::default(),
+        });
         if let Some(interval) = inner.config.sync_interval() {
             glommio::spawn_local(interval_sync(Rc::downgrade(&inner), interval)).detach();
         }
@@ -354,7 +371,7 @@ impl Log {
     /// of payload (always at least one whole batch, as Kafka fetch does). Only written batches
     /// are visible. Reading at the log end returns an empty list.
     pub async fn read(&self, offset: u64, bytes_max: usize) -> Result<Vec<StoredBatch>> {
-        let (segment, end) = {
+        {
             let s = self.inner.state.borrow();
             if offset < s.log_start || offset > s.written_end {
                 return Err(Error::OffsetOutOfRange { offset, start: s.log_start, end: s.written_end });
@@ -365,27 +382,41 @@ impl Log {
             if let Some(batches) = s.cache.read(offset, s.written_end, bytes_max) {
                 return Ok(batches);
             }
-            (s.find_segment(offset).expect("offset within the log has a segment"), s.written_end)
-        };
-        let mut segment = segment;
-        loop {
-            let limit = segment.len_bytes.get();
-            let batches =
-                segment.read_batches(offset, bytes_max, limit, self.inner.config.read_chunk_bytes).await?;
-            let batches: Vec<_> = batches.into_iter().filter(|b| b.end_offset() <= end).collect();
-            if !batches.is_empty() {
-                return Ok(batches);
+        }
+        let ahead = self.inner.readahead.borrow_mut().take();
+        let truncations = self.inner.state.borrow().truncations;
+        let batches = match ahead {
+            Some(ahead)
+                if ahead.offset == offset
+                    && ahead.bytes_max == bytes_max
+                    && ahead.truncations == truncations =>
+            {
+                match ahead.task.await {
+                    Some(Ok(batches)) if !batches.is_empty() => batches,
+                    _ => read_disk(&self.inner, offset, bytes_max).await?,
+                }
             }
-            // The offset lies past this segment's end: the next segment holds it.
-            let next = {
-                let s = self.inner.state.borrow();
-                s.segments.range(segment.base_offset + 1..).next().map(|(_, seg)| seg.clone())
-            };
-            match next {
-                Some(next) if next.base_offset <= offset => segment = next,
-                _ => return Ok(Vec::new()),
+            _ => read_disk(&self.inner, offset, bytes_max).await?,
+        };
+        if let Some(last) = batches.last() {
+            self.start_readahead(last.end_offset(), bytes_max);
+        }
+        Ok(batches)
+    }
+
+    /// A reader that went to the disk usually comes back for what follows: read it now, while
+    /// the caller sends this answer, unless the cache already holds it.
+    fn start_readahead(&self, offset: u64, bytes_max: usize) {
+        {
+            let s = self.inner.state.borrow();
+            if offset >= s.written_end || s.cache.read(offset, s.written_end, 1).is_some() {
+                return;
             }
         }
+        let truncations = self.inner.state.borrow().truncations;
+        let inner = self.inner.clone();
+        let task = glommio::spawn_local(async move { read_disk(&inner, offset, bytes_max).await }).detach();
+        *self.inner.readahead.borrow_mut() = Some(ReadAhead { offset, bytes_max, truncations, task });
     }
 
     /// Base offset of the first batch whose max timestamp is at least `timestamp_ms`, or `None`
@@ -485,6 +516,7 @@ impl Log {
             self.release_maintenance();
             return Err(e);
         }
+        self.inner.readahead.borrow_mut().take();
         let result = self.truncate_exclusive(offset).await;
         // Past the argument checks, any error left the files in an unknown state.
         let failed = matches!(&result, Err(e) if !matches!(e, Error::OffsetOutOfRange { .. }));
@@ -709,6 +741,34 @@ impl Log {
     /// The directory this log lives in.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+}
+
+/// Reads batches from the segment holding `offset` (or the next one), up to what is written.
+async fn read_disk(inner: &Inner, offset: u64, bytes_max: usize) -> Result<Vec<StoredBatch>> {
+    let (mut segment, end) = {
+        let s = inner.state.borrow();
+        if offset < s.log_start || offset >= s.written_end {
+            return Ok(Vec::new());
+        }
+        (s.find_segment(offset).expect("offset within the log has a segment"), s.written_end)
+    };
+    loop {
+        let limit = segment.len_bytes.get();
+        let batches = segment.read_batches(offset, bytes_max, limit, inner.config.read_chunk_bytes).await?;
+        let batches: Vec<_> = batches.into_iter().filter(|b| b.end_offset() <= end).collect();
+        if !batches.is_empty() {
+            return Ok(batches);
+        }
+        // The offset lies past this segment's end: the next segment holds it.
+        let next = {
+            let s = inner.state.borrow();
+            s.segments.range(segment.base_offset + 1..).next().map(|(_, seg)| seg.clone())
+        };
+        match next {
+            Some(next) if next.base_offset <= offset => segment = next,
+            _ => return Ok(Vec::new()),
+        }
     }
 }
 

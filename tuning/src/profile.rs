@@ -85,7 +85,7 @@ pub struct MemorySection {
 pub struct IoSection {
     /// Entries of each shard's io_uring rings.
     pub uring_queue_depth: u32,
-    /// Bytes per disk read when scanning segments. Multiple of 4096.
+    /// Largest single disk read (fetches that miss the cache, scans). Multiple of 4096.
     pub read_chunk_bytes: u64,
 }
 
