@@ -17,7 +17,7 @@ pub use crate::disk::{ProbeSettings, probe_disk};
 pub use crate::error::{Error, Result};
 pub use crate::host::{DiskFacts, HostFacts, HostRoots, parse_schedulers};
 pub use crate::profile::{
-    CorePolicy, CoreSelection, CpuSection, IoSection, KernelSection, LogSection, Measured, MemorySection,
-    NetworkSection, Profile, QueueDepthFigure, SHIPPED, parse_durability,
+    CorePolicy, CoreSelection, CpuSection, IoSection, KernelSection, LOG_WRITE_BUFFER_BYTES_MAX, LogSection,
+    Measured, MemorySection, NetworkSection, Profile, QueueDepthFigure, SHIPPED, parse_durability,
 };
 pub use crate::topology::{Cpu, CpuTopology, parse_cpu_list};

@@ -169,6 +169,9 @@ pub struct QueueDepthFigure {
     pub iops: f64,
 }
 
+/// Most bytes one partition log queues for its next write, whatever the shard's budget.
+pub const LOG_WRITE_BUFFER_BYTES_MAX: u64 = 32 << 20;
+
 /// Profiles shipped with Rill, by name.
 pub const SHIPPED: [(&str, &str); 2] = [
     ("small-vm", include_str!("../profiles/small-vm.toml")),
@@ -305,8 +308,10 @@ impl Profile {
         let partitions = partitions.max(1);
         let block = BLOCK_BYTES as u64;
         let entry_max = self.log.batch_bytes_max + rill_storage::ENTRY_HEADER_BYTES as u64;
-        let write_buffer = (self.memory.write_buffer_bytes_per_shard / partitions / block * block)
-            .max(entry_max.next_multiple_of(block));
+        // A shard's write budget is shared by its partitions, but one log never queues more than
+        // LOG_WRITE_BUFFER_BYTES_MAX: larger writes only add latency and page faults.
+        let share = (self.memory.write_buffer_bytes_per_shard / partitions).min(LOG_WRITE_BUFFER_BYTES_MAX);
+        let write_buffer = (share / block * block).max(entry_max.next_multiple_of(block));
         LogConfig {
             segment_size_bytes_max: self.log.segment_bytes,
             durability: self.durability().unwrap_or(Durability::Always),
@@ -335,8 +340,10 @@ impl Profile {
         // Leave half the memory to the kernel and everything else; split the rest per shard.
         let per_shard = host.memory_bytes / 2 / shards;
         let mib = 1u64 << 20;
-        let cache = (per_shard / 2).clamp(16 * mib, 8 << 30) / mib * mib;
-        let write = (per_shard / 8).clamp(16 * mib, 512 * mib) / mib * mib;
+        // The cache fills with fresh memory first, and every fresh page costs a fault on the
+        // append path; a modest cache reaches steady state (reusing freed memory) quickly.
+        let cache = (per_shard / 16).clamp(64 * mib, 1 << 30) / mib * mib;
+        let write = (per_shard / 8).clamp(16 * mib, 256 * mib) / mib * mib;
         let conn = (per_shard / 16).clamp(8 * mib, 256 * mib) / mib * mib;
         let base = if small { Profile::shipped("small-vm") } else { Profile::shipped("nvme-server") };
         Profile {

@@ -85,6 +85,11 @@ fn shipped_profiles_are_valid_and_round_trip() {
     let config = small.log_config();
     config.validate().unwrap();
     assert_eq!(config.segment_size_bytes_max, 256 << 20);
+    // One log never queues more than the per-log cap, however large the shard's budget.
+    let derived = Profile::derive(&server);
+    assert!(derived.log_config().write_buffer_bytes_max as u64 <= rill_tuning::LOG_WRITE_BUFFER_BYTES_MAX);
+    let many = nvme.log_config_for(1000).write_buffer_bytes_max as u64;
+    assert!(many >= (8 << 20) + 64, "a batch always fits: {many}");
 }
 
 fn refused_field(result: rill_tuning::Result<impl std::fmt::Debug>) -> String {
