@@ -50,6 +50,9 @@ impl AsyncWrite for Shared {
 /// Serves a connection until the client closes it, it sends garbage, or the broker stops.
 pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: ConnectionLimits) {
     let _ = stream.set_nodelay(true);
+    let network = &shard.profile().network;
+    set_buffer(&stream, libc::SO_SNDBUF, network.socket_send_buffer_bytes);
+    set_buffer(&stream, libc::SO_RCVBUF, network.socket_recv_buffer_bytes);
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let stream = Shared(Rc::new(RefCell::new(stream)));
     let conn = Rc::new(RefCell::new(ServerConnection::new(limits)));
@@ -174,5 +177,25 @@ async fn write_loop(
             let _ = stream.flush().await;
             return;
         }
+    }
+}
+
+/// Sets a socket buffer size from the profile; the kernel caps it at `net.core.[rw]mem_max`
+/// (`rill tune check` reports when that cap is below the profile's wish).
+fn set_buffer(stream: &TcpStream, option: libc::c_int, bytes: u64) {
+    let value = bytes.min(i32::MAX as u64) as libc::c_int;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(stream);
+    // SAFETY: setsockopt reads one c_int from a valid pointer for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "setting a socket buffer size");
     }
 }
