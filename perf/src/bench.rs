@@ -528,6 +528,18 @@ async fn progress(counters: Rc<Counters>) {
     }
 }
 
+/// Runs a workload and prints the result: JSON with `--json`, else a table.
+pub fn run_bench_and_print(args: BenchArgs) -> anyhow::Result<()> {
+    let json = args.json;
+    let result = run_bench(args)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print_table(&result);
+    }
+    Ok(())
+}
+
 /// Prints a result as a table.
 pub fn print_table(r: &BenchResult) {
     println!(

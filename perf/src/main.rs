@@ -23,15 +23,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Storage(args) => rill_perf::run_storage_bench(args),
         Command::AckWriter(args) => rill_perf::run_ack_writer(args),
-        Command::Bench(args) => {
-            let json = args.json;
-            let result = rill_perf::run_bench(args)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&result)?);
-            } else {
-                rill_perf::print_table(&result);
-            }
-            Ok(())
-        }
+        Command::Bench(args) => rill_perf::run_bench_and_print(args),
     }
 }

@@ -51,22 +51,11 @@ fn main() {
         Command::Topic(cmd) => topic::run(&cli.broker, cmd),
         Command::Produce(args) => produce::run(&cli.broker, args),
         Command::Consume(args) => consume::run(&cli.broker, args),
-        Command::Bench(args) => bench(args),
+        Command::Bench(args) => rill_perf::run_bench_and_print(args),
         Command::Tune(cmd) => tune::run(cmd),
     };
     if let Err(error) = result {
         eprintln!("rill: {error:#}");
         std::process::exit(1);
     }
-}
-
-fn bench(args: rill_perf::BenchArgs) -> anyhow::Result<()> {
-    let json = args.json;
-    let result = rill_perf::run_bench(args)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
-    } else {
-        rill_perf::print_table(&result);
-    }
-    Ok(())
 }
