@@ -47,7 +47,35 @@ impl AsyncWrite for Shared {
     }
 }
 
+/// What one connection charges to its shard's connection budget.
+struct Charge {
+    shard: Rc<Shard>,
+    conn: Rc<RefCell<ServerConnection>>,
+    /// Data sections of requests being handled.
+    inflight_bytes: Cell<usize>,
+    charged: Cell<usize>,
+}
+
+impl Charge {
+    /// Re-measures what the connection holds and updates the shard's total.
+    fn update(&self) {
+        let now = self.conn.borrow().buffered_bytes() + self.inflight_bytes.get();
+        self.shard.charge_connection_bytes(now as isize - self.charged.get() as isize);
+        self.charged.set(now);
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.shard.charge_connection_bytes(-(self.charged.get() as isize));
+    }
+}
+
 /// Serves a connection until the client closes it, it sends garbage, or the broker stops.
+///
+/// Memory: while the shard's connections hold more than `connection_buffer_bytes_per_shard`,
+/// connections that hold no partial request do not read; those mid-request finish reading it
+/// (so the shard never deadlocks), which bounds the excess by one request per such connection.
 pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: ConnectionLimits) {
     let _ = stream.set_nodelay(true);
     let network = &shard.profile().network;
@@ -59,7 +87,13 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Connectio
     let (wake_tx, wake_rx) = local_channel::new_unbounded::<()>();
     let wake_tx = Rc::new(wake_tx);
     let running = Rc::new(Cell::new(0usize));
-    let writer = glommio::spawn_local(write_loop(stream.clone(), conn.clone(), wake_rx));
+    let charge = Rc::new(Charge {
+        shard: shard.clone(),
+        conn: conn.clone(),
+        inflight_bytes: Cell::new(0),
+        charged: Cell::new(0),
+    });
+    let writer = glommio::spawn_local(write_loop(stream.clone(), charge.clone(), wake_rx));
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let mut reader = stream.clone();
     'reading: loop {
@@ -67,6 +101,10 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Connectio
             if running.get() == 0 {
                 break; // Closing after a framing error: nothing left to answer.
             }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+            continue;
+        }
+        if shard.connections_over_budget() && conn.borrow().partial_bytes() == 0 && !shard.shutting_down() {
             glommio::timer::sleep(Duration::from_millis(1)).await;
             continue;
         }
@@ -91,6 +129,9 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Connectio
             match next {
                 Ok(Some(Incoming::Request { request_id, body, data })) => {
                     running.set(running.get() + 1);
+                    let held = data.len();
+                    charge.inflight_bytes.set(charge.inflight_bytes.get() + held);
+                    let charge = charge.clone();
                     let (shard, conn, wake, running) =
                         (shard.clone(), conn.clone(), wake_tx.clone(), running.clone());
                     glommio::spawn_local(async move {
@@ -106,6 +147,8 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Connectio
                             }
                         }
                         running.set(running.get() - 1);
+                        charge.inflight_bytes.set(charge.inflight_bytes.get() - held);
+                        charge.update();
                         let _ = wake.try_send(());
                     })
                     .detach();
@@ -118,6 +161,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Connectio
                 }
             }
         }
+        charge.update();
         // Error replies queued by the protocol core go out at once.
         let _ = wake_tx.try_send(());
     }
@@ -131,11 +175,8 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Connectio
     drop(stream);
 }
 
-async fn write_loop(
-    mut stream: Shared,
-    conn: Rc<RefCell<ServerConnection>>,
-    wake: local_channel::LocalReceiver<()>,
-) {
+async fn write_loop(mut stream: Shared, charge: Rc<Charge>, wake: local_channel::LocalReceiver<()>) {
+    let conn = charge.conn.clone();
     let mut small = Vec::with_capacity(64 << 10);
     loop {
         loop {
@@ -165,6 +206,8 @@ async fn write_loop(
             }
             small.clear();
         }
+        // Sent bytes no longer count against the shard's connection budget.
+        charge.update();
         if wake.recv().await.is_none() {
             // Drain what the last handlers queued, then stop.
             loop {

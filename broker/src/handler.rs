@@ -173,6 +173,7 @@ async fn fetch(
     min_bytes: u32,
     max_bytes: u32,
 ) -> Response {
+    let max_bytes = max_bytes.min(shard.profile().network.fetch_response_bytes_max);
     let deadline = Instant::now() + Duration::from_millis(max_wait_ms as u64);
     let mut outcomes = fetch_round(shard, &parts, max_bytes, 0).await;
     let available: usize = outcomes.iter().map(|o| o.batches.iter().map(Bytes::len).sum::<usize>()).sum();

@@ -18,8 +18,6 @@ use crate::error::{BrokerError, Result};
 use crate::metadata::{Metadata, MetadataStore};
 use crate::shard::{MESH_CHANNEL_DEPTH, Msg, Shard};
 
-/// Largest native frame payload: a produce of several maximum-size batches.
-const FRAME_BYTES_MAX: u32 = 64 << 20;
 /// How long shutdown waits for connections to finish their in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -188,7 +186,7 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
     let listener = bind(ctx).await?;
     ctx.ready.fetch_add(1, Ordering::AcqRel);
     let limits = ConnectionLimits {
-        frame_bytes_max: FRAME_BYTES_MAX,
+        frame_bytes_max: ctx.config.profile.network.request_bytes_max,
         max_inflight: ctx.config.profile.network.max_inflight_requests as usize,
     };
     let active = Rc::new(std::cell::Cell::new(0usize));

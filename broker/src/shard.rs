@@ -83,6 +83,8 @@ pub(crate) struct Shard {
     waiters: RefCell<HashMap<u64, LocalSender<ShardReply>>>,
     next_token: Cell<u64>,
     admin: glommio::sync::Semaphore,
+    /// Bytes the shard's connections hold (partial and in-flight requests, queued responses).
+    connection_bytes: Cell<usize>,
     pub shutdown: Arc<AtomicBool>,
 }
 
@@ -109,6 +111,7 @@ impl Shard {
             waiters: RefCell::new(HashMap::new()),
             next_token: Cell::new(1),
             admin: glommio::sync::Semaphore::new(1),
+            connection_bytes: Cell::new(0),
             shutdown,
         }
     }
@@ -370,6 +373,18 @@ impl Shard {
 
     pub fn data_dir(&self) -> &PathBuf {
         &self.data_dir
+    }
+
+    /// Adjusts the bytes charged to the shard's connection budget.
+    pub fn charge_connection_bytes(&self, delta: isize) {
+        let now = self.connection_bytes.get() as isize + delta;
+        assert!(now >= 0, "connection bytes never go negative");
+        self.connection_bytes.set(now as usize);
+    }
+
+    /// Whether the shard's connections hold more than the profile's connection budget.
+    pub fn connections_over_budget(&self) -> bool {
+        self.connection_bytes.get() as u64 > self.profile.memory.connection_buffer_bytes_per_shard
     }
 
     pub fn profile(&self) -> &Profile {

@@ -154,6 +154,16 @@ impl ServerConnection {
         self.outgoing.pop_front()
     }
 
+    /// Bytes of a request received in part and not yet decoded.
+    pub fn partial_bytes(&self) -> usize {
+        self.decoder.buffered()
+    }
+
+    /// Bytes held by this connection: received and not yet decoded, plus queued to send.
+    pub fn buffered_bytes(&self) -> usize {
+        self.decoder.buffered() + self.outgoing.iter().map(Bytes::len).sum::<usize>()
+    }
+
     /// Requests decoded and not yet answered.
     pub fn inflight(&self) -> usize {
         self.inflight.len()

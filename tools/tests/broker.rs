@@ -271,3 +271,45 @@ fn bad_configuration_is_one_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
 }
+
+#[test]
+fn a_tight_connection_budget_slows_clients_without_losing_or_stalling() {
+    let (tmp, dir) = data_dir();
+    // One request's worth of connection memory for the whole shard, and many producers.
+    let profile = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning/profiles/small-vm.toml"),
+    )
+    .unwrap()
+    .replace("connection_buffer_bytes_per_shard = 67108864", "connection_buffer_bytes_per_shard = 9437184")
+    .replace("request_bytes_max = 16777216", "request_bytes_max = 9437184")
+    .replace("name = \"small-vm\"", "name = \"tight\"");
+    assert!(profile.contains("9437184\n") && profile.contains("tight"), "the test edits the shipped profile");
+    let profile_path = tmp.path().join("tight.toml");
+    std::fs::write(&profile_path, profile).unwrap();
+    let mut child = Command::new(RILL)
+        .args(["serve", "--native-listen", "127.0.0.1:0", "--profile"])
+        .arg(&profile_path)
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let addr =
+        line.strip_prefix("rill listening on ").unwrap().split_whitespace().next().unwrap().to_string();
+    let broker = Broker { child, addr };
+    let out = Command::new(RILL)
+        .args(["bench", "--broker", &broker.addr, "--json", "--warmup-s", "0", "--duration-s", "2"])
+        .args(["--partitions", "4", "--producers", "6", "--consumers", "2", "--inflight", "8"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let published = r["published_msgs"].as_u64().unwrap();
+    assert!(published > 0);
+    assert_eq!(r["consumed_msgs"].as_u64().unwrap(), published);
+    broker.stop();
+}

@@ -117,6 +117,10 @@ pub struct NetworkSection {
     pub max_inflight_requests: u32,
     /// Connections per shard before new ones are refused.
     pub max_connections_per_shard: u32,
+    /// Largest request frame accepted; a larger one closes its connection.
+    pub request_bytes_max: u32,
+    /// Largest fetch response built, whatever a client asks for.
+    pub fetch_response_bytes_max: u32,
 }
 
 /// Kernel and device settings the profile wants; `rill tune check` compares the host's.
@@ -229,6 +233,8 @@ impl Profile {
             ("network.socket_recv_buffer_bytes", self.network.socket_recv_buffer_bytes),
             ("network.max_inflight_requests", self.network.max_inflight_requests as u64),
             ("network.max_connections_per_shard", self.network.max_connections_per_shard as u64),
+            ("network.request_bytes_max", self.network.request_bytes_max as u64),
+            ("network.fetch_response_bytes_max", self.network.fetch_response_bytes_max as u64),
         ];
         for (field, value) in positive {
             if value == 0 {
@@ -239,6 +245,18 @@ impl Profile {
             return Err(field_error("io.uring_queue_depth", "must be a power of two".to_string()));
         }
         self.durability()?;
+        if (self.network.request_bytes_max as u64) < self.log.batch_bytes_max + 4096 {
+            return Err(field_error(
+                "network.request_bytes_max",
+                "must hold one batch of log.batch_bytes_max".into(),
+            ));
+        }
+        if (self.memory.connection_buffer_bytes_per_shard) < self.network.request_bytes_max as u64 {
+            return Err(field_error(
+                "memory.connection_buffer_bytes_per_shard",
+                "must hold at least one request of network.request_bytes_max".into(),
+            ));
+        }
         if let CoreSelection::List(list) = &self.cpu.cores {
             if list.is_empty() {
                 return Err(field_error("cpu.cores", "lists no CPU".to_string()));

@@ -126,6 +126,14 @@ fn bad_profiles_are_refused_naming_the_field() {
     p.io.uring_queue_depth = 100;
     assert!(refused_field(p.check_shape()).starts_with("io.uring_queue_depth"));
 
+    let mut p = base.clone();
+    p.network.request_bytes_max = 1 << 20;
+    assert!(refused_field(p.check_shape()).starts_with("network.request_bytes_max"));
+
+    let mut p = base.clone();
+    p.memory.connection_buffer_bytes_per_shard = 1 << 20;
+    assert!(refused_field(p.check_shape()).starts_with("memory.connection_buffer_bytes_per_shard"));
+
     let text = base.to_toml().replace("[io]", "[io]\nturbo = true");
     assert!(matches!(Profile::parse(&text, "typo.toml"), Err(Error::Parse { .. })));
     assert!(matches!(Profile::load("/nonexistent/profile.toml"), Err(Error::Io { .. })));
