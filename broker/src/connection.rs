@@ -20,8 +20,6 @@ use rill_net::message::{Acks, RequestBody};
 
 use crate::shard::Shard;
 
-/// Bytes read from the socket per read call.
-const READ_CHUNK_BYTES: usize = 64 << 10;
 /// How often an idle reader looks at the shutdown flag.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 
@@ -94,7 +92,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Connectio
         charged: Cell::new(0),
     });
     let writer = glommio::spawn_local(write_loop(stream.clone(), charge.clone(), wake_rx));
-    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    let mut buf = vec![0u8; shard.profile().network.socket_read_chunk_bytes as usize];
     let mut reader = stream.clone();
     'reading: loop {
         if !conn.borrow().wants_read() {

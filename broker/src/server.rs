@@ -16,7 +16,7 @@ use rill_net::connection::ConnectionLimits;
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
 use crate::metadata::{Metadata, MetadataStore};
-use crate::shard::{MESH_CHANNEL_DEPTH, Msg, Shard};
+use crate::shard::{Msg, Shard};
 
 /// How long shutdown waits for connections to finish their in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,7 +55,7 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
     let metadata = prepare_metadata(&config.data_dir, shards)?;
     tracing::info!(shards, cores = ?config.cores, profile = %config.profile.name, topics = metadata.topics.len(), "starting");
 
-    let mesh = MeshBuilder::<Msg, _>::full(shards, MESH_CHANNEL_DEPTH);
+    let mesh = MeshBuilder::<Msg, _>::full(shards, config.profile.io.shard_channel_depth as usize);
     let peers: Arc<Vec<AtomicUsize>> = Arc::new((0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect());
     let port = Arc::new(AtomicU16::new(0));
     let ready = Arc::new(AtomicUsize::new(0));

@@ -65,10 +65,6 @@ pub(crate) enum ShardReply {
 
 /// The controller (topic administration, metadata persistence) lives on shard 0.
 pub(crate) const CONTROLLER: usize = 0;
-/// Depth of each shard-to-shard channel.
-pub(crate) const MESH_CHANNEL_DEPTH: usize = 1024;
-/// How often each shard applies retention to its logs.
-const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 pub(crate) struct Shard {
     pub index: usize,
@@ -139,9 +135,10 @@ impl Shard {
             .detach();
         }
         let shard = Rc::downgrade(self);
+        let interval = Duration::from_millis(self.profile.log.retention_check_interval_ms);
         glommio::spawn_local(async move {
             loop {
-                glommio::timer::sleep(RETENTION_CHECK_INTERVAL).await;
+                glommio::timer::sleep(interval).await;
                 let Some(shard) = shard.upgrade() else { return };
                 let logs: Vec<Log> = shard.logs.borrow().values().cloned().collect();
                 for log in logs {

@@ -87,6 +87,8 @@ pub struct IoSection {
     pub uring_queue_depth: u32,
     /// Largest single disk read (fetches that miss the cache, scans). Multiple of 4096.
     pub read_chunk_bytes: u64,
+    /// Messages each shard-to-shard channel holds before senders wait.
+    pub shard_channel_depth: u32,
 }
 
 /// Partition log defaults (topics may override).
@@ -103,6 +105,8 @@ pub struct LogSection {
     pub batch_bytes_max: u64,
     /// Bytes between sparse index entries.
     pub index_interval_bytes: u64,
+    /// How often each shard applies retention to its logs.
+    pub retention_check_interval_ms: u64,
 }
 
 /// Network settings.
@@ -121,6 +125,8 @@ pub struct NetworkSection {
     pub request_bytes_max: u32,
     /// Largest fetch response built, whatever a client asks for.
     pub fetch_response_bytes_max: u32,
+    /// Bytes read from a client socket per read call.
+    pub socket_read_chunk_bytes: u32,
 }
 
 /// Kernel and device settings the profile wants; `rill tune check` compares the host's.
@@ -235,6 +241,9 @@ impl Profile {
             ("network.max_connections_per_shard", self.network.max_connections_per_shard as u64),
             ("network.request_bytes_max", self.network.request_bytes_max as u64),
             ("network.fetch_response_bytes_max", self.network.fetch_response_bytes_max as u64),
+            ("network.socket_read_chunk_bytes", self.network.socket_read_chunk_bytes as u64),
+            ("io.shard_channel_depth", self.io.shard_channel_depth as u64),
+            ("log.retention_check_interval_ms", self.log.retention_check_interval_ms),
         ];
         for (field, value) in positive {
             if value == 0 {
