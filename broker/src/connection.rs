@@ -45,7 +45,9 @@ impl AsyncWrite for Shared {
     }
 }
 
-/// What one connection charges to its shard's connection budget.
+/// What one connection charges to its shard's connection budget: the bytes of requests it has
+/// received (in part, or whole and being handled). Responses waiting to be sent are bounded per
+/// connection instead, so a client that stops reading slows only itself.
 struct Charge {
     shard: Rc<Shard>,
     conn: Rc<RefCell<ServerConnection>>,
@@ -57,7 +59,7 @@ struct Charge {
 impl Charge {
     /// Re-measures what the connection holds and updates the shard's total.
     fn update(&self) {
-        let now = self.conn.borrow().buffered_bytes() + self.inflight_bytes.get();
+        let now = self.conn.borrow().partial_bytes() + self.inflight_bytes.get();
         self.shard.charge_connection_bytes(now as isize - self.charged.get() as isize);
         self.charged.set(now);
     }
@@ -69,99 +71,121 @@ impl Drop for Charge {
     }
 }
 
+/// Why a connection's reader stops.
+enum Stop {
+    /// The client closed, the read failed, the writer failed, or the broker is stopping.
+    Closed,
+    /// The client sent bytes that are not a valid frame sequence.
+    Garbage,
+}
+
 /// Serves a connection until the client closes it, it sends garbage, or the broker stops.
 ///
-/// Memory: while the shard's connections hold more than `connection_buffer_bytes_per_shard`,
-/// connections that hold no partial request do not read; those mid-request finish reading it
-/// (so the shard never deadlocks), which bounds the excess by one request per such connection.
+/// Memory: while the shard's connections hold more request bytes than
+/// `connection_buffer_bytes_per_shard`, connections that hold no partial request do not read;
+/// those mid-request finish reading it (so the shard never deadlocks), which bounds the excess
+/// by one request per such connection. Each connection stops taking requests while more than
+/// two fetch responses' worth of its answers wait to be sent.
 pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: ConnectionLimits) {
     let _ = stream.set_nodelay(true);
     let network = &shard.profile().network;
-    set_buffer(&stream, libc::SO_SNDBUF, network.socket_send_buffer_bytes);
-    set_buffer(&stream, libc::SO_RCVBUF, network.socket_recv_buffer_bytes);
+    set_option(&stream, libc::SO_SNDBUF, network.socket_send_buffer_bytes);
+    set_option(&stream, libc::SO_RCVBUF, network.socket_recv_buffer_bytes);
+    set_option(&stream, libc::SO_KEEPALIVE, 1);
+    let outgoing_max = 2 * network.fetch_response_bytes_max as usize;
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let stream = Shared(Rc::new(RefCell::new(stream)));
     let conn = Rc::new(RefCell::new(ServerConnection::new(limits)));
     let (wake_tx, wake_rx) = local_channel::new_unbounded::<()>();
     let wake_tx = Rc::new(wake_tx);
     let running = Rc::new(Cell::new(0usize));
+    let writer_failed = Rc::new(Cell::new(false));
     let charge = Rc::new(Charge {
         shard: shard.clone(),
         conn: conn.clone(),
         inflight_bytes: Cell::new(0),
         charged: Cell::new(0),
     });
-    let writer = glommio::spawn_local(write_loop(stream.clone(), charge.clone(), wake_rx));
+    let writer =
+        glommio::spawn_local(write_loop(stream.clone(), charge.clone(), wake_rx, writer_failed.clone()));
     let mut buf = vec![0u8; shard.profile().network.socket_read_chunk_bytes as usize];
     let mut reader = stream.clone();
-    'reading: loop {
-        if !conn.borrow().wants_read() {
-            if running.get() == 0 {
-                break; // Closing after a framing error: nothing left to answer.
+    let spawn_handler = |request_id: u64, body: RequestBody, data: bytes::Bytes| {
+        running.set(running.get() + 1);
+        let held = data.len();
+        charge.inflight_bytes.set(charge.inflight_bytes.get() + held);
+        let (shard, conn, wake, running, charge) =
+            (shard.clone(), conn.clone(), wake_tx.clone(), running.clone(), charge.clone());
+        glommio::spawn_local(async move {
+            let silent = matches!(body, RequestBody::Produce { acks: Acks::None, .. });
+            let kind = body.kind();
+            let (response, data) = crate::handler::handle(&shard, body, data).await;
+            {
+                let mut c = conn.borrow_mut();
+                if silent {
+                    c.complete_silently(request_id);
+                } else {
+                    c.respond(request_id, kind, &response, &data);
+                }
             }
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-            continue;
-        }
-        if shard.connections_over_budget() && conn.borrow().partial_bytes() == 0 && !shard.shutting_down() {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-            continue;
-        }
-        let read = futures_lite::future::or(async { Some(reader.read(&mut buf).await) }, async {
-            while !shard.shutting_down() {
-                glommio::timer::sleep(SHUTDOWN_POLL).await;
-            }
-            None
+            running.set(running.get() - 1);
+            charge.inflight_bytes.set(charge.inflight_bytes.get() - held);
+            charge.update();
+            let _ = wake.try_send(());
         })
-        .await;
-        let n = match read {
-            Some(Ok(0)) | None => break,
-            Some(Ok(n)) => n,
-            Some(Err(error)) => {
-                tracing::debug!(%peer, %error, "read failed");
-                break;
-            }
-        };
-        conn.borrow_mut().receive(&buf[..n]);
-        loop {
+        .detach();
+    };
+    let stop = loop {
+        if writer_failed.get() {
+            break Stop::Closed;
+        }
+        let backlogged = conn.borrow().outgoing_bytes() > outgoing_max;
+        // Requests already received are decoded first: a client that pipelined more than the
+        // in-flight limit may be waiting for answers without sending another byte.
+        let mut garbage = false;
+        while !backlogged && conn.borrow().wants_read() {
             let next = conn.borrow_mut().poll_request();
             match next {
                 Ok(Some(Incoming::Request { request_id, body, data })) => {
-                    running.set(running.get() + 1);
-                    let held = data.len();
-                    charge.inflight_bytes.set(charge.inflight_bytes.get() + held);
-                    let charge = charge.clone();
-                    let (shard, conn, wake, running) =
-                        (shard.clone(), conn.clone(), wake_tx.clone(), running.clone());
-                    glommio::spawn_local(async move {
-                        let silent = matches!(body, RequestBody::Produce { acks: Acks::None, .. });
-                        let kind = body.kind();
-                        let (response, data) = crate::handler::handle(&shard, body, data).await;
-                        {
-                            let mut c = conn.borrow_mut();
-                            if silent {
-                                c.complete_silently(request_id);
-                            } else {
-                                c.respond(request_id, kind, &response, &data);
-                            }
-                        }
-                        running.set(running.get() - 1);
-                        charge.inflight_bytes.set(charge.inflight_bytes.get() - held);
-                        charge.update();
-                        let _ = wake.try_send(());
-                    })
-                    .detach();
+                    spawn_handler(request_id, body, data)
                 }
                 Ok(None) => break,
                 Err(error) => {
                     tracing::info!(%peer, %error, "closing connection after a framing error");
-                    let _ = wake_tx.try_send(());
-                    break 'reading;
+                    garbage = true;
+                    break;
                 }
             }
         }
         charge.update();
         // Error replies queued by the protocol core go out at once.
         let _ = wake_tx.try_send(());
+        if garbage {
+            break Stop::Garbage;
+        }
+        let over_budget = shard.connections_over_budget() && conn.borrow().partial_bytes() == 0;
+        if backlogged || !conn.borrow().wants_read() || (over_budget && !shard.shutting_down()) {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+            continue;
+        }
+        let read = futures_lite::future::or(async { Some(reader.read(&mut buf).await) }, async {
+            while !shard.shutting_down() && !writer_failed.get() {
+                glommio::timer::sleep(SHUTDOWN_POLL).await;
+            }
+            None
+        })
+        .await;
+        match read {
+            Some(Ok(0)) | None => break Stop::Closed,
+            Some(Ok(n)) => conn.borrow_mut().receive(&buf[..n]),
+            Some(Err(error)) => {
+                tracing::debug!(%peer, %error, "read failed");
+                break Stop::Closed;
+            }
+        }
+    };
+    if let Stop::Garbage = stop {
+        tracing::debug!(%peer, "connection closed after garbage");
     }
     while running.get() > 0 {
         glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -173,8 +197,25 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Connectio
     drop(stream);
 }
 
-async fn write_loop(mut stream: Shared, charge: Rc<Charge>, wake: local_channel::LocalReceiver<()>) {
+async fn write_loop(
+    mut stream: Shared,
+    charge: Rc<Charge>,
+    wake: local_channel::LocalReceiver<()>,
+    failed: Rc<Cell<bool>>,
+) {
     let conn = charge.conn.clone();
+    write_all_queued(&mut stream, &conn, &charge, &wake).await;
+    failed.set(true);
+    // Whatever is still queued can no longer be sent.
+    while conn.borrow_mut().poll_transmit().is_some() {}
+}
+
+async fn write_all_queued(
+    stream: &mut Shared,
+    conn: &Rc<RefCell<ServerConnection>>,
+    charge: &Charge,
+    wake: &local_channel::LocalReceiver<()>,
+) {
     let mut small = Vec::with_capacity(64 << 10);
     loop {
         loop {
@@ -221,10 +262,10 @@ async fn write_loop(mut stream: Shared, charge: Rc<Charge>, wake: local_channel:
     }
 }
 
-/// Sets a socket buffer size from the profile; the kernel caps it at `net.core.[rw]mem_max`
-/// (`rill tune check` reports when that cap is below the profile's wish).
-fn set_buffer(stream: &TcpStream, option: libc::c_int, bytes: u64) {
-    let value = bytes.min(i32::MAX as u64) as libc::c_int;
+/// Sets a socket option (buffer sizes from the profile, which the kernel caps at
+/// `net.core.[rw]mem_max` as `rill tune check` reports; keepalive).
+fn set_option(stream: &TcpStream, option: libc::c_int, value: u64) {
+    let value = value.min(i32::MAX as u64) as libc::c_int;
     let fd = std::os::fd::AsRawFd::as_raw_fd(stream);
     // SAFETY: setsockopt reads one c_int from a valid pointer for the duration of the call.
     let rc = unsafe {
@@ -237,6 +278,6 @@ fn set_buffer(stream: &TcpStream, option: libc::c_int, bytes: u64) {
         )
     };
     if rc != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "setting a socket buffer size");
+        tracing::debug!(error = %std::io::Error::last_os_error(), option, "setting a socket option");
     }
 }

@@ -173,7 +173,9 @@ async fn fetch(
     min_bytes: u32,
     max_bytes: u32,
 ) -> Response {
-    let max_bytes = max_bytes.min(shard.profile().network.fetch_response_bytes_max);
+    let network = &shard.profile().network;
+    let max_bytes = max_bytes.min(network.fetch_response_bytes_max);
+    let max_wait_ms = max_wait_ms.min(network.fetch_wait_ms_max);
     let deadline = Instant::now() + Duration::from_millis(max_wait_ms as u64);
     let mut outcomes = fetch_round(shard, &parts, max_bytes, 0).await;
     let available: usize = outcomes.iter().map(|o| o.batches.iter().map(Bytes::len).sum::<usize>()).sum();
@@ -193,10 +195,12 @@ async fn fetch_round(
     wait_ms: u32,
 ) -> Vec<FetchOutcome> {
     let mut tasks = Vec::new();
-    let mut budget = max_bytes;
+    // The first partition may exceed the budget by one batch (as in Kafka); once the budget is
+    // spent, later partitions only report their offsets (a budget of 0 reads nothing).
+    let mut budget = max_bytes.max(1);
     for part in parts {
         let (shard, part) = (shard.clone(), part.clone());
-        let part_budget = part.max_bytes.min(budget.max(1));
+        let part_budget = part.max_bytes.min(budget);
         budget = budget.saturating_sub(part_budget);
         tasks.push(glommio::spawn_local(async move { fetch_one(&shard, &part, part_budget, wait_ms).await }));
     }
@@ -257,7 +261,7 @@ async fn wait_any(shard: &Rc<Shard>, parts: &[FetchPart], timeout: Duration) {
 
 fn assemble(parts: Vec<FetchPart>, outcomes: Vec<FetchOutcome>) -> Response {
     let mut data = Vec::new();
-    let mut at = 0u32;
+    let mut at = 0u64;
     let mut results = Vec::new();
     for (part, outcome) in parts.into_iter().zip(outcomes) {
         let len: usize = outcome.batches.iter().map(Bytes::len).sum();
@@ -267,10 +271,10 @@ fn assemble(parts: Vec<FetchPart>, outcomes: Vec<FetchOutcome>) -> Response {
             error: outcome.error,
             log_start: outcome.log_start,
             high_watermark: outcome.high_watermark,
-            records_at: at,
+            records_at: u32::try_from(at).expect("fetch responses are capped far below 4 GiB"),
             records_len: len as u32,
         });
-        at += len as u32;
+        at += len as u64;
         data.extend(outcome.batches);
     }
     (ResponseBody::Fetched { parts: results }, data)

@@ -61,7 +61,7 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
     let ready = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let drained = Arc::new(AtomicUsize::new(0));
-    let mut threads = Vec::new();
+    let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
     for (index, cpu) in config.cores.iter().copied().enumerate() {
         let ctx = ShardContext {
             index,
@@ -79,9 +79,17 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
             .name(&format!("rill-shard-{index}"))
             .io_memory(config.profile.memory.io_memory_bytes_per_shard as usize)
             .ring_depth(config.profile.io.uring_queue_depth as usize);
-        let handle = builder
-            .spawn(move || shard_main(ctx))
-            .map_err(|e| BrokerError::Runtime(format!("starting shard {index} on CPU {cpu}: {e}")))?;
+        let handle = match builder.spawn(move || shard_main(ctx)) {
+            Ok(handle) => handle,
+            Err(e) => {
+                // Shards already started wait in the mesh for a peer that will never come; the
+                // process is about to exit with this error, so they are left, not joined.
+                failed.store(true, Ordering::Release);
+                shutdown.store(true, Ordering::Relaxed);
+                drop(threads);
+                return Err(BrokerError::Runtime(format!("starting shard {index} on CPU {cpu}: {e}")));
+            }
+        };
         threads.push(std::thread::spawn(move || {
             let _ = handle.join();
         }));
@@ -169,6 +177,9 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
         ctx.mesh.clone().join().await.map_err(|_| BrokerError::Runtime("joining the shard mesh".into()))?;
     ctx.peers[ctx.index].store(senders.peer_id(), Ordering::Release);
     while ctx.peers.iter().any(|p| p.load(Ordering::Acquire) == usize::MAX) {
+        if ctx.failed.load(Ordering::Acquire) || ctx.shutdown.load(Ordering::Relaxed) {
+            return Err(BrokerError::Runtime("another shard failed to start".into()));
+        }
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     let peer_of: Vec<usize> = ctx.peers.iter().map(|p| p.load(Ordering::Acquire)).collect();

@@ -79,6 +79,8 @@ pub(crate) struct Shard {
     waiters: RefCell<HashMap<u64, LocalSender<ShardReply>>>,
     next_token: Cell<u64>,
     admin: glommio::sync::Semaphore,
+    /// Metadata applications run one at a time, in the order they were asked for.
+    applying: glommio::sync::Semaphore,
     /// Bytes the shard's connections hold (partial and in-flight requests, queued responses).
     connection_bytes: Cell<usize>,
     pub shutdown: Arc<AtomicBool>,
@@ -107,6 +109,7 @@ impl Shard {
             waiters: RefCell::new(HashMap::new()),
             next_token: Cell::new(1),
             admin: glommio::sync::Semaphore::new(1),
+            applying: glommio::sync::Semaphore::new(1),
             connection_bytes: Cell::new(0),
             shutdown,
         }
@@ -229,24 +232,20 @@ impl Shard {
         acks: Acks,
     ) -> Result<u64, ErrorCode> {
         let log = self.log(topic, partition)?;
-        let mut first = None;
-        for (header, payload) in batches {
-            let batch = Batch {
+        let batches: Vec<Batch> = batches
+            .into_iter()
+            .map(|(header, payload)| Batch {
                 payload,
                 record_count: header.offset_count(),
                 first_timestamp_ms: header.base_timestamp,
                 max_timestamp_ms: header.max_timestamp.max(header.base_timestamp),
                 leader_epoch: 0,
                 base_offset_field: Some(rill_net::record_batch::BASE_OFFSET_AT),
-            };
-            let result = match acks {
-                Acks::Durable => log.append(batch).await,
-                Acks::Leader | Acks::None => log.append_written(batch).await,
-            };
-            let base = result.map_err(storage_error)?;
-            first.get_or_insert(base);
-        }
-        first.ok_or(ErrorCode::InvalidRequest)
+            })
+            .collect();
+        // All of a request's batches for one partition go in together, or none does.
+        let bases = log.append_all(batches, acks == Acks::Durable).await.map_err(storage_error)?;
+        bases.first().copied().ok_or(ErrorCode::InvalidRequest)
     }
 
     async fn fetch_local(
@@ -267,6 +266,10 @@ impl Shard {
             Ok(log) => log,
             Err(e) => return outcome(e, None, Vec::new()),
         };
+        if max_bytes == 0 {
+            // The response budget is spent: report offsets only.
+            return outcome(ErrorCode::None, Some(&log), Vec::new());
+        }
         if wait_ms > 0 && offset == log.log_end_offset() {
             log.wait_for_data(offset, Duration::from_millis(wait_ms as u64)).await;
         }
@@ -298,6 +301,7 @@ impl Shard {
     /// Adopts new metadata: opens logs for partitions this shard now owns, closes and removes
     /// the logs of partitions that no longer exist.
     pub async fn apply(&self, metadata: Metadata) {
+        let Ok(_permit) = self.applying.acquire_permit(1).await else { return };
         let metadata = Rc::new(metadata);
         *self.metadata.borrow_mut() = metadata.clone();
         let owned: Vec<(TopicName, u32)> = metadata

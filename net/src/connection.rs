@@ -159,6 +159,11 @@ impl ServerConnection {
         self.decoder.buffered()
     }
 
+    /// Bytes of responses queued and not yet taken by `poll_transmit`.
+    pub fn outgoing_bytes(&self) -> usize {
+        self.outgoing.iter().map(Bytes::len).sum()
+    }
+
     /// Bytes held by this connection: received and not yet decoded, plus queued to send.
     pub fn buffered_bytes(&self) -> usize {
         self.decoder.buffered() + self.outgoing.iter().map(Bytes::len).sum::<usize>()

@@ -235,23 +235,48 @@ impl Log {
     }
 
     async fn append_inner(&self, batch: Batch, durable: bool) -> Result<u64> {
-        let entry_bytes = self.check_batch(&batch)?;
+        let bases = self.append_batches(vec![batch], durable).await?;
+        Ok(bases[0])
+    }
+
+    /// Appends several batches as one unit: every batch is checked first (one refused batch
+    /// leaves the log untouched), all are queued back to back with consecutive offsets, and the
+    /// future resolves when the last one meets the policy (`durable`: the log's durability
+    /// policy; otherwise written). Returns their base offsets.
+    pub async fn append_all(&self, batches: Vec<Batch>, durable: bool) -> Result<Vec<u64>> {
+        let durable = durable && self.inner.config.durability == Durability::Always;
+        self.append_batches(batches, durable).await
+    }
+
+    async fn append_batches(&self, batches: Vec<Batch>, durable: bool) -> Result<Vec<u64>> {
+        if batches.is_empty() {
+            return Err(Error::InvalidBatch("no batches"));
+        }
+        let sizes = batches.iter().map(|b| self.check_batch(b)).collect::<Result<Vec<u64>>>()?;
+        let total: u64 = sizes.iter().sum();
         loop {
             {
                 let s = self.inner.state.borrow();
                 self.check_usable(&s)?;
                 let fits = s.pending_bytes == 0
-                    || s.pending_bytes + entry_bytes as usize <= self.inner.config.write_buffer_bytes_max;
+                    || s.pending_bytes + total as usize <= self.inner.config.write_buffer_bytes_max;
                 if fits && !s.exclusive && s.exclusive_wanted == 0 {
                     break;
                 }
             }
             self.inner.changed.changed().await;
         }
-        let (base, end) = self.enqueue(batch, entry_bytes);
+        // Synchronous from here to the last enqueue: no other append can interleave.
+        let mut bases = Vec::with_capacity(batches.len());
+        let mut end = 0;
+        for (batch, size) in batches.into_iter().zip(sizes) {
+            let (base, batch_end) = self.enqueue(batch, size);
+            bases.push(base);
+            end = batch_end;
+        }
         self.kick();
         self.wait_for(end, durable).await?;
-        Ok(base)
+        Ok(bases)
     }
 
     fn check_batch(&self, batch: &Batch) -> Result<u64> {
@@ -398,6 +423,13 @@ impl Log {
             }
             _ => read_disk(&self.inner, offset, bytes_max).await?,
         };
+        // A read-ahead may have raced a truncation that has not finished: never show more than
+        // what is written now.
+        let end = self.inner.state.borrow().written_end;
+        let mut batches: Vec<StoredBatch> = batches.into_iter().filter(|b| b.end_offset() <= end).collect();
+        if batches.is_empty() && offset < end {
+            batches = read_disk(&self.inner, offset, bytes_max).await?;
+        }
         if let Some(last) = batches.last() {
             self.start_readahead(last.end_offset(), bytes_max);
         }
@@ -409,7 +441,7 @@ impl Log {
     fn start_readahead(&self, offset: u64, bytes_max: usize) {
         {
             let s = self.inner.state.borrow();
-            if offset >= s.written_end || s.cache.read(offset, s.written_end, 1).is_some() {
+            if s.exclusive || offset >= s.written_end || s.cache.read(offset, s.written_end, 1).is_some() {
                 return;
             }
         }
@@ -577,6 +609,8 @@ impl Log {
     }
 
     async fn truncate_exclusive(&self, offset: u64) -> Result<u64> {
+        // Invalidate read-aheads and syncs that started before the cut, before any await.
+        self.inner.state.borrow_mut().truncations += 1;
         let (segment, later) = {
             let s = self.inner.state.borrow();
             if offset < s.log_start {

@@ -313,3 +313,34 @@ fn a_tight_connection_budget_slows_clients_without_losing_or_stalling() {
     assert_eq!(r["consumed_msgs"].as_u64().unwrap(), published);
     broker.stop();
 }
+
+#[test]
+fn pipelining_beyond_the_inflight_limit_answers_everything() {
+    use rill_net::message::{RequestBody, encode_payload};
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    // small-vm allows 64 requests in flight; send 300 in one write and then only read.
+    let mut wire = Vec::new();
+    for id in 1..=300u64 {
+        let payload: Bytes = encode_payload(&RequestBody::ListTopics, &[]).concat().into();
+        wire.extend_from_slice(&encode_frame(RequestBody::ListTopics.kind() as u16, id, &payload));
+    }
+    let mut raw = TcpStream::connect(&broker.addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.write_all(&wire).unwrap();
+    let mut decoder = FrameDecoder::new(1 << 20);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut buf = [0u8; 65536];
+    while seen.len() < 300 {
+        while let Some(frame) = decoder.next_frame().unwrap() {
+            assert!(seen.insert(frame.request_id), "answered twice: {}", frame.request_id);
+        }
+        if seen.len() == 300 {
+            break;
+        }
+        let n = raw.read(&mut buf).expect("every pipelined request is answered");
+        assert!(n > 0);
+        decoder.feed(&buf[..n]);
+    }
+    assert_eq!(seen, (1..=300).collect());
+}

@@ -127,6 +127,8 @@ pub struct NetworkSection {
     pub fetch_response_bytes_max: u32,
     /// Bytes read from a client socket per read call.
     pub socket_read_chunk_bytes: u32,
+    /// Longest long-poll a fetch may ask for; longer waits are cut to this.
+    pub fetch_wait_ms_max: u32,
 }
 
 /// Kernel and device settings the profile wants; `rill tune check` compares the host's.
@@ -242,6 +244,7 @@ impl Profile {
             ("network.request_bytes_max", self.network.request_bytes_max as u64),
             ("network.fetch_response_bytes_max", self.network.fetch_response_bytes_max as u64),
             ("network.socket_read_chunk_bytes", self.network.socket_read_chunk_bytes as u64),
+            ("network.fetch_wait_ms_max", self.network.fetch_wait_ms_max as u64),
             ("io.shard_channel_depth", self.io.shard_channel_depth as u64),
             ("log.retention_check_interval_ms", self.log.retention_check_interval_ms),
         ];
