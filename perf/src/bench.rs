@@ -30,6 +30,9 @@ pub struct BenchArgs {
     /// Print the result as JSON on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the latency distributions as an SVG plot to this file.
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
     /// The workload.
     #[command(flatten)]
     pub workload: crate::workload::WorkloadArgs,
@@ -52,6 +55,8 @@ pub struct Percentiles {
     pub p9999: u64,
     /// Largest sample.
     pub max: u64,
+    /// The distribution as (percentile, microseconds) points from 0 to 99.999, for plots.
+    pub curve: Vec<(f64, u64)>,
 }
 
 impl Percentiles {
@@ -64,6 +69,7 @@ impl Percentiles {
             p999: h.value_at_quantile(0.999),
             p9999: h.value_at_quantile(0.9999),
             max: h.max(),
+            curve: crate::plot::curve(h),
         }
     }
 }
@@ -531,7 +537,12 @@ async fn progress(counters: Rc<Counters>) {
 /// Runs a workload and prints the result: JSON with `--json`, else a table.
 pub fn run_bench_and_print(args: BenchArgs) -> anyhow::Result<()> {
     let json = args.json;
+    let plot = args.plot.clone();
     let result = run_bench(args)?;
+    if let Some(path) = plot {
+        std::fs::write(&path, crate::plot::svg(&result))
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {

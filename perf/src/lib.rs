@@ -7,6 +7,7 @@
 mod ack_writer;
 mod bench;
 mod native_client;
+mod plot;
 mod storage_bench;
 mod workload;
 

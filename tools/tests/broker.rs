@@ -209,10 +209,12 @@ fn malformed_frames_close_only_that_connection() {
 
 #[test]
 fn bench_reports_consistent_figures() {
-    let (_tmp, dir) = data_dir();
+    let (tmp, dir) = data_dir();
     let broker = Broker::start(&dir);
+    let plot = tmp.path().join("latency.svg");
     let out = Command::new(RILL)
-        .args(["bench", "--broker", &broker.addr, "--json", "--warmup-s", "0", "--duration-s", "1"])
+        .args(["bench", "--broker", &broker.addr, "--json", "--warmup-s", "0", "--duration-s", "1", "--plot"])
+        .arg(&plot)
         .args(["--partitions", "4", "--producers", "2", "--consumers", "2", "--batch-bytes", "65536"])
         .env("RUST_LOG", "warn")
         .output()
@@ -239,6 +241,9 @@ fn bench_reports_consistent_figures() {
     let mb = r["publish_mb_per_s"].as_f64().unwrap();
     let msgs = r["publish_msgs_per_s"].as_f64().unwrap();
     assert!((mb * 1e6 / msgs - 1000.0).abs() < 1.0, "MB/s and msg/s agree on 1000-byte messages");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<polyline").count(), 2, "publish and end-to-end curves");
     broker.stop();
 }
 
