@@ -350,13 +350,13 @@ struct BatchTemplate {
 const STAMP_MARKER: [u8; 8] = *b"RILLSENT";
 
 impl BatchTemplate {
-    fn new(w: &Workload) -> BatchTemplate {
+    fn new(w: &Workload, messages: u32) -> BatchTemplate {
         let mut value = vec![0x42u8; w.message_bytes as usize];
         value[..8].copy_from_slice(&STAMP_MARKER);
         let value = Bytes::from(value);
         let mut builder = BatchBuilder::new();
         let ts = (now_us() / 1000) as i64;
-        for _ in 0..w.batch_messages() {
+        for _ in 0..messages.max(1) {
             builder.push(&Record {
                 timestamp_ms: ts,
                 key: None,
@@ -370,14 +370,32 @@ impl BatchTemplate {
         BatchTemplate { bytes, stamp_at }
     }
 
-    /// A batch stamped with the current time; returns it and that time.
-    fn stamp(&self) -> (Bytes, u64) {
-        let sent_us = now_us();
+    /// A batch stamped with `sent_us`, when its first message came into being, and
+    /// `spread_us`, over which its messages arrived (0 at full speed).
+    fn stamp(&self, sent_us: u64, spread_us: u64) -> Bytes {
         let mut batch = bytes::BytesMut::from(&self.bytes[..]);
         batch[self.stamp_at..self.stamp_at + 8].copy_from_slice(&sent_us.to_le_bytes());
+        batch[self.stamp_at + 8..self.stamp_at + 16].copy_from_slice(&spread_us.to_le_bytes());
         let crc = crc32c::crc32c(&batch[21..]);
         batch[17..21].copy_from_slice(&crc.to_be_bytes());
-        (batch.freeze(), sent_us)
+        batch.freeze()
+    }
+}
+
+/// Records a batch's messages: the first arrived `latency_us` ago, the others evenly later over
+/// `spread_us`, so each message is charged from its own (scheduled) arrival, as a producer
+/// calling `send()` per message would see it. Latency is counted from the schedule, not from
+/// when the load generator got around to sending, so a generator that falls behind shows it.
+fn record_spread(h: &mut Histogram<u64>, latency_us: u64, spread_us: u64, messages: u64) {
+    const STEPS: u64 = 16;
+    if spread_us == 0 || messages < STEPS {
+        let _ = h.record_n(latency_us.saturating_sub(spread_us / 2).max(1), messages);
+        return;
+    }
+    for step in 0..STEPS {
+        let count = messages / STEPS + u64::from(step < messages % STEPS);
+        let waited = spread_us * (2 * step + 1) / (2 * STEPS);
+        let _ = h.record_n(latency_us.saturating_sub(waited).max(1), count);
     }
 }
 
@@ -394,23 +412,47 @@ async fn produce(
         "none" => Acks::None,
         _ => Acks::Durable,
     };
-    let template = BatchTemplate::new(&w);
-    let messages = w.batch_messages() as u64;
-    let interval = (w.rate_msgs_per_s > 0).then(|| {
-        let per_producer = (w.rate_msgs_per_s as f64 / w.producers as f64).max(1.0);
-        Duration::from_secs_f64(messages as f64 / per_producer)
-    });
+    // With a target rate, messages arrive one by one; a batch goes out when full or when its
+    // first message has waited `linger_ms`, and its latency counts from that first message.
+    let (messages, interval) = match w.rate_msgs_per_s {
+        0 => (w.batch_messages() as u64, None),
+        rate => {
+            let per_producer = (rate as f64 / w.producers as f64).max(1.0);
+            let fill = w.batch_messages() as f64 / per_producer;
+            let linger = w.linger_ms as f64 / 1000.0;
+            let messages = if fill <= linger || linger == 0.0 {
+                w.batch_messages() as u64
+            } else {
+                ((per_producer * linger) as u64).max(1)
+            };
+            (messages, Some(Duration::from_secs_f64(messages as f64 / per_producer)))
+        }
+    };
+    let template = BatchTemplate::new(&w, messages as u32);
     let inflight = Rc::new(glommio::sync::Semaphore::new(w.inflight_per_producer as u64));
     let mut turn = index as usize;
-    let mut next_send = Instant::now();
+    let mut batch_open = Instant::now();
+    let mut batch_open_us = now_us();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ index as u64;
     while !counters.stop.get() {
-        if let Some(interval) = interval {
-            let now = Instant::now();
-            if next_send > now {
-                glommio::timer::sleep(next_send - now).await;
+        match interval {
+            Some(interval) => {
+                // The batch's last message arrives `interval` after its first.
+                let due = batch_open + interval;
+                let now = Instant::now();
+                if due > now {
+                    glommio::timer::sleep(due - now).await;
+                }
             }
-            next_send += interval;
+            None => {
+                batch_open = Instant::now();
+                batch_open_us = now_us();
+            }
+        }
+        let (opened, opened_us) = (batch_open, batch_open_us);
+        if let Some(interval) = interval {
+            batch_open += interval;
+            batch_open_us += interval.as_micros() as u64;
         }
         let (topic, partition) = match w.keys {
             Keys::None => {
@@ -430,7 +472,9 @@ async fn produce(
         };
         let permit =
             inflight.acquire_static_permit(1).await.map_err(|_| anyhow::anyhow!("semaphore closed"))?;
-        let (batch, sent_us) = template.stamp();
+        let sent_us = opened_us;
+        let spread_us = interval.map_or(0, |i| i.as_micros() as u64);
+        let batch = template.stamp(sent_us, spread_us);
         let (client, counters) = (client.clone(), counters.clone());
         let message_bytes = w.message_bytes as u64;
         glommio::spawn_local(async move {
@@ -438,7 +482,7 @@ async fn produce(
             let bytes = batch.len() as u64;
             let parts = vec![ProducePart { topic, partition, records_at: 0, records_len: bytes as u32 }];
             let body = RequestBody::Produce { acks, timeout_ms: 30_000, parts };
-            let started = Instant::now();
+            let started = opened;
             let ok = match acks {
                 Acks::None => client.send_only(&body, &[batch]).await.is_ok(),
                 _ => match client.call(&body, &[batch]).await {
@@ -455,7 +499,7 @@ async fn produce(
             if counters.in_window(sent_us) {
                 let us = started.elapsed().as_micros() as u64;
                 if let Some(h) = counters.publish.borrow_mut().as_mut() {
-                    let _ = h.record_n(us.max(1), messages);
+                    record_spread(h, us, spread_us, messages);
                 }
                 counters.published_msgs.set(counters.published_msgs.get() + messages);
                 counters.published_bytes.set(counters.published_bytes.get() + messages * message_bytes);
@@ -507,8 +551,10 @@ async fn consume(
                 if !counters.in_window(sent) {
                     continue;
                 }
+                let spread =
+                    value.get(8..16).map_or(0, |v| u64::from_le_bytes(v.try_into().expect("8 bytes")));
                 if let Some(h) = counters.e2e.borrow_mut().as_mut() {
-                    let _ = h.record_n(now.saturating_sub(sent).max(1), messages);
+                    record_spread(h, now.saturating_sub(sent), spread, messages);
                 }
                 counters.consumed_msgs.set(counters.consumed_msgs.get() + messages);
                 counters.consumed_bytes.set(counters.consumed_bytes.get() + messages * value.len() as u64);
