@@ -207,12 +207,16 @@ async fn finish(inner: &Inner, in_flight: InFlight) -> Result<()> {
 }
 
 /// Seals `old` and creates the segment starting at `base`.
+///
+/// The old segment is trimmed and synced before the new one exists; its index files follow in
+/// the background (a crash before they land only means a rebuild scan at the next open), so a
+/// roll costs appends one fdatasync and one directory sync, not five.
 async fn roll(inner: &Inner, old: &Rc<Segment>, base: u64) -> Result<Rc<Segment>> {
     assert_eq!(old.end_offset.get(), base, "a new segment starts where the old one ends");
     old.truncate_file(old.len_bytes.get()).await?;
     old.sync().await?;
-    old.write_indexes().await?;
     old.sealed.set(true);
+    start_index_write(inner, old.clone());
     let new = Rc::new(Segment::create(&inner.dir, base).await?);
     segment::sync_dir(&inner.dir).await?;
     let mut s = inner.state.borrow_mut();
@@ -223,6 +227,22 @@ async fn roll(inner: &Inner, old: &Rc<Segment>, base: u64) -> Result<Rc<Segment>
     drop(s);
     inner.changed.notify_all();
     Ok(new)
+}
+
+/// Writes a sealed segment's index files in a background task; truncation waits for it.
+fn start_index_write(inner: &Inner, segment: Rc<Segment>) {
+    inner.state.borrow_mut().index_writes += 1;
+    let weak = inner.me.clone();
+    glommio::spawn_local(async move {
+        if let Err(error) = segment.write_indexes().await {
+            tracing::warn!(segment = %segment.path.display(), %error, "index write failed; it will be rebuilt at the next open");
+        }
+        if let Some(inner) = weak.upgrade() {
+            inner.state.borrow_mut().index_writes -= 1;
+            inner.changed.notify_all();
+        }
+    })
+    .detach();
 }
 
 /// fdatasyncs the active segment and advances the durable offset to what was written before.

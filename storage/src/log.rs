@@ -119,6 +119,8 @@ pub(crate) struct ReadAhead {
 }
 
 pub(crate) struct Inner {
+    /// This log, for tasks that must not keep it alive.
+    pub me: std::rc::Weak<Inner>,
     /// At most one read-ahead per log, of at most one read's size.
     pub readahead: RefCell<Option<ReadAhead>>,
     pub dir: PathBuf,
@@ -157,6 +159,8 @@ pub(crate) struct State {
     /// Bumped by every truncation, so a sync that started before one cannot claim offsets that
     /// the truncation removed.
     pub truncations: u64,
+    /// Sealed segments whose index files are being written in the background.
+    pub index_writes: usize,
     pub failed: bool,
     pub closed: bool,
     pub cache: BatchCache,
@@ -201,12 +205,14 @@ impl Log {
             exclusive_wanted: 0,
             maintenance: false,
             truncations: 0,
+            index_writes: 0,
             failed: false,
             closed: false,
             cache: BatchCache::new(config.cache_bytes_max),
             segments: recovered.segments,
         };
-        let inner = Rc::new(Inner {
+        let inner = Rc::new_cyclic(|me| Inner {
+            me: me.clone(),
             readahead: RefCell::new(None),
             dir,
             config,
@@ -530,7 +536,12 @@ impl Log {
         let target = self.inner.state.borrow().next_offset;
         self.kick();
         self.wait_for(target, false).await?;
-        sync_written(&self.inner).await
+        sync_written(&self.inner).await?;
+        // Sealed segments' index files, written in the background, are part of what is synced.
+        while self.inner.state.borrow().index_writes > 0 {
+            self.inner.changed.changed().await;
+        }
+        Ok(())
     }
 
     /// Removes every batch whose offsets reach `offset` or beyond (replication uses this when a
@@ -587,7 +598,7 @@ impl Log {
                 if let Err(e) = self.check_usable(&s) {
                     break Err(e);
                 }
-                if !s.exclusive && !s.flushing && s.pending.is_empty() {
+                if !s.exclusive && !s.flushing && s.pending.is_empty() && s.index_writes == 0 {
                     s.exclusive = true;
                     break Ok(());
                 }
