@@ -20,9 +20,6 @@ use rill_net::message::{Acks, RequestBody};
 
 use crate::shard::Shard;
 
-/// How often an idle reader looks at the shutdown flag.
-const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
-
 /// One stream shared by the reader and writer tasks of a connection.
 #[derive(Clone)]
 struct Shared(Rc<RefCell<TcpStream>>);
@@ -99,7 +96,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Connectio
     let (wake_tx, wake_rx) = local_channel::new_unbounded::<()>();
     let wake_tx = Rc::new(wake_tx);
     let running = Rc::new(Cell::new(0usize));
-    let writer_failed = Rc::new(Cell::new(false));
+    let writer_failed = Rc::new(crate::signal::Signal::default());
     let charge = Rc::new(Charge {
         shard: shard.clone(),
         conn: conn.clone(),
@@ -136,7 +133,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Connectio
         .detach();
     };
     let stop = loop {
-        if writer_failed.get() {
+        if writer_failed.is_fired() {
             break Stop::Closed;
         }
         let backlogged = conn.borrow().outgoing_bytes() > outgoing_max;
@@ -169,9 +166,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Connectio
             continue;
         }
         let read = futures_lite::future::or(async { Some(reader.read(&mut buf).await) }, async {
-            while !shard.shutting_down() && !writer_failed.get() {
-                glommio::timer::sleep(SHUTDOWN_POLL).await;
-            }
+            futures_lite::future::or(shard.stopping.wait(), writer_failed.wait()).await;
             None
         })
         .await;
@@ -201,11 +196,11 @@ async fn write_loop(
     mut stream: Shared,
     charge: Rc<Charge>,
     wake: local_channel::LocalReceiver<()>,
-    failed: Rc<Cell<bool>>,
+    failed: Rc<crate::signal::Signal>,
 ) {
     let conn = charge.conn.clone();
     write_all_queued(&mut stream, &conn, &charge, &wake).await;
-    failed.set(true);
+    failed.fire();
     // Whatever is still queued can no longer be sent.
     while conn.borrow_mut().poll_transmit().is_some() {}
 }

@@ -13,6 +13,7 @@ mod handler;
 pub mod metadata;
 mod server;
 mod shard;
+mod signal;
 
 pub use crate::config::{BrokerConfig, ConfigFile, DEFAULT_CONFIG};
 pub use crate::error::{BrokerError, Result};

@@ -203,9 +203,7 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
     let active = Rc::new(std::cell::Cell::new(0usize));
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            while !shard.shutting_down() {
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-            }
+            shard.stopping.wait().await;
             None
         })
         .await;

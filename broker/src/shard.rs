@@ -81,6 +81,8 @@ pub(crate) struct Shard {
     admin: glommio::sync::Semaphore,
     /// Metadata applications run one at a time, in the order they were asked for.
     applying: glommio::sync::Semaphore,
+    /// Fired once the broker starts stopping (a watcher task turns the flag into this).
+    pub stopping: crate::signal::Signal,
     /// Bytes the shard's connections hold (partial and in-flight requests, queued responses).
     connection_bytes: Cell<usize>,
     pub shutdown: Arc<AtomicBool>,
@@ -111,6 +113,7 @@ impl Shard {
             admin: glommio::sync::Semaphore::new(1),
             applying: glommio::sync::Semaphore::new(1),
             connection_bytes: Cell::new(0),
+            stopping: crate::signal::Signal::default(),
             shutdown,
         }
     }
@@ -126,8 +129,22 @@ impl Shard {
         t.shards.get(partition as usize).map(|s| *s as usize).ok_or(ErrorCode::UnknownPartition)
     }
 
-    /// Starts the tasks that receive mesh messages and apply retention.
+    /// Starts the tasks that receive mesh messages, apply retention, and watch for shutdown.
     pub fn start(self: &Rc<Self>, mut receivers: Receivers<Msg>) {
+        let watcher = Rc::downgrade(self);
+        glommio::spawn_local(async move {
+            // One timer per shard turns the signal handler's flag into a wake-up for every
+            // connection, instead of each idle connection polling the flag.
+            loop {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                let Some(shard) = watcher.upgrade() else { return };
+                if shard.shutdown.load(Ordering::Relaxed) {
+                    shard.stopping.fire();
+                    return;
+                }
+            }
+        })
+        .detach();
         for (_, receiver) in receivers.streams() {
             let shard = self.clone();
             glommio::spawn_local(async move {
