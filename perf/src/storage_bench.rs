@@ -49,7 +49,14 @@ struct Row {
     bytes: u64,
     elapsed: Duration,
     latency_us: Option<Histogram<u64>>,
+    /// The row this one is compared with (raw write for writes, raw read for reads).
+    baseline: usize,
 }
+
+/// Index of the raw-write row; writes compare with it.
+const RAW_WRITE: usize = 0;
+/// Index of the raw-read row; reads compare with it.
+const RAW_READ: usize = 2;
 
 impl Row {
     fn mb_per_s(&self) -> f64 {
@@ -62,6 +69,7 @@ struct Summary {
     name: String,
     mb_per_s: f64,
     latency_us: Option<Histogram<u64>>,
+    baseline: usize,
 }
 
 fn summarize(rounds: Vec<Vec<Row>>) -> Vec<Summary> {
@@ -82,6 +90,7 @@ fn summarize(rounds: Vec<Vec<Row>>) -> Vec<Summary> {
             name: rounds[0][i].name.clone(),
             mb_per_s: rates[rates.len() / 2],
             latency_us: latency,
+            baseline: rounds[0][i].baseline,
         });
     }
     out
@@ -98,12 +107,11 @@ pub fn run_storage_bench(args: StorageBenchArgs) -> anyhow::Result<()> {
         anyhow::Ok(all)
     })??;
     let rows = summarize(all);
-    let raw = rows[0].mb_per_s;
-    println!("median of {rounds} rounds; latencies over all rounds");
-    println!("| run | MB/s | vs raw | append p50 µs | p99 µs | p99.9 µs | max µs |");
+    println!("median of {rounds} rounds; latencies over all rounds; writes vs raw write, reads vs raw read");
+    println!("| run | MB/s | vs raw | p50 µs | p99 µs | p99.9 µs | max µs |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for row in &rows {
-        let pct = row.mb_per_s / raw * 100.0;
+        let pct = row.mb_per_s / rows[row.baseline].mb_per_s * 100.0;
         match &row.latency_us {
             Some(h) => println!(
                 "| {} | {:.0} | {:.0}% | {} | {} | {} | {} |",
@@ -130,9 +138,10 @@ async fn bench(args: StorageBenchArgs) -> anyhow::Result<Vec<Row>> {
     let mut rows = vec![
         raw_write(&args.dir, total, batch_bytes, false).await?,
         raw_write(&args.dir, total, batch_bytes, true).await?,
+        raw_read(&args.dir, total, batch_bytes).await?,
     ];
     for durability in [Durability::Always, Durability::IntervalMs(args.interval_ms), Durability::Never] {
-        rows.push(log_append(&args, durability, total, batch_bytes).await?);
+        rows.extend(log_append(&args, durability, total, batch_bytes).await?);
     }
     std::fs::remove_dir_all(&args.dir)?;
     Ok(rows)
@@ -183,6 +192,43 @@ async fn raw_write(dir: &Path, total: u64, write_bytes: usize, sync_each: bool) 
         bytes: pos,
         elapsed,
         latency_us: Some(latency),
+        baseline: RAW_WRITE,
+    })
+}
+
+/// Writes a file, then reads it back sequentially with aligned O_DIRECT reads, one in flight.
+async fn raw_read(dir: &Path, total: u64, read_bytes: usize) -> anyhow::Result<Row> {
+    let path = dir.join("raw-read.bin");
+    std::fs::write(&path, [0u8; 4096])?;
+    let file = OpenOptions::new().read(true).write(true).dma_open(&path).await.map_err(io)?;
+    let mut buf = file.alloc_dma_buffer(read_bytes);
+    buf.as_bytes_mut().fill(0x5A);
+    let buf = Rc::new(buf);
+    let mut pos = 0u64;
+    while pos < total {
+        file.write_rc_at(buf.clone(), pos).await.map_err(io)?;
+        pos += read_bytes as u64;
+    }
+    file.fdatasync().await.map_err(io)?;
+    let mut latency = Histogram::<u64>::new(3)?;
+    let start = Instant::now();
+    let mut pos = 0u64;
+    while pos < total {
+        let t = Instant::now();
+        let read = file.read_at_aligned(pos, read_bytes).await.map_err(io)?;
+        anyhow::ensure!(read.len() == read_bytes, "short read");
+        latency.record(t.elapsed().as_micros() as u64)?;
+        pos += read_bytes as u64;
+    }
+    let elapsed = start.elapsed();
+    file.close().await.map_err(io)?;
+    std::fs::remove_file(&path)?;
+    Ok(Row {
+        name: format!("raw O_DIRECT read, QD1, {} KiB", read_bytes >> 10),
+        bytes: pos,
+        elapsed,
+        latency_us: Some(latency),
+        baseline: RAW_READ,
     })
 }
 
@@ -191,7 +237,7 @@ async fn log_append(
     durability: Durability,
     total: u64,
     batch_bytes: usize,
-) -> anyhow::Result<Row> {
+) -> anyhow::Result<Vec<Row>> {
     let dir = args.dir.join("log");
     reset_dir(&dir)?;
     let config = match &args.profile {
@@ -244,6 +290,10 @@ async fn log_append(
     }
     let elapsed = start.elapsed();
     let bytes = sent.get();
+    let read_row = match durability {
+        Durability::Never => Some(read_back(&log, batch_bytes).await?),
+        _ => None,
+    };
     log.close().await?;
     drop(log);
     std::fs::remove_dir_all(&dir)?;
@@ -259,7 +309,34 @@ async fn log_append(
         args.record_bytes,
         args.appenders
     );
-    Ok(Row { name, bytes, elapsed, latency_us: Some(latency) })
+    let mut rows = vec![Row { name, bytes, elapsed, latency_us: Some(latency), baseline: RAW_WRITE }];
+    rows.extend(read_row);
+    Ok(rows)
+}
+
+/// Reads the whole log from its start, as a consumer catching up does (8 MiB fetches).
+async fn read_back(log: &Log, batch_bytes: usize) -> anyhow::Result<Row> {
+    let mut latency = Histogram::<u64>::new(3)?;
+    let start = Instant::now();
+    let mut offset = log.log_start_offset();
+    let mut bytes = 0u64;
+    while offset < log.log_end_offset() {
+        let t = Instant::now();
+        let batches = log.read(offset, 8 << 20).await?;
+        latency.record(t.elapsed().as_micros() as u64)?;
+        anyhow::ensure!(!batches.is_empty(), "read at {offset} returned nothing");
+        for b in batches {
+            bytes += b.payload.len() as u64;
+            offset = b.end_offset();
+        }
+    }
+    Ok(Row {
+        name: format!("log read from the start (catch-up, 8 MiB reads of {} KiB batches)", batch_bytes >> 10),
+        bytes,
+        elapsed: start.elapsed(),
+        latency_us: Some(latency),
+        baseline: RAW_READ,
+    })
 }
 
 fn io(e: glommio::GlommioError<()>) -> std::io::Error {
