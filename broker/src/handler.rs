@@ -239,8 +239,9 @@ async fn wait_any(shard: &Rc<Shard>, parts: &[FetchPart], timeout: Duration) {
     for part in parts {
         let (shard, part, tx) = (shard.clone(), part.clone(), tx.clone());
         tasks.push(glommio::spawn_local(async move {
-            let outcome = fetch_one(&shard, &part, 1, wait_ms).await;
-            let _ = tx.try_send(!outcome.batches.is_empty());
+            // Wait without reading: the owner answers with offsets once data is there.
+            let outcome = fetch_one(&shard, &part, 0, wait_ms).await;
+            let _ = tx.try_send(outcome.error != ErrorCode::None || outcome.high_watermark > part.offset);
         }));
     }
     drop(tx);

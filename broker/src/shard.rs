@@ -283,12 +283,12 @@ impl Shard {
             Ok(log) => log,
             Err(e) => return outcome(e, None, Vec::new()),
         };
-        if max_bytes == 0 {
-            // The response budget is spent: report offsets only.
-            return outcome(ErrorCode::None, Some(&log), Vec::new());
-        }
         if wait_ms > 0 && offset == log.log_end_offset() {
             log.wait_for_data(offset, Duration::from_millis(wait_ms as u64)).await;
+        }
+        if max_bytes == 0 {
+            // Offsets only: a spent response budget, or a long-poll that just waits for data.
+            return outcome(ErrorCode::None, Some(&log), Vec::new());
         }
         match log.read(offset, max_bytes as usize).await {
             Ok(batches) => {

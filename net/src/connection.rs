@@ -164,11 +164,6 @@ impl ServerConnection {
         self.outgoing.iter().map(Bytes::len).sum()
     }
 
-    /// Bytes held by this connection: received and not yet decoded, plus queued to send.
-    pub fn buffered_bytes(&self) -> usize {
-        self.decoder.buffered() + self.outgoing.iter().map(Bytes::len).sum::<usize>()
-    }
-
     /// Requests decoded and not yet answered.
     pub fn inflight(&self) -> usize {
         self.inflight.len()

@@ -29,7 +29,6 @@ struct FrameHeader {
 
 const _: () = assert!(std::mem::size_of::<ArchivedFrameHeader>() == FRAME_HEADER_BYTES);
 const HEADER_CRC_AT: usize = std::mem::offset_of!(ArchivedFrameHeader, header_crc);
-const PAYLOAD_LEN_AT: usize = std::mem::offset_of!(ArchivedFrameHeader, payload_len);
 
 /// A decoded frame: its kind, request id and payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,17 +115,6 @@ impl FrameDecoder {
     /// A decoder refusing payloads above `payload_bytes_max`.
     pub fn new(payload_bytes_max: u32) -> FrameDecoder {
         FrameDecoder { buffer: BytesMut::new(), payload_bytes_max, failed: false }
-    }
-
-    /// Bytes the decoder wants before it can make progress (at least one).
-    pub fn wanted(&self) -> usize {
-        if self.buffer.len() < FRAME_HEADER_BYTES {
-            return FRAME_HEADER_BYTES - self.buffer.len();
-        }
-        let len =
-            u32::from_le_bytes(self.buffer[PAYLOAD_LEN_AT..PAYLOAD_LEN_AT + 4].try_into().expect("4 bytes"));
-        let len = len as usize;
-        (FRAME_HEADER_BYTES + len).saturating_sub(self.buffer.len()).max(1)
     }
 
     /// Bytes buffered and not yet returned as frames.

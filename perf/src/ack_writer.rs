@@ -16,7 +16,7 @@ pub struct AckWriterArgs {
     #[arg(long)]
     pub dir: PathBuf,
     /// `always`, `never` or `interval:<ms>`.
-    #[arg(long, default_value = "always", value_parser = parse_durability)]
+    #[arg(long, default_value = "always", value_parser = rill_tuning::parse_durability)]
     pub durability: Durability,
     /// Concurrent appending tasks.
     #[arg(long, default_value_t = 4)]
@@ -24,19 +24,6 @@ pub struct AckWriterArgs {
     /// Segment size (small, so crashes land around rolls too).
     #[arg(long, default_value_t = 256 << 10)]
     pub segment_bytes: u64,
-}
-
-/// Parses `always`, `never` or `interval:<ms>`.
-pub fn parse_durability(s: &str) -> Result<Durability, String> {
-    match s {
-        "always" => Ok(Durability::Always),
-        "never" => Ok(Durability::Never),
-        _ => s
-            .strip_prefix("interval:")
-            .and_then(|ms| ms.parse().ok())
-            .map(Durability::IntervalMs)
-            .ok_or_else(|| format!("expected always, never or interval:<ms>, got {s:?}")),
-    }
 }
 
 /// The payload of batch `seq` of `task`: 8 bytes for the base offset the log patches in, the

@@ -11,7 +11,7 @@ mod plot;
 mod storage_bench;
 mod workload;
 
-pub use crate::ack_writer::{AckWriterArgs, ack_payload, parse_durability, run_ack_writer};
+pub use crate::ack_writer::{AckWriterArgs, ack_payload, run_ack_writer};
 pub use crate::bench::{BenchArgs, BenchResult, Percentiles, print_table, run_bench, run_bench_and_print};
 pub use crate::storage_bench::{StorageBenchArgs, run_storage_bench};
 pub use crate::workload::{Keys, Workload, WorkloadArgs};

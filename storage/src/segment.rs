@@ -31,9 +31,6 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Size of each piece of a large read issued in parallel.
-const PARALLEL_READ_BYTES: usize = 1 << 20;
-
 pub(crate) fn align_down(v: u64) -> u64 {
     v & !(BLOCK_BYTES as u64 - 1)
 }
@@ -145,31 +142,12 @@ impl Segment {
 
     /// Reads `[position, position + len)` with aligned direct I/O.
     pub async fn read_bytes(&self, position: u64, len: usize) -> Result<Bytes> {
-        if len <= PARALLEL_READ_BYTES {
-            let read = self
-                .file
-                .read_at(position, len)
-                .await
-                .map_err(|e| Error::io("reading segment", &self.path, e))?;
-            return Ok(Bytes::copy_from_slice(&read));
-        }
-        // Large reads go out as several 1 MiB reads at once: virtio and NVMe devices serve
-        // parallel 1 MiB requests faster than one large one.
-        let mut tasks = Vec::new();
-        let mut at = 0usize;
-        while at < len {
-            let piece = PARALLEL_READ_BYTES.min(len - at);
-            let file = self.file.clone();
-            let pos = position + at as u64;
-            tasks.push(glommio::spawn_local(async move { file.read_at(pos, piece).await }));
-            at += piece;
-        }
-        let mut out = bytes::BytesMut::with_capacity(len);
-        for task in tasks {
-            let read = task.await.map_err(|e| Error::io("reading segment", &self.path, e))?;
-            out.extend_from_slice(&read);
-        }
-        Ok(out.freeze())
+        let read = self
+            .file
+            .read_at(position, len)
+            .await
+            .map_err(|e| Error::io("reading segment", &self.path, e))?;
+        Ok(Bytes::copy_from_slice(&read))
     }
 
     /// Walks entries from `position` up to `limit`, verifying each checksum, calling `visit` with

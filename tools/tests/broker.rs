@@ -20,8 +20,14 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &Path) -> Broker {
+        Broker::start_with_profile(dir, Path::new("small-vm"))
+    }
+
+    fn start_with_profile(dir: &Path, profile: &Path) -> Broker {
         let mut child = Command::new(RILL)
-            .args(["serve", "--native-listen", "127.0.0.1:0", "--profile", "small-vm", "--data-dir"])
+            .args(["serve", "--native-listen", "127.0.0.1:0", "--profile"])
+            .arg(profile)
+            .arg("--data-dir")
             .arg(dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -291,20 +297,7 @@ fn a_tight_connection_budget_slows_clients_without_losing_or_stalling() {
     assert!(profile.contains("9437184\n") && profile.contains("tight"), "the test edits the shipped profile");
     let profile_path = tmp.path().join("tight.toml");
     std::fs::write(&profile_path, profile).unwrap();
-    let mut child = Command::new(RILL)
-        .args(["serve", "--native-listen", "127.0.0.1:0", "--profile"])
-        .arg(&profile_path)
-        .arg("--data-dir")
-        .arg(&dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    let addr =
-        line.strip_prefix("rill listening on ").unwrap().split_whitespace().next().unwrap().to_string();
-    let broker = Broker { child, addr };
+    let broker = Broker::start_with_profile(&dir, &profile_path);
     let out = Command::new(RILL)
         .args(["bench", "--broker", &broker.addr, "--json", "--warmup-s", "0", "--duration-s", "2"])
         .args(["--partitions", "4", "--producers", "6", "--consumers", "2", "--inflight", "8"])
