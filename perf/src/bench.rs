@@ -419,7 +419,7 @@ async fn produce(
         rate => {
             let per_producer = (rate as f64 / w.producers as f64).max(1.0);
             let fill = w.batch_messages() as f64 / per_producer;
-            let linger = w.linger_ms as f64 / 1000.0;
+            let linger = w.linger_ms / 1000.0;
             let messages = if fill <= linger || linger == 0.0 {
                 w.batch_messages() as u64
             } else {

@@ -42,6 +42,9 @@ pub struct StorageBenchArgs {
     /// this tuning profile (shipped name or file) instead of the storage defaults.
     #[arg(long)]
     pub profile: Option<String>,
+    /// Override the log's read-ahead depth (chunks loading ahead of a catch-up reader; 0: none).
+    #[arg(long)]
+    pub read_ahead_chunks: Option<usize>,
 }
 
 struct Row {
@@ -255,6 +258,8 @@ async fn log_append(
             ..LogConfig::default()
         },
     };
+    let config =
+        LogConfig { read_ahead_chunks: args.read_ahead_chunks.unwrap_or(config.read_ahead_chunks), ..config };
     anyhow::ensure!(batch_bytes <= config.batch_bytes_max as usize, "batch larger than the profile allows");
     let clock: Rc<dyn Clock> = Rc::new(SystemClock);
     let log = Log::open(&dir, config, clock).await?;

@@ -40,8 +40,9 @@ pub struct Workload {
     pub message_bytes: u32,
     /// Bytes per batch (messages per batch = batch_bytes / message_bytes).
     pub batch_bytes: u32,
-    /// With a target rate, a partial batch is sent after this long.
-    pub linger_ms: u64,
+    /// With a target rate, a partial batch is sent after this long (fractions allowed, as in
+    /// librdkafka's `linger.ms`).
+    pub linger_ms: f64,
     /// Target messages per second over all producers; 0 = as fast as possible.
     pub rate_msgs_per_s: u64,
     /// Produce requests each producer keeps in flight.
@@ -73,7 +74,7 @@ impl Default for Workload {
             consumers: 1,
             message_bytes: 1000,
             batch_bytes: 1 << 20,
-            linger_ms: 5,
+            linger_ms: 5.0,
             rate_msgs_per_s: 0,
             inflight_per_producer: 4,
             acks: "durable".into(),
@@ -110,9 +111,9 @@ pub struct WorkloadArgs {
     /// Batch size in bytes.
     #[arg(long)]
     pub batch_bytes: Option<u32>,
-    /// Linger in ms (with a target rate).
+    /// Linger in ms, fractions allowed (with a target rate).
     #[arg(long)]
-    pub linger_ms: Option<u64>,
+    pub linger_ms: Option<f64>,
     /// Target messages per second (0 = max).
     #[arg(long)]
     pub rate: Option<u64>,
@@ -179,6 +180,10 @@ impl Workload {
         anyhow::ensure!(self.batch_bytes >= self.message_bytes, "batch_bytes must hold at least one message");
         anyhow::ensure!(self.batch_bytes <= 8 << 20, "batch_bytes must be at most 8 MiB");
         anyhow::ensure!(self.inflight_per_producer >= 1, "inflight_per_producer must be at least 1");
+        anyhow::ensure!(
+            self.linger_ms.is_finite() && (0.0..=60_000.0).contains(&self.linger_ms),
+            "linger_ms must be between 0 and 60000"
+        );
         anyhow::ensure!(
             ["durable", "leader", "none"].contains(&self.acks.as_str()),
             "acks must be durable, leader or none"

@@ -54,9 +54,13 @@ pub struct LogConfig {
     /// A sparse offset-index entry is added after at least this many bytes of entries. A read
     /// scans at most about this many bytes past the indexed position.
     pub index_interval_bytes: u32,
-    /// Bytes read per disk read while scanning a segment (recovery, index rebuild).
-    /// Multiple of [`BLOCK_BYTES`].
+    /// Bytes read per disk read while scanning a segment (recovery, index rebuild), and the
+    /// size of the read-ahead chunks of catch-up reads. Multiple of [`BLOCK_BYTES`].
     pub read_chunk_bytes: usize,
+    /// A reader catching up from disk keeps this many `read_chunk_bytes` chunks past its
+    /// position loading (within a per-shard cap), so the disk never waits for the reader.
+    /// 0 reads on demand only.
+    pub read_ahead_chunks: usize,
     /// When the disk is idle and less than half a write buffer is queued, the flusher waits up
     /// to this long for more appends to share the write. 0 writes at once (group commit then
     /// forms only while a write is in flight).
@@ -75,7 +79,8 @@ impl Default for LogConfig {
             write_buffer_bytes_max: 16 << 20,
             cache_bytes_max: 32 << 20,
             index_interval_bytes: 64 << 10,
-            read_chunk_bytes: 1 << 20,
+            read_chunk_bytes: 8 << 20,
+            read_ahead_chunks: 2,
             group_commit_window_us: 0,
         }
     }

@@ -18,6 +18,7 @@ mod flush;
 mod index;
 mod log;
 mod notify;
+mod prefetch;
 mod recovery;
 mod segment;
 

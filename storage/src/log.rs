@@ -800,7 +800,15 @@ async fn read_disk(inner: &Inner, offset: u64, bytes_max: usize) -> Result<Vec<S
     };
     loop {
         let limit = segment.len_bytes.get();
-        let batches = segment.read_batches(offset, bytes_max, limit, inner.config.read_chunk_bytes).await?;
+        let batches = segment
+            .read_batches(
+                offset,
+                bytes_max,
+                limit,
+                inner.config.read_chunk_bytes,
+                inner.config.read_ahead_chunks,
+            )
+            .await?;
         let batches: Vec<_> = batches.into_iter().filter(|b| b.end_offset() <= end).collect();
         if !batches.is_empty() {
             return Ok(batches);

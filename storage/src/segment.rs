@@ -16,6 +16,7 @@ use crate::entry::{self, ENTRY_HEADER_BYTES, EntryFault, EntryMeta};
 use crate::error::{Error, Result};
 use crate::index::{IndexKind, SegmentIndex, SegmentSummary};
 use crate::log::StoredBatch;
+use crate::prefetch::Prefetcher;
 
 /// The file name of a segment or index starting at `base_offset`.
 pub(crate) fn file_name(base_offset: u64, extension: &str) -> String {
@@ -56,6 +57,8 @@ pub(crate) struct Segment {
     /// Append time of the newest entry (retention by age).
     pub last_append_ms: Cell<Option<i64>>,
     pub sealed: Cell<bool>,
+    /// Read-ahead for readers walking this segment from disk.
+    prefetch: Prefetcher,
 }
 
 /// Where a forward scan of a segment stopped.
@@ -111,6 +114,7 @@ impl Segment {
             first_append_ms: Cell::new(None),
             last_append_ms: Cell::new(None),
             sealed: Cell::new(false),
+            prefetch: Prefetcher::default(),
         }
     }
 
@@ -234,13 +238,15 @@ impl Segment {
 
     /// Reads batches starting with the one that contains `offset`, up to `bytes_max` (at least
     /// one batch), never past `len_limit` bytes into the file. Disk reads are at most
-    /// `chunk_bytes_max` long, except one that must hold a single larger entry.
+    /// `chunk_bytes_max` long, except one that must hold a single larger entry. With
+    /// `read_ahead_chunks` > 0, reads come from (and keep ahead) the segment's prefetcher.
     pub async fn read_batches(
         &self,
         offset: u64,
         bytes_max: usize,
         len_limit: u64,
         chunk_bytes_max: usize,
+        read_ahead_chunks: usize,
     ) -> Result<Vec<StoredBatch>> {
         let relative = u32::try_from(offset.saturating_sub(self.base_offset)).unwrap_or(u32::MAX);
         let mut position = self.index.borrow().position_for_offset(relative) as u64;
@@ -250,7 +256,8 @@ impl Segment {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         while position < len_limit {
-            let mut chunk = self.read_bytes(position, want.min((len_limit - position) as usize)).await?;
+            let mut chunk =
+                self.read_from(position, want, len_limit, chunk_bytes_max, read_ahead_chunks).await?;
             let mut at = 0usize;
             loop {
                 let meta = match entry::decode_header(&chunk[at..]) {
@@ -291,6 +298,51 @@ impl Segment {
             }
         }
         Ok(out)
+    }
+
+    /// Bytes from `position`, holding at least one whole entry (or its header if the entry is
+    /// larger than `want`): the rest of a prefetched chunk, else a direct read of up to `want`.
+    async fn read_from(
+        &self,
+        position: u64,
+        want: usize,
+        len_limit: u64,
+        chunk_bytes: usize,
+        read_ahead_chunks: usize,
+    ) -> Result<Bytes> {
+        let left = (len_limit - position) as usize;
+        if read_ahead_chunks > 0 {
+            let chunk_bytes = chunk_bytes as u64;
+            let window =
+                self.prefetch.window(&self.file, position, len_limit, chunk_bytes, read_ahead_chunks).await;
+            if let Some(window) = window {
+                // An entry (or header) cut by the chunk's end continues in the next chunks, which
+                // are usually loaded already: join just that entry.
+                let mut joined: Option<bytes::BytesMut> = None;
+                loop {
+                    let have = joined.as_ref().map_or(window.len(), |j| j.len());
+                    let head = joined.as_deref().unwrap_or(&window);
+                    let need = match entry::decode_header(head) {
+                        Ok(meta) => (meta.entry_bytes() as usize).min(left),
+                        Err(EntryFault::ShortHeader) => ENTRY_HEADER_BYTES.min(left),
+                        // Damage: the caller's decode reports it at this position.
+                        Err(_) => return Ok(joined.map_or(window, |j| j.freeze())),
+                    };
+                    if have >= need {
+                        return Ok(joined.map_or(window, |j| j.freeze()));
+                    }
+                    let at = position + have as u64;
+                    let next =
+                        self.prefetch.window(&self.file, at, len_limit, chunk_bytes, read_ahead_chunks).await;
+                    let Some(next) = next else {
+                        return self.read_bytes(position, need.max(want.min(left))).await;
+                    };
+                    let j = joined.get_or_insert_with(|| bytes::BytesMut::from(&window[..]));
+                    j.extend_from_slice(&next[..(need - have).min(next.len())]);
+                }
+            }
+        }
+        self.read_bytes(position, want.min(left)).await
     }
 
     /// Verifies the entry in `entry` (read from `position`) and returns it as a batch whose
@@ -368,6 +420,7 @@ impl Segment {
     }
 
     pub async fn truncate_file(&self, len: u64) -> Result<()> {
+        self.prefetch.invalidate();
         self.file.truncate(len).await.map_err(|e| Error::io("truncating segment", &self.path, e))
     }
 

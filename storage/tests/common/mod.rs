@@ -38,6 +38,7 @@ pub fn small_config(durability: Durability) -> LogConfig {
         cache_bytes_max: 32 << 10,
         index_interval_bytes: 1024,
         read_chunk_bytes: 16 << 10,
+        read_ahead_chunks: 2,
         group_commit_window_us: 0,
     }
 }
