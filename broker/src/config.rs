@@ -13,6 +13,10 @@ pub const DEFAULT_CONFIG: &str = r#"
 # Rill broker configuration (embedded default).
 data_dir = "./data"
 native_listen = "127.0.0.1:9300"
+kafka_listen = "127.0.0.1:9092"
+# The address Kafka clients are told to connect to (Metadata, FindCoordinator); default: the
+# Kafka listen address (with the bound port when the listen port is 0).
+# kafka_advertised = "broker1.example.com:9092"
 # A shipped profile name (small-vm, nvme-server) or a profile file; absent: derived from the host.
 # profile = "small-vm"
 # Override the profile's shard CPUs.
@@ -27,6 +31,10 @@ pub struct ConfigFile {
     pub data_dir: Option<PathBuf>,
     /// Native protocol listen address.
     pub native_listen: Option<String>,
+    /// Kafka protocol listen address.
+    pub kafka_listen: Option<String>,
+    /// Kafka address advertised to clients, `host:port`.
+    pub kafka_advertised: Option<String>,
     /// Profile name or path.
     pub profile: Option<String>,
     /// Shard CPUs.
@@ -40,6 +48,10 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Native protocol listen address; every shard binds it with SO_REUSEPORT.
     pub native_listen: SocketAddr,
+    /// Kafka protocol listen address; every shard binds it with SO_REUSEPORT.
+    pub kafka_listen: SocketAddr,
+    /// Host and port Kafka clients are told to use; `None`: the bound Kafka address.
+    pub kafka_advertised: Option<(String, u16)>,
     /// Tuning profile.
     pub profile: Profile,
     /// CPUs running shards, in shard order.
@@ -64,6 +76,8 @@ impl ConfigFile {
         ConfigFile {
             data_dir: other.data_dir.or(self.data_dir),
             native_listen: other.native_listen.or(self.native_listen),
+            kafka_listen: other.kafka_listen.or(self.kafka_listen),
+            kafka_advertised: other.kafka_advertised.or(self.kafka_advertised),
             profile: other.profile.or(self.profile),
             cores: other.cores.or(self.cores),
         }
@@ -77,6 +91,18 @@ impl ConfigFile {
         let native_listen = listen
             .parse()
             .map_err(|_| BrokerError::Config(format!("native_listen: {listen:?} is not an address:port")))?;
+        let listen = file.kafka_listen.expect("the default sets it");
+        let kafka_listen = listen
+            .parse()
+            .map_err(|_| BrokerError::Config(format!("kafka_listen: {listen:?} is not an address:port")))?;
+        let kafka_advertised = match file.kafka_advertised {
+            None => None,
+            Some(text) => Some(parse_host_port(&text).ok_or_else(|| {
+                BrokerError::Config(format!(
+                    "kafka_advertised: {text:?} is not host:port with a port above 0"
+                ))
+            })?),
+        };
         let mut profile = match &file.profile {
             Some(name) => Profile::load(name).map_err(|e| BrokerError::Config(e.to_string()))?,
             None => Profile::derive(host),
@@ -89,8 +115,17 @@ impl ConfigFile {
         Ok(BrokerConfig {
             data_dir: file.data_dir.expect("the default sets it"),
             native_listen,
+            kafka_listen,
+            kafka_advertised,
             profile,
             cores,
         })
     }
+}
+
+/// `host:port` with a non-empty host and a port above 0.
+fn parse_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    (!host.is_empty() && port > 0).then(|| (host.to_string(), port))
 }

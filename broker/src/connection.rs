@@ -1,5 +1,7 @@
-//! Drives one native-protocol connection: socket bytes into `net::ServerConnection`, each request
-//! into its own task, responses back to the socket, in order of completion.
+//! Drives one client connection of either protocol: socket bytes into the protocol's sans-I/O
+//! core (`net::ServerConnection` for the native protocol, `net::kafka::KafkaConnection` for
+//! Kafka), each request into its own task, responses back to the socket in the order the core
+//! releases them (completion order for native, request order for Kafka).
 //!
 //! A reader task feeds the protocol core and spawns request handlers; a writer task sends what
 //! the core queues. Both share the stream through an `Rc<RefCell>` borrowed only inside a poll,
@@ -12,13 +14,125 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use rill_net::connection::{ConnectionLimits, Incoming, ServerConnection};
+use rill_net::kafka::{KafkaConnection, KafkaIncoming, KafkaLimits};
 use rill_net::message::{Acks, RequestBody};
 
 use crate::shard::Shard;
+
+/// The protocol half of a connection: its sans-I/O core and how its requests are handled.
+pub(crate) trait Protocol: Sized + 'static {
+    type Request: 'static;
+    fn wants_read(&self) -> bool;
+    fn receive(&mut self, bytes: &[u8]);
+    /// The next request, its id, and the bytes it holds while handled; `Err` closes.
+    fn poll_request(&mut self) -> Result<Option<(u64, Self::Request, usize)>, String>;
+    fn poll_transmit(&mut self) -> Option<Bytes>;
+    fn partial_bytes(&self) -> usize;
+    fn outgoing_bytes(&self) -> usize;
+    /// Handles one request and queues its answer (if it has one) on `conn`.
+    fn handle(
+        shard: Rc<Shard>,
+        conn: Rc<RefCell<Self>>,
+        id: u64,
+        request: Self::Request,
+    ) -> impl std::future::Future<Output = ()> + 'static;
+}
+
+/// The native protocol.
+pub(crate) struct Native(pub ServerConnection);
+
+impl Native {
+    pub fn new(limits: ConnectionLimits) -> Native {
+        Native(ServerConnection::new(limits))
+    }
+}
+
+impl Protocol for Native {
+    type Request = (RequestBody, Bytes);
+    fn wants_read(&self) -> bool {
+        self.0.wants_read()
+    }
+    fn receive(&mut self, bytes: &[u8]) {
+        self.0.receive(bytes)
+    }
+    fn poll_request(&mut self) -> Result<Option<(u64, Self::Request, usize)>, String> {
+        match self.0.poll_request() {
+            Ok(Some(Incoming::Request { request_id, body, data })) => {
+                let held = data.len();
+                Ok(Some((request_id, (body, data), held)))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.0.poll_transmit()
+    }
+    fn partial_bytes(&self) -> usize {
+        self.0.partial_bytes()
+    }
+    fn outgoing_bytes(&self) -> usize {
+        self.0.outgoing_bytes()
+    }
+    async fn handle(shard: Rc<Shard>, conn: Rc<RefCell<Self>>, id: u64, (body, data): Self::Request) {
+        let silent = matches!(body, RequestBody::Produce { acks: Acks::None, .. });
+        let kind = body.kind();
+        let (response, data) = crate::handler::handle(&shard, body, data).await;
+        let mut c = conn.borrow_mut();
+        if silent {
+            c.0.complete_silently(id);
+        } else {
+            c.0.respond(id, kind, &response, &data);
+        }
+    }
+}
+
+/// The Kafka protocol.
+pub(crate) struct Kafka(pub KafkaConnection);
+
+impl Kafka {
+    pub fn new(limits: KafkaLimits) -> Kafka {
+        Kafka(KafkaConnection::new(limits))
+    }
+}
+
+impl Protocol for Kafka {
+    type Request = KafkaIncoming;
+    fn wants_read(&self) -> bool {
+        self.0.wants_read()
+    }
+    fn receive(&mut self, bytes: &[u8]) {
+        self.0.receive(bytes)
+    }
+    fn poll_request(&mut self) -> Result<Option<(u64, Self::Request, usize)>, String> {
+        match self.0.poll_request() {
+            Ok(Some(incoming)) => Ok(Some((incoming.slot, incoming.frame_bytes, incoming)))
+                .map(|o| o.map(|(slot, held, incoming)| (slot, incoming, held))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.0.poll_transmit()
+    }
+    fn partial_bytes(&self) -> usize {
+        self.0.partial_bytes()
+    }
+    fn outgoing_bytes(&self) -> usize {
+        self.0.outgoing_bytes()
+    }
+    async fn handle(shard: Rc<Shard>, conn: Rc<RefCell<Self>>, id: u64, request: Self::Request) {
+        match crate::kafka::handle(&shard, request).await {
+            Some(frame) => conn.borrow_mut().0.respond(id, frame),
+            None => conn.borrow_mut().0.complete_silently(id),
+        }
+    }
+}
 
 /// One stream shared by the reader and writer tasks of a connection.
 #[derive(Clone)]
@@ -45,15 +159,15 @@ impl AsyncWrite for Shared {
 /// What one connection charges to its shard's connection budget: the bytes of requests it has
 /// received (in part, or whole and being handled). Responses waiting to be sent are bounded per
 /// connection instead, so a client that stops reading slows only itself.
-struct Charge {
+struct Charge<P: Protocol> {
     shard: Rc<Shard>,
-    conn: Rc<RefCell<ServerConnection>>,
+    conn: Rc<RefCell<P>>,
     /// Data sections of requests being handled.
     inflight_bytes: Cell<usize>,
     charged: Cell<usize>,
 }
 
-impl Charge {
+impl<P: Protocol> Charge<P> {
     /// Re-measures what the connection holds and updates the shard's total.
     fn update(&self) {
         let now = self.conn.borrow().partial_bytes() + self.inflight_bytes.get();
@@ -62,7 +176,7 @@ impl Charge {
     }
 }
 
-impl Drop for Charge {
+impl<P: Protocol> Drop for Charge<P> {
     fn drop(&mut self) {
         self.shard.charge_connection_bytes(-(self.charged.get() as isize));
     }
@@ -83,7 +197,7 @@ enum Stop {
 /// those mid-request finish reading it (so the shard never deadlocks), which bounds the excess
 /// by one request per such connection. Each connection stops taking requests while more than
 /// two fetch responses' worth of its answers wait to be sent.
-pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: ConnectionLimits) {
+pub(crate) async fn serve<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, core: P) {
     let _ = stream.set_nodelay(true);
     let network = &shard.profile().network;
     set_option(&stream, libc::SO_SNDBUF, network.socket_send_buffer_bytes);
@@ -92,7 +206,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Connectio
     let outgoing_max = 2 * network.fetch_response_bytes_max as usize;
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let stream = Shared(Rc::new(RefCell::new(stream)));
-    let conn = Rc::new(RefCell::new(ServerConnection::new(limits)));
+    let conn = Rc::new(RefCell::new(core));
     let (wake_tx, wake_rx) = local_channel::new_unbounded::<()>();
     let wake_tx = Rc::new(wake_tx);
     let running = Rc::new(Cell::new(0usize));
@@ -107,24 +221,13 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Connectio
         glommio::spawn_local(write_loop(stream.clone(), charge.clone(), wake_rx, writer_failed.clone()));
     let mut buf = vec![0u8; shard.profile().network.socket_read_chunk_bytes as usize];
     let mut reader = stream.clone();
-    let spawn_handler = |request_id: u64, body: RequestBody, data: bytes::Bytes| {
+    let spawn_handler = |id: u64, request: P::Request, held: usize| {
         running.set(running.get() + 1);
-        let held = data.len();
         charge.inflight_bytes.set(charge.inflight_bytes.get() + held);
         let (shard, conn, wake, running, charge) =
             (shard.clone(), conn.clone(), wake_tx.clone(), running.clone(), charge.clone());
         glommio::spawn_local(async move {
-            let silent = matches!(body, RequestBody::Produce { acks: Acks::None, .. });
-            let kind = body.kind();
-            let (response, data) = crate::handler::handle(&shard, body, data).await;
-            {
-                let mut c = conn.borrow_mut();
-                if silent {
-                    c.complete_silently(request_id);
-                } else {
-                    c.respond(request_id, kind, &response, &data);
-                }
-            }
+            P::handle(shard, conn, id, request).await;
             running.set(running.get() - 1);
             charge.inflight_bytes.set(charge.inflight_bytes.get() - held);
             charge.update();
@@ -143,9 +246,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Connectio
         while !backlogged && conn.borrow().wants_read() {
             let next = conn.borrow_mut().poll_request();
             match next {
-                Ok(Some(Incoming::Request { request_id, body, data })) => {
-                    spawn_handler(request_id, body, data)
-                }
+                Ok(Some((id, request, held))) => spawn_handler(id, request, held),
                 Ok(None) => break,
                 Err(error) => {
                     tracing::info!(%peer, %error, "closing connection after a framing error");
@@ -192,9 +293,9 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, limits: Connectio
     drop(stream);
 }
 
-async fn write_loop(
+async fn write_loop<P: Protocol>(
     mut stream: Shared,
-    charge: Rc<Charge>,
+    charge: Rc<Charge<P>>,
     wake: local_channel::LocalReceiver<()>,
     failed: Rc<crate::signal::Signal>,
 ) {
@@ -205,10 +306,10 @@ async fn write_loop(
     while conn.borrow_mut().poll_transmit().is_some() {}
 }
 
-async fn write_all_queued(
+async fn write_all_queued<P: Protocol>(
     stream: &mut Shared,
-    conn: &Rc<RefCell<ServerConnection>>,
-    charge: &Charge,
+    conn: &Rc<RefCell<P>>,
+    charge: &Charge<P>,
     wake: &local_channel::LocalReceiver<()>,
 ) {
     let mut small = Vec::with_capacity(64 << 10);

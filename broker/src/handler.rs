@@ -84,17 +84,24 @@ pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes) ->
     }
 }
 
-fn route(shard: &Shard, topic: &str, partition: u32) -> Result<(TopicName, usize), ErrorCode> {
+pub(crate) fn route(shard: &Shard, topic: &str, partition: u32) -> Result<(TopicName, usize), ErrorCode> {
     let name = TopicName::new(topic).map_err(|_| ErrorCode::UnknownTopic)?;
     let owner = shard.owner(&name, partition)?;
     Ok((name, owner))
 }
 
 async fn admin(shard: &Rc<Shard>, op: AdminOp) -> Response {
+    match admin_op(shard, op).await {
+        Ok(()) => status(ErrorCode::None, "ok"),
+        Err((code, message)) => status(code, message),
+    }
+}
+
+/// Runs a topic administration operation on the controller.
+pub(crate) async fn admin_op(shard: &Rc<Shard>, op: AdminOp) -> Result<(), (ErrorCode, String)> {
     match shard.call(CONTROLLER, ShardRequest::Admin(op)).await {
-        ShardReply::Admin(Ok(())) => status(ErrorCode::None, "ok"),
-        ShardReply::Admin(Err((code, message))) => status(code, message),
-        _ => status(ErrorCode::ShuttingDown, "unexpected reply"),
+        ShardReply::Admin(result) => result,
+        _ => Err((ErrorCode::ShuttingDown, "unexpected reply".into())),
     }
 }
 
@@ -173,19 +180,32 @@ async fn fetch(
     min_bytes: u32,
     max_bytes: u32,
 ) -> Response {
+    let outcomes = fetch_outcomes(shard, &parts, max_wait_ms, min_bytes, max_bytes).await;
+    assemble(parts, outcomes)
+}
+
+/// Reads every part (each from its owner), waiting up to `max_wait_ms` for `min_bytes` as
+/// Kafka's fetch does; one outcome per part, in order.
+pub(crate) async fn fetch_outcomes(
+    shard: &Rc<Shard>,
+    parts: &[FetchPart],
+    max_wait_ms: u32,
+    min_bytes: u32,
+    max_bytes: u32,
+) -> Vec<FetchOutcome> {
     let network = &shard.profile().network;
     let max_bytes = max_bytes.min(network.fetch_response_bytes_max);
     let max_wait_ms = max_wait_ms.min(network.fetch_wait_ms_max);
     let deadline = Instant::now() + Duration::from_millis(max_wait_ms as u64);
-    let mut outcomes = fetch_round(shard, &parts, max_bytes, 0).await;
+    let mut outcomes = fetch_round(shard, parts, max_bytes, 0).await;
     let available: usize = outcomes.iter().map(|o| o.batches.iter().map(Bytes::len).sum::<usize>()).sum();
     let errors = outcomes.iter().any(|o| o.error != ErrorCode::None);
     if available < (min_bytes as usize).max(1) && !errors && max_wait_ms > 0 {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        wait_any(shard, &parts, remaining).await;
-        outcomes = fetch_round(shard, &parts, max_bytes, 0).await;
+        wait_any(shard, parts, remaining).await;
+        outcomes = fetch_round(shard, parts, max_bytes, 0).await;
     }
-    assemble(parts, outcomes)
+    outcomes
 }
 
 async fn fetch_round(

@@ -3,14 +3,16 @@
 //! Each shard owns the partitions the shard table gives it; a request for a partition owned
 //! elsewhere travels to its owner over the glommio channel mesh. Shard 0 is also the controller:
 //! it runs topic administration and persists the metadata. Every shard listens on the same
-//! native-protocol port with SO_REUSEPORT.
+//! native-protocol and Kafka-protocol ports with SO_REUSEPORT.
 
 mod config;
 mod connection;
 mod controller;
 mod error;
 mod handler;
+mod kafka;
 pub mod metadata;
+mod producer;
 mod server;
 mod shard;
 mod signal;

@@ -1,5 +1,6 @@
 //! Starting and stopping the broker: metadata, one pinned glommio executor per shard, the shard
-//! mesh, and a native listener on every shard (SO_REUSEPORT, so the kernel spreads connections).
+//! mesh, and a native and a Kafka listener on every shard (SO_REUSEPORT, so the kernel spreads
+//! connections).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,6 +13,9 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use rill_net::connection::ConnectionLimits;
+use rill_net::kafka::KafkaLimits;
+
+use crate::connection::{Kafka, Native};
 
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
@@ -27,6 +31,8 @@ pub struct RunningBroker {
     shutdown: Arc<AtomicBool>,
     /// Where the native listener is bound (the actual port when 0 was asked for).
     pub native_addr: SocketAddr,
+    /// Where the Kafka listener is bound.
+    pub kafka_addr: SocketAddr,
     /// Number of shards.
     pub shards: usize,
 }
@@ -58,6 +64,7 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
     let mesh = MeshBuilder::<Msg, _>::full(shards, config.profile.io.shard_channel_depth as usize);
     let peers: Arc<Vec<AtomicUsize>> = Arc::new((0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect());
     let port = Arc::new(AtomicU16::new(0));
+    let kafka_port = Arc::new(AtomicU16::new(0));
     let ready = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let drained = Arc::new(AtomicUsize::new(0));
@@ -70,6 +77,7 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
             mesh: mesh.clone(),
             peers: peers.clone(),
             port: port.clone(),
+            kafka_port: kafka_port.clone(),
             ready: ready.clone(),
             failed: failed.clone(),
             drained: drained.clone(),
@@ -106,8 +114,9 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
         std::thread::sleep(Duration::from_millis(2));
     }
     let native_addr = SocketAddr::new(config.native_listen.ip(), port.load(Ordering::Acquire));
-    tracing::info!(%native_addr, "listening (native protocol)");
-    Ok(RunningBroker { threads, shutdown, native_addr, shards })
+    let kafka_addr = SocketAddr::new(config.kafka_listen.ip(), kafka_port.load(Ordering::Acquire));
+    tracing::info!(%native_addr, %kafka_addr, "listening (native and Kafka protocols)");
+    Ok(RunningBroker { threads, shutdown, native_addr, kafka_addr, shards })
 }
 
 /// Loads the metadata (or starts empty), fits the shard table to this run's shard count,
@@ -156,6 +165,7 @@ struct ShardContext {
     mesh: MeshBuilder<Msg, glommio::channels::channel_mesh::Full>,
     peers: Arc<Vec<AtomicUsize>>,
     port: Arc<AtomicU16>,
+    kafka_port: Arc<AtomicU16>,
     ready: Arc<AtomicUsize>,
     failed: Arc<AtomicBool>,
     /// Shards whose connections have finished; logs close only when every shard is drained,
@@ -194,41 +204,35 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
     ));
     shard.start(receivers);
     shard.apply(ctx.metadata.clone()).await;
-    let listener = bind(ctx).await?;
+    let listener = bind(ctx, ctx.config.native_listen, &ctx.port).await?;
+    let kafka_listener = bind(ctx, ctx.config.kafka_listen, &ctx.kafka_port).await?;
+    let advertised = match &ctx.config.kafka_advertised {
+        Some((host, port)) => (host.clone(), *port),
+        None => (ctx.config.kafka_listen.ip().to_string(), ctx.kafka_port.load(Ordering::Acquire)),
+    };
+    shard.set_kafka_advertised(advertised);
     ctx.ready.fetch_add(1, Ordering::AcqRel);
+    let network = &ctx.config.profile.network;
     let limits = ConnectionLimits {
-        frame_bytes_max: ctx.config.profile.network.request_bytes_max,
-        max_inflight: ctx.config.profile.network.max_inflight_requests as usize,
+        frame_bytes_max: network.request_bytes_max,
+        max_inflight: network.max_inflight_requests as usize,
+    };
+    let kafka_limits = KafkaLimits {
+        frame_bytes_max: network.request_bytes_max,
+        max_inflight: network.max_inflight_requests as usize,
     };
     let active = Rc::new(std::cell::Cell::new(0usize));
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.stopping.wait().await;
-            None
-        })
-        .await;
-        match accepted {
-            None => break,
-            Some(Ok(stream)) => {
-                if active.get() >= ctx.config.profile.network.max_connections_per_shard as usize {
-                    tracing::warn!(
-                        shard = ctx.index,
-                        "connection refused: max_connections_per_shard reached"
-                    );
-                    continue;
-                }
-                active.set(active.get() + 1);
-                let (shard, active) = (shard.clone(), active.clone());
-                glommio::spawn_local(async move {
-                    crate::connection::serve(shard, stream, limits).await;
-                    active.set(active.get() - 1);
-                })
-                .detach();
-            }
-            Some(Err(error)) => tracing::warn!(shard = ctx.index, %error, "accept failed"),
-        }
-    }
-    drop(listener);
+    let kafka_accept =
+        glommio::spawn_local(accept_loop(ctx.index, shard.clone(), kafka_listener, active.clone(), {
+            let max = network.max_connections_per_shard as usize;
+            move |shard, stream| (max, crate::connection::serve(shard, stream, Kafka::new(kafka_limits)))
+        }));
+    accept_loop(ctx.index, shard.clone(), listener, active.clone(), {
+        let max = network.max_connections_per_shard as usize;
+        move |shard, stream| (max, crate::connection::serve(shard, stream, Native::new(limits)))
+    })
+    .await;
+    kafka_accept.await;
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while active.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
@@ -242,24 +246,62 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
     Ok(())
 }
 
+/// Accepts connections until the broker stops; each is served by the future `serve` makes,
+/// while the shard has fewer than its maximum of connections (both protocols together).
+async fn accept_loop<F, Fut>(
+    index: usize,
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    active: Rc<std::cell::Cell<usize>>,
+    serve: F,
+) where
+    F: Fn(Rc<Shard>, glommio::net::TcpStream) -> (usize, Fut),
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.stopping.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok(stream)) => {
+                let (max, served) = serve(shard.clone(), stream);
+                if active.get() >= max {
+                    tracing::warn!(shard = index, "connection refused: max_connections_per_shard reached");
+                    continue;
+                }
+                active.set(active.get() + 1);
+                let active = active.clone();
+                glommio::spawn_local(async move {
+                    served.await;
+                    active.set(active.get() - 1);
+                })
+                .detach();
+            }
+            Some(Err(error)) => tracing::warn!(shard = index, %error, "accept failed"),
+        }
+    }
+}
+
 /// Shard 0 binds first (learning the port when 0 was asked for); the others bind the same
 /// address and port.
-async fn bind(ctx: &ShardContext) -> Result<TcpListener> {
-    let mut addr = ctx.config.native_listen;
+async fn bind(ctx: &ShardContext, mut addr: SocketAddr, port: &AtomicU16) -> Result<TcpListener> {
     if ctx.index != 0 {
-        while ctx.port.load(Ordering::Acquire) == 0 {
+        while port.load(Ordering::Acquire) == 0 {
             if ctx.failed.load(Ordering::Acquire) {
                 return Err(BrokerError::Runtime("shard 0 failed to bind".into()));
             }
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
-        addr.set_port(ctx.port.load(Ordering::Acquire));
+        addr.set_port(port.load(Ordering::Acquire));
     }
     let listener =
         TcpListener::bind(addr).map_err(|e| BrokerError::Runtime(format!("binding {addr}: {e}")))?;
     if ctx.index == 0 {
-        let port = listener.local_addr().map_err(|e| BrokerError::Runtime(e.to_string()))?.port();
-        ctx.port.store(port, Ordering::Release);
+        let bound = listener.local_addr().map_err(|e| BrokerError::Runtime(e.to_string()))?.port();
+        port.store(bound, Ordering::Release);
     }
     Ok(listener)
 }

@@ -22,6 +22,7 @@ use rill_storage::{Batch, Clock, Log, LogConfig, SystemClock};
 use rill_tuning::Profile;
 
 use crate::metadata::{Metadata, TopicName, TopicSettings};
+use crate::producer::{Producers, Verdict};
 
 /// A message on the shard mesh.
 pub(crate) enum Msg {
@@ -73,6 +74,8 @@ pub(crate) struct Shard {
     profile: Profile,
     metadata: RefCell<Rc<Metadata>>,
     logs: RefCell<HashMap<(TopicName, u32), Log>>,
+    /// Idempotent-producer state of owned partitions (created on first use).
+    producers: RefCell<HashMap<(TopicName, u32), Rc<Producers>>>,
     senders: Senders<Msg>,
     /// Mesh peer id of each shard index.
     peer_of: Vec<usize>,
@@ -86,6 +89,10 @@ pub(crate) struct Shard {
     /// Bytes the shard's connections hold (partial and in-flight requests, queued responses).
     connection_bytes: Cell<usize>,
     pub shutdown: Arc<AtomicBool>,
+    /// Host and port Kafka clients are told to connect to.
+    kafka_advertised: RefCell<(String, u16)>,
+    /// Producer ids handed out by this shard (InitProducerId).
+    pub producer_ids: crate::producer::IdAllocator,
 }
 
 impl Shard {
@@ -106,6 +113,9 @@ impl Shard {
             profile,
             metadata: RefCell::new(Rc::new(metadata)),
             logs: RefCell::new(HashMap::new()),
+            producers: RefCell::new(HashMap::new()),
+            producer_ids: crate::producer::IdAllocator::new(index),
+            kafka_advertised: RefCell::new((String::new(), 0)),
             senders,
             peer_of,
             waiters: RefCell::new(HashMap::new()),
@@ -249,6 +259,7 @@ impl Shard {
         acks: Acks,
     ) -> Result<u64, ErrorCode> {
         let log = self.log(topic, partition)?;
+        let headers: Vec<BatchHeader> = batches.iter().map(|(h, _)| *h).collect();
         let batches: Vec<Batch> = batches
             .into_iter()
             .map(|(header, payload)| Batch {
@@ -260,8 +271,36 @@ impl Shard {
                 base_offset_field: Some(rill_net::record_batch::BASE_OFFSET_AT),
             })
             .collect();
-        // All of a request's batches for one partition go in together, or none does.
-        let bases = log.append_all(batches, acks == Acks::Durable).await.map_err(storage_error)?;
+        let durable = acks == Acks::Durable;
+        if !headers.iter().any(|h| h.producer_id >= 0 && h.base_sequence >= 0) {
+            // All of a request's batches for one partition go in together, or none does.
+            let bases = log.append_all(batches, durable).await.map_err(storage_error)?;
+            return bases.first().copied().ok_or(ErrorCode::InvalidRequest);
+        }
+        // Idempotent: check sequences and take offsets under the partition's lock, so pipelined
+        // batches are ordered as checked; wait for the write outside it.
+        let producers = self.producers.borrow_mut().entry((topic.clone(), partition)).or_default().clone();
+        let lock = producers.lock();
+        let permit = lock.acquire_permit(1).await.map_err(|_| ErrorCode::ShuttingDown)?;
+        producers.ensure_loaded(&log).await.map_err(storage_error)?;
+        let refs: Vec<&BatchHeader> = headers.iter().collect();
+        match producers.check(&refs) {
+            Verdict::Append => {}
+            Verdict::Reject(code) => return Err(code),
+            Verdict::Duplicate(base) => {
+                drop(permit);
+                // Acknowledge the first copy only once it meets this request's acks.
+                let count: u64 = headers.iter().map(|h| h.offset_count() as u64).sum();
+                log.wait_stored(base + count, durable).await.map_err(storage_error)?;
+                return Ok(base);
+            }
+        }
+        let enqueued = log.enqueue_all(batches).await.map_err(storage_error)?;
+        for (h, base) in headers.iter().zip(&enqueued.bases) {
+            producers.record(h, *base);
+        }
+        drop(permit);
+        let bases = enqueued.wait(durable).await.map_err(storage_error)?;
         bases.first().copied().ok_or(ErrorCode::InvalidRequest)
     }
 
@@ -335,6 +374,7 @@ impl Shard {
         let gone: Vec<(TopicName, u32)> =
             self.logs.borrow().keys().filter(|k| !metadata.topics.contains_key(&k.0)).cloned().collect();
         for key in gone {
+            self.producers.borrow_mut().remove(&key);
             let log = self.logs.borrow_mut().remove(&key);
             if let Some(log) = log {
                 let _ = log.close().await;
@@ -411,6 +451,15 @@ impl Shard {
 
     pub fn admin_lock(&self) -> &glommio::sync::Semaphore {
         &self.admin
+    }
+
+    /// Host and port Kafka clients are told to connect to.
+    pub fn kafka_advertised(&self) -> (String, u16) {
+        self.kafka_advertised.borrow().clone()
+    }
+
+    pub fn set_kafka_advertised(&self, advertised: (String, u16)) {
+        *self.kafka_advertised.borrow_mut() = advertised;
     }
 }
 

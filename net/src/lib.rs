@@ -4,6 +4,8 @@
 //!   with an in-flight limit.
 //! - [`frame`]: native-protocol framing (rkyv-archived header, checksummed payload) and a
 //!   bounded streaming decoder.
+//! - [`kafka`]: the server side of one Kafka-protocol connection: frames, request and response
+//!   codecs (the `kafka-protocol` crate's), responses in request order.
 //! - [`message`]: native request and response envelopes; record bytes ride after the envelope
 //!   and are handed on as zero-copy `Bytes` slices.
 //! - [`record_batch`]: Kafka RecordBatch v2, the one batch format Rill stores: header parsing
@@ -11,6 +13,7 @@
 
 pub mod connection;
 pub mod frame;
+pub mod kafka;
 // rkyv derives archived and resolver types for the envelopes whose enum-variant fields carry
 // no docs; the envelopes themselves are documented.
 #[allow(missing_docs)]

@@ -79,6 +79,10 @@ pub enum ErrorCode {
     ShuttingDown = 12,
     /// Invalid topic settings or partition count.
     InvalidConfig = 13,
+    /// An idempotent producer's batch is not the next in its sequence.
+    OutOfOrderSequence = 14,
+    /// An idempotent producer's epoch is older than the partition has seen.
+    InvalidProducerEpoch = 15,
 }
 
 /// Optional per-topic settings; `None` takes the broker's default.

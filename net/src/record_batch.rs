@@ -106,7 +106,8 @@ pub fn parse_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(header)
 }
 
-fn parse_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+/// Parses a batch header (no CRC check: use on batches already validated, e.g. stored ones).
+pub fn parse_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     if bytes.len() < BATCH_HEADER_BYTES {
         return Err(BatchError::BadLength);
     }

@@ -27,4 +27,4 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::{BLOCK_BYTES, Durability, INDEX_ENTRIES_PER_SEGMENT_MAX, LogConfig};
 pub use crate::entry::ENTRY_HEADER_BYTES;
 pub use crate::error::{Error, Result};
-pub use crate::log::{Batch, Log, LogStats, RetentionReport, StoredBatch};
+pub use crate::log::{Batch, Enqueued, Log, LogStats, RetentionReport, StoredBatch};

@@ -109,6 +109,25 @@ pub struct Log {
     inner: Rc<Inner>,
 }
 
+/// Batches queued by [`Log::enqueue_all`], not yet known to be written.
+#[must_use = "an append is acknowledged only after `wait`"]
+pub struct Enqueued {
+    log: Log,
+    /// Base offset of each batch.
+    pub bases: Vec<u64>,
+    end: u64,
+}
+
+impl Enqueued {
+    /// Waits until the batches are written (and, with `durable` under `Durability::Always`,
+    /// synced); returns their base offsets.
+    pub async fn wait(self, durable: bool) -> Result<Vec<u64>> {
+        let durable = durable && self.log.inner.config.durability == Durability::Always;
+        self.log.wait_for(self.end, durable).await?;
+        Ok(self.bases)
+    }
+}
+
 /// A disk read started ahead of the reader that will ask for it.
 pub(crate) struct ReadAhead {
     offset: u64,
@@ -255,6 +274,15 @@ impl Log {
     }
 
     async fn append_batches(&self, batches: Vec<Batch>, durable: bool) -> Result<Vec<u64>> {
+        self.enqueue_all(batches).await?.wait(durable).await
+    }
+
+    /// The first half of [`Log::append_all`]: waits for room in the write buffer, then assigns
+    /// offsets to all `batches` and queues them (nothing else can interleave). Appends whose
+    /// `enqueue_all` calls return in some order take offsets in that order, so a caller that
+    /// must order appends (idempotent producers) serializes only this half and waits for the
+    /// writes with [`Enqueued::wait`] outside its critical section.
+    pub async fn enqueue_all(&self, batches: Vec<Batch>) -> Result<Enqueued> {
         if batches.is_empty() {
             return Err(Error::InvalidBatch("no batches"));
         }
@@ -281,8 +309,7 @@ impl Log {
             end = batch_end;
         }
         self.kick();
-        self.wait_for(end, durable).await?;
-        Ok(bases)
+        Ok(Enqueued { log: self.clone(), bases, end })
     }
 
     fn check_batch(&self, batch: &Batch) -> Result<u64> {
@@ -382,6 +409,13 @@ impl Log {
     }
 
     /// Waits until `end` is written (or durable).
+    /// Waits until every offset below `end` is written (with `durable`, under
+    /// `Durability::Always`, also synced): an acknowledgement for a batch appended earlier.
+    pub async fn wait_stored(&self, end: u64, durable: bool) -> Result<()> {
+        let durable = durable && self.inner.config.durability == Durability::Always;
+        self.wait_for(end, durable).await
+    }
+
     async fn wait_for(&self, end: u64, durable: bool) -> Result<()> {
         loop {
             {
@@ -781,6 +815,14 @@ impl Log {
         drop(s);
         self.inner.changed.notify_all();
         result
+    }
+
+    /// Base offset of the `n`-th newest segment (0: the active one), or of the oldest segment
+    /// if there are fewer.
+    pub fn recent_segment_base_offset(&self, n: usize) -> u64 {
+        let s = self.inner.state.borrow();
+        let base = s.segments.keys().rev().nth(n).or_else(|| s.segments.keys().next());
+        base.copied().unwrap_or(s.log_start).max(s.log_start)
     }
 
     /// The directory this log lives in.

@@ -20,6 +20,12 @@ pub struct ServeArgs {
     /// Native-protocol listen address.
     #[arg(long)]
     native_listen: Option<String>,
+    /// Kafka-protocol listen address (default 127.0.0.1:9092).
+    #[arg(long)]
+    kafka_listen: Option<String>,
+    /// Kafka address advertised to clients, host:port (default: the Kafka listen address).
+    #[arg(long)]
+    kafka_advertised: Option<String>,
     /// Tuning profile: a shipped name (small-vm, nvme-server) or a file; default: derived.
     #[arg(long)]
     profile: Option<String>,
@@ -37,6 +43,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let flags = ConfigFile {
         data_dir: args.data_dir,
         native_listen: args.native_listen,
+        kafka_listen: args.kafka_listen,
+        kafka_advertised: args.kafka_advertised,
         profile: args.profile,
         cores: args.cores,
     };
@@ -49,6 +57,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let broker = rill_broker::start(config, shutdown)?;
     println!("rill listening on {} (native protocol), {} shards", broker.native_addr, broker.shards);
+    println!("rill listening on {} (kafka protocol)", broker.kafka_addr);
     broker.join();
     println!("rill stopped");
     Ok(())

@@ -1,0 +1,293 @@
+//! Idempotent producers: producer ids, and each partition's sequence state.
+//!
+//! A producer that called InitProducerId stamps each batch with its id, epoch and the sequence
+//! number of its first record. Per partition the broker keeps, for each producer, its epoch and
+//! its last five batches (Kafka's `max.in.flight` for idempotence is at most 5): a batch that
+//! repeats one of them is acknowledged with the offset it got the first time and not written
+//! again; a batch that is not the next in sequence gets OUT_OF_ORDER_SEQUENCE_NUMBER.
+//!
+//! The state is rebuilt from the partition's newest segments the first time an idempotent
+//! producer writes to it after the broker starts, so a client retrying across a restart gets
+//! its duplicates recognised. Checks and offset assignment run under a per-partition lock, so
+//! pipelined batches take offsets in the order their sequences were checked; the writes
+//! themselves are awaited outside it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rill_net::message::ErrorCode;
+use rill_net::record_batch::{BatchHeader, parse_header};
+use rill_storage::Log;
+
+/// Recent batches remembered per producer and partition.
+pub(crate) const BATCHES_KEPT: usize = 5;
+
+/// Segments read (newest first) to rebuild a partition's producer state.
+const REBUILD_SEGMENTS: usize = 2;
+
+/// Hands out producer ids unique across shards and broker runs: the start time in ms, the
+/// shard, and a counter. A shard that uses up its counter moves to the next millisecond.
+pub(crate) struct IdAllocator {
+    shard: i64,
+    epoch_ms: Cell<i64>,
+    next: Cell<i64>,
+}
+
+const SHARD_BITS: u32 = 8;
+const COUNTER_BITS: u32 = 14;
+
+impl IdAllocator {
+    pub fn new(shard: usize) -> IdAllocator {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        IdAllocator {
+            shard: shard as i64 & ((1 << SHARD_BITS) - 1),
+            epoch_ms: Cell::new(now),
+            next: Cell::new(0),
+        }
+    }
+
+    pub fn next(&self) -> i64 {
+        if self.next.get() == 1 << COUNTER_BITS {
+            self.epoch_ms.set(self.epoch_ms.get() + 1);
+            self.next.set(0);
+        }
+        let id = (self.epoch_ms.get() << (SHARD_BITS + COUNTER_BITS))
+            | (self.shard << COUNTER_BITS)
+            | self.next.get();
+        self.next.set(self.next.get() + 1);
+        assert!(id >= 0, "producer ids are non-negative");
+        id
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Recent {
+    first_seq: i32,
+    last_seq: i32,
+    base_offset: u64,
+}
+
+#[derive(Debug, Default)]
+struct ProducerState {
+    epoch: i16,
+    recent: VecDeque<Recent>,
+}
+
+/// What to do with a request's batches for one partition.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Write them.
+    Append,
+    /// All were written before: answer with this base offset, write nothing.
+    Duplicate(u64),
+    /// Refuse them.
+    Reject(ErrorCode),
+}
+
+/// The idempotent-producer state of one partition.
+#[derive(Default)]
+pub(crate) struct Producers {
+    loaded: Cell<bool>,
+    /// Held from the sequence check until the batches have their offsets.
+    lock: RefCell<Option<std::rc::Rc<glommio::sync::Semaphore>>>,
+    table: RefCell<HashMap<i64, ProducerState>>,
+}
+
+impl Producers {
+    /// The partition's lock (created on first use).
+    pub fn lock(&self) -> std::rc::Rc<glommio::sync::Semaphore> {
+        self.lock
+            .borrow_mut()
+            .get_or_insert_with(|| std::rc::Rc::new(glommio::sync::Semaphore::new(1)))
+            .clone()
+    }
+
+    /// Rebuilds the table from the log's newest segments, once per broker run. Call holding
+    /// the lock.
+    pub async fn ensure_loaded(&self, log: &Log) -> Result<(), rill_storage::Error> {
+        if self.loaded.get() {
+            return Ok(());
+        }
+        let mut offset = log.recent_segment_base_offset(REBUILD_SEGMENTS - 1);
+        while offset < log.log_end_offset() {
+            let batches = log.read(offset, 8 << 20).await?;
+            let Some(last) = batches.last() else { break };
+            offset = last.end_offset();
+            for batch in &batches {
+                if let Ok(header) = parse_header(&batch.payload) {
+                    if header.producer_id >= 0 && header.base_sequence >= 0 {
+                        self.record(&header, batch.base_offset);
+                    }
+                }
+            }
+        }
+        self.loaded.set(true);
+        Ok(())
+    }
+
+    /// Checks a request's batches for one partition against the table.
+    pub fn check(&self, batches: &[&BatchHeader]) -> Verdict {
+        let table = self.table.borrow();
+        let mut duplicates = Vec::new();
+        // Sequences the earlier batches of this request would leave.
+        let mut pending: HashMap<i64, (i16, i32)> = HashMap::new();
+        for h in batches {
+            if h.producer_id < 0 || h.base_sequence < 0 {
+                duplicates.push(None);
+                continue;
+            }
+            let last_seq = last_sequence(h);
+            let known = pending.get(&h.producer_id).copied().or_else(|| {
+                table.get(&h.producer_id).map(|s| (s.epoch, s.recent.back().map_or(-1, |r| r.last_seq)))
+            });
+            match known {
+                // A producer never seen here (or whose batches are gone): any sequence starts it.
+                None => {}
+                Some((epoch, _)) if h.producer_epoch < epoch => {
+                    return Verdict::Reject(ErrorCode::InvalidProducerEpoch);
+                }
+                // A new epoch restarts the sequence at 0.
+                Some((epoch, _)) if h.producer_epoch > epoch && h.base_sequence != 0 => {
+                    return Verdict::Reject(ErrorCode::OutOfOrderSequence);
+                }
+                Some((epoch, _)) if h.producer_epoch > epoch => {}
+                Some((_, last)) => {
+                    if let Some(state) = table.get(&h.producer_id) {
+                        let seen = state
+                            .recent
+                            .iter()
+                            .find(|r| r.first_seq == h.base_sequence && r.last_seq == last_seq);
+                        if let Some(seen) = seen.filter(|_| !pending.contains_key(&h.producer_id)) {
+                            duplicates.push(Some(seen.base_offset));
+                            continue;
+                        }
+                    }
+                    if h.base_sequence != next_sequence(last) {
+                        return Verdict::Reject(ErrorCode::OutOfOrderSequence);
+                    }
+                }
+            }
+            duplicates.push(None);
+            pending.insert(h.producer_id, (h.producer_epoch, last_seq));
+        }
+        match (duplicates.first(), duplicates.iter().all(Option::is_some)) {
+            (Some(Some(base)), true) => Verdict::Duplicate(*base),
+            _ if duplicates.iter().any(Option::is_some) => Verdict::Reject(ErrorCode::OutOfOrderSequence),
+            _ => Verdict::Append,
+        }
+    }
+
+    /// Remembers a batch written at `base_offset`.
+    pub fn record(&self, h: &BatchHeader, base_offset: u64) {
+        if h.producer_id < 0 || h.base_sequence < 0 {
+            return;
+        }
+        let mut table = self.table.borrow_mut();
+        let state = table.entry(h.producer_id).or_default();
+        if h.producer_epoch != state.epoch {
+            state.recent.clear();
+            state.epoch = h.producer_epoch;
+        }
+        state.recent.push_back(Recent {
+            first_seq: h.base_sequence,
+            last_seq: last_sequence(h),
+            base_offset,
+        });
+        while state.recent.len() > BATCHES_KEPT {
+            state.recent.pop_front();
+        }
+    }
+
+    /// Producers tracked (for tests and stats).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.table.borrow().len()
+    }
+}
+
+/// Sequence of the batch's last record (sequences wrap from `i32::MAX` to 0).
+fn last_sequence(h: &BatchHeader) -> i32 {
+    ((h.base_sequence as i64 + h.last_offset_delta as i64) % (i32::MAX as i64 + 1)) as i32
+}
+
+fn next_sequence(last: i32) -> i32 {
+    if last == i32::MAX { 0 } else { last + 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(pid: i64, epoch: i16, seq: i32, records: i32) -> BatchHeader {
+        BatchHeader {
+            base_offset: 0,
+            total_bytes: 0,
+            partition_leader_epoch: 0,
+            attributes: 0,
+            last_offset_delta: records - 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            records_count: records,
+        }
+    }
+
+    #[test]
+    fn sequences_duplicates_gaps_and_epochs() {
+        let p = Producers::default();
+        let a = header(7, 0, 0, 10);
+        assert_eq!(p.check(&[&a]), Verdict::Append);
+        p.record(&a, 100);
+        let b = header(7, 0, 10, 5);
+        assert_eq!(p.check(&[&b]), Verdict::Append);
+        p.record(&b, 110);
+        // Retries of either recent batch are duplicates with their first offsets.
+        assert_eq!(p.check(&[&a]), Verdict::Duplicate(100));
+        assert_eq!(p.check(&[&b]), Verdict::Duplicate(110));
+        // A gap and a rewind are out of order.
+        assert_eq!(p.check(&[&header(7, 0, 16, 1)]), Verdict::Reject(ErrorCode::OutOfOrderSequence));
+        assert_eq!(p.check(&[&header(7, 0, 3, 2)]), Verdict::Reject(ErrorCode::OutOfOrderSequence));
+        // Two batches in one request chain.
+        let (c, d) = (header(7, 0, 15, 2), header(7, 0, 17, 3));
+        assert_eq!(p.check(&[&c, &d]), Verdict::Append);
+        assert_eq!(p.check(&[&d, &c]), Verdict::Reject(ErrorCode::OutOfOrderSequence));
+        // An older epoch is fenced; a newer one must restart at 0.
+        assert_eq!(p.check(&[&header(7, -1, 15, 1)]), Verdict::Reject(ErrorCode::InvalidProducerEpoch));
+        assert_eq!(p.check(&[&header(7, 1, 5, 1)]), Verdict::Reject(ErrorCode::OutOfOrderSequence));
+        let e = header(7, 1, 0, 1);
+        assert_eq!(p.check(&[&e]), Verdict::Append);
+        p.record(&e, 200);
+        assert_eq!(p.check(&[&a]), Verdict::Reject(ErrorCode::InvalidProducerEpoch));
+        // Unknown producers start anywhere; non-idempotent batches always append.
+        assert_eq!(p.check(&[&header(8, 3, 42, 1)]), Verdict::Append);
+        assert_eq!(p.check(&[&header(-1, -1, -1, 1)]), Verdict::Append);
+        // Only the last five batches are remembered.
+        for i in 0..6 {
+            p.record(&header(9, 0, i, 1), 300 + i as u64);
+        }
+        assert_eq!(p.check(&[&header(9, 0, 0, 1)]), Verdict::Reject(ErrorCode::OutOfOrderSequence));
+        assert_eq!(p.check(&[&header(9, 0, 1, 1)]), Verdict::Duplicate(301));
+        assert_eq!(p.len(), 2, "producers 7 and 9; 8 was only checked");
+    }
+
+    #[test]
+    fn sequences_wrap() {
+        let p = Producers::default();
+        let a = header(1, 0, i32::MAX - 1, 2);
+        p.record(&a, 0);
+        assert_eq!(p.check(&[&header(1, 0, 0, 1)]), Verdict::Append);
+    }
+
+    #[test]
+    fn producer_ids_are_unique_per_shard() {
+        let (a, b) = (IdAllocator::new(0), IdAllocator::new(1));
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..(1 << COUNTER_BITS) + 10 {
+            assert!(seen.insert(a.next()));
+            assert!(seen.insert(b.next()));
+        }
+    }
+}
