@@ -347,3 +347,158 @@ impl KafkaConnection {
         self.pending.iter().filter(|p| p.is_none()).count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{ApiVersionsResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+
+    const LIMITS: KafkaLimits = KafkaLimits { frame_bytes_max: 1 << 20, max_inflight: 4 };
+
+    /// A request frame as a client encodes it.
+    fn frame<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &R) -> Vec<u8> {
+        let mut header = RequestHeader::default();
+        header.request_api_key = key as i16;
+        header.request_api_version = version;
+        header.correlation_id = correlation_id;
+        header.client_id = Some(StrBytes::from_static_str("test"));
+        let mut out = BytesMut::new();
+        out.put_i32(0);
+        header.encode(&mut out, key.request_header_version(version)).unwrap();
+        body.encode(&mut out, version).unwrap();
+        let len = out.len() as i32 - 4;
+        out[..4].copy_from_slice(&len.to_be_bytes());
+        out.to_vec()
+    }
+
+    fn metadata(topics: &[&str]) -> MetadataRequest {
+        let mut r = MetadataRequest::default();
+        r.topics = Some(
+            topics
+                .iter()
+                .map(|t| {
+                    let mut topic = MetadataRequestTopic::default();
+                    topic.name = Some(TopicName(StrBytes::from_string(t.to_string())));
+                    topic
+                })
+                .collect(),
+        );
+        r
+    }
+
+    #[test]
+    fn requests_decode_across_split_reads_and_responses_leave_in_request_order() {
+        let mut conn = KafkaConnection::new(LIMITS);
+        let mut bytes = frame(ApiKey::Metadata, 12, 7, &metadata(&["a", "b"]));
+        bytes.extend(frame(ApiKey::ApiVersions, 3, 8, &ApiVersionsRequest::default()));
+        for chunk in bytes.chunks(5) {
+            conn.receive(chunk);
+        }
+        let first = conn.poll_request().unwrap().unwrap();
+        let second = conn.poll_request().unwrap().unwrap();
+        assert!(conn.poll_request().unwrap().is_none());
+        assert_eq!((first.correlation_id, first.api_key), (7, ApiKey::Metadata));
+        assert_eq!(first.client_id.as_deref(), Some("test"));
+        let KafkaRequest::Metadata(m) = &first.request else { panic!("{:?}", first.request) };
+        assert_eq!(m.topics.as_ref().unwrap().len(), 2);
+        assert_eq!((second.correlation_id, second.api_key), (8, ApiKey::ApiVersions));
+        // The second answer is ready first but waits for the first.
+        conn.respond(second.slot, Bytes::from_static(b"second"));
+        assert!(conn.poll_transmit().is_none());
+        assert_eq!(conn.inflight(), 1);
+        conn.respond(first.slot, Bytes::from_static(b"first"));
+        assert_eq!(conn.poll_transmit().unwrap(), "first");
+        assert_eq!(conn.poll_transmit().unwrap(), "second");
+        assert_eq!(conn.outgoing_bytes(), 0);
+    }
+
+    #[test]
+    fn silent_completions_keep_the_order_and_the_in_flight_limit_holds() {
+        let mut conn = KafkaConnection::new(LIMITS);
+        for id in 0..6 {
+            conn.receive(&frame(ApiKey::ApiVersions, 3, id, &ApiVersionsRequest::default()));
+        }
+        let slots: Vec<u64> = (0..4).map(|_| conn.poll_request().unwrap().unwrap().slot).collect();
+        assert!(!conn.wants_read());
+        assert!(conn.poll_request().unwrap().is_none(), "in-flight limit");
+        conn.complete_silently(slots[0]);
+        conn.respond(slots[2], Bytes::from_static(b"2"));
+        conn.respond(slots[1], Bytes::from_static(b"1"));
+        assert_eq!(conn.poll_transmit().unwrap(), "1");
+        assert_eq!(conn.poll_transmit().unwrap(), "2");
+        assert!(conn.poll_transmit().is_none());
+        assert!(conn.poll_request().unwrap().is_some(), "room again");
+    }
+
+    #[test]
+    fn bad_lengths_unknown_apis_and_versions_close_the_connection() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            ((-5i32).to_be_bytes().to_vec(), "frame length"),
+            (((1 << 20) + 1i32).to_be_bytes().to_vec(), "frame length"),
+            ([&8i32.to_be_bytes()[..], &[0x03, 0xE7, 0, 0, 0, 0, 0, 1]].concat(), "unsupported API key"),
+            (frame(ApiKey::Metadata, 13, 1, &MetadataRequest::default()), "unsupported version"),
+            (frame(ApiKey::Produce, 13, 1, &ProduceRequest::default()), "unsupported version"),
+            ([&3i32.to_be_bytes()[..], &[0, 3, 0]].concat(), "malformed"),
+            // A JoinGroup: a real API that this issue does not serve.
+            ([&8i32.to_be_bytes()[..], &[0, 11, 0, 5, 0, 0, 0, 1]].concat(), "unsupported API key"),
+        ];
+        for (bytes, expected) in cases {
+            let mut conn = KafkaConnection::new(LIMITS);
+            conn.receive(&bytes);
+            let e = conn.poll_request().unwrap_err();
+            assert!(e.to_string().contains(expected), "{e} for {bytes:?}");
+            assert!(!conn.wants_read());
+            assert!(conn.poll_request().is_err(), "stays closed");
+        }
+    }
+
+    #[test]
+    fn absurd_array_counts_are_refused_without_allocating() {
+        // Metadata v1: a topics array (int32 count) claiming two billion entries.
+        let mut bytes = frame(ApiKey::Metadata, 1, 1, &metadata(&[]));
+        let at = bytes.len() - 4;
+        bytes[at..].copy_from_slice(&0x7FFF_FFF0i32.to_be_bytes());
+        let mut conn = KafkaConnection::new(LIMITS);
+        conn.receive(&bytes);
+        assert!(conn.poll_request().unwrap_err().to_string().contains("exceeds"));
+        // Metadata v12: a compact array (varint count) claiming the same.
+        let mut bytes = frame(ApiKey::Metadata, 12, 1, &MetadataRequest::default());
+        let tail = bytes.split_off(bytes.len() - 4); // null topics, two bools, tags
+        bytes.extend([0xF1, 0xFF, 0xFF, 0xFF, 0x07]);
+        bytes.extend(&tail[1..]);
+        let len = bytes.len() as i32 - 4;
+        bytes[..4].copy_from_slice(&len.to_be_bytes());
+        let mut conn = KafkaConnection::new(LIMITS);
+        conn.receive(&bytes);
+        assert!(conn.poll_request().unwrap_err().to_string().contains("exceeds"));
+    }
+
+    #[test]
+    fn a_newer_api_versions_is_answered_not_closed() {
+        let mut conn = KafkaConnection::new(LIMITS);
+        conn.receive(&frame(ApiKey::ApiVersions, 3, 42, &ApiVersionsRequest::default()));
+        let mut bytes = conn.buffer.split().to_vec();
+        bytes[6..8].copy_from_slice(&9i16.to_be_bytes()); // version 9
+        conn.receive(&bytes);
+        let incoming = conn.poll_request().unwrap().unwrap();
+        assert!(matches!(incoming.request, KafkaRequest::ApiVersionsTooNew));
+        assert_eq!(incoming.correlation_id, 42);
+        let mut response = ApiVersionsResponse::default();
+        response.error_code = code::UNSUPPORTED_VERSION;
+        let out = encode_response(ApiKey::ApiVersions, 0, 42, &response).unwrap();
+        assert_eq!(i32::from_be_bytes(out[..4].try_into().unwrap()) as usize, out.len() - 4);
+        assert_eq!(i32::from_be_bytes(out[4..8].try_into().unwrap()), 42);
+        assert_eq!(i16::from_be_bytes(out[8..10].try_into().unwrap()), code::UNSUPPORTED_VERSION);
+    }
+
+    #[test]
+    fn every_advertised_version_is_one_the_codec_has() {
+        for &(key, min, max) in supported_versions() {
+            let range = key.valid_versions();
+            assert!(range.min <= min && max <= range.max, "{key:?} {min}..={max} vs {range}");
+        }
+    }
+}

@@ -1,100 +1,22 @@
 //! The broker as users run it: a real `rill serve` process on a loopback port with a temporary
 //! data directory, driven by the `rill` CLI and by raw sockets.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rill_net::frame::{FrameDecoder, encode_frame};
 use rill_net::message::{ERROR_KIND, ErrorCode, ResponseBody, decode_response};
 
-const RILL: &str = env!("CARGO_BIN_EXE_rill");
+mod common;
 
-struct Broker {
-    child: Child,
-    addr: String,
-}
-
-impl Broker {
-    fn start(dir: &Path) -> Broker {
-        Broker::start_with_profile(dir, Path::new("small-vm"))
-    }
-
-    fn start_with_profile(dir: &Path, profile: &Path) -> Broker {
-        let mut child = Command::new(RILL)
-            .args(["serve", "--native-listen", "127.0.0.1:0", "--profile"])
-            .arg(profile)
-            .arg("--data-dir")
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("rill serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        let addr = line
-            .strip_prefix("rill listening on ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Broker { child, addr }
-    }
-
-    fn rill(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let mut child = Command::new(RILL)
-            .arg("--broker")
-            .arg(&self.addr)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "rill {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// SIGTERM and wait: a graceful stop exits 0.
-    fn stop(mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "graceful stop exits 0, got {status}");
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
+use common::*;
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-fn data_dir() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let path = dir.path().join("data");
-    (dir, path)
 }
 
 #[test]
