@@ -22,8 +22,13 @@ impl Broker {
     }
 
     pub fn start_with_profile(dir: &Path, profile: &Path) -> Broker {
+        Broker::start_with(dir, profile, "127.0.0.1:0")
+    }
+
+    /// Starts with the Kafka listener on `kafka_listen` (a fixed port survives restarts).
+    pub fn start_with(dir: &Path, profile: &Path, kafka_listen: &str) -> Broker {
         let mut child = Command::new(RILL)
-            .args(["serve", "--native-listen", "127.0.0.1:0", "--kafka-listen", "127.0.0.1:0", "--profile"])
+            .args(["serve", "--native-listen", "127.0.0.1:0", "--kafka-listen", kafka_listen, "--profile"])
             .arg(profile)
             .arg("--data-dir")
             .arg(dir)
@@ -98,4 +103,9 @@ pub fn data_dir() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("data");
     (dir, path)
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

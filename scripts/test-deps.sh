@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the test suite drives besides Rust: fio (the baseline `rill tune probe` is
+# checked against) and the Kafka clients under test (kcat; confluent-kafka, kafka-python with
+# their codecs; kafkajs). Quick when everything is there already. Needs root for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+missing=()
+command -v fio >/dev/null 2>&1 || missing+=(fio)
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -q >/dev/null
+  apt-get install -y -q "${missing[@]}" >/dev/null
+fi
+if ! python3 -c "import confluent_kafka, kafka, lz4, zstandard" >/dev/null 2>&1; then
+  python3 -m pip install -q --disable-pip-version-check -r tools/tests/kafka/requirements.txt \
+    || python3 -m pip install -q --disable-pip-version-check --break-system-packages \
+      -r tools/tests/kafka/requirements.txt
+fi
+if [ ! -d tools/tests/kafka/node_modules/kafkajs ] || [ ! -d tools/tests/kafka/node_modules/kafkajs-lz4 ]; then
+  (cd tools/tests/kafka && npm ci --no-audit --no-fund --loglevel=error)
+fi

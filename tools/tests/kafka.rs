@@ -1,0 +1,389 @@
+//! Existing Kafka clients against a real `rill serve`: kcat, confluent-kafka (librdkafka),
+//! kafka-python and kafkajs, unchanged, over the Kafka listener; raw sockets for bad input.
+//!
+//! CI installs the clients (`.ci/run`); a missing one fails its test with the install hint.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use common::*;
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+
+const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka");
+
+/// Runs a client command (under `timeout`), asserting it succeeds; returns its stdout.
+fn client(program: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
+    let mut child = Command::new("timeout")
+        .arg("180")
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e} (CI installs it; see .ci/run)"));
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.unwrap_or_default().to_vec();
+    let feeder = std::thread::spawn(move || input.write_all(&data));
+    let out: Output = child.wait_with_output().unwrap();
+    feeder.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}): {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn script(name: &str) -> String {
+    format!("{SCRIPTS}/{name}")
+}
+
+/// Every record of a topic as kcat prints it: partition, offset, key, value.
+fn kcat_all(bootstrap: &str, topic: &str) -> Vec<(u32, u64, String, String)> {
+    let out = client(
+        "kcat",
+        &["-b", bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p %o %k %s\n"],
+        None,
+    );
+    out.lines()
+        .map(|l| {
+            let mut f = l.splitn(4, ' ');
+            let p = f.next().unwrap().parse().unwrap();
+            let o = f.next().unwrap().parse().unwrap();
+            (p, o, f.next().unwrap().to_string(), f.next().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn kcat_lists_produces_and_consumes_100k_keyed_messages_exactly() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "keyed", "--partitions", "8"], None);
+    let listing = client("kcat", &["-b", &broker.kafka, "-L"], None);
+    assert!(listing.contains("topic \"keyed\" with 8 partitions"), "{listing}");
+    assert!(listing.contains("broker 0 at 127.0.0.1:"), "{listing}");
+    let input: String = (0..100_000).map(|i| format!("k{}:{i}\n", i % 1000)).collect();
+    client("kcat", &["-b", &broker.kafka, "-P", "-t", "keyed", "-K:"], Some(input.as_bytes()));
+    let records = kcat_all(&broker.kafka, "keyed");
+    assert_eq!(records.len(), 100_000);
+    let mut partition_of: HashMap<&str, u32> = HashMap::new();
+    let mut per_partition: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    let mut seen = vec![false; 100_000];
+    for (p, offset, key, value) in &records {
+        let n: usize = value.parse().unwrap();
+        assert_eq!(*key, format!("k{}", n % 1000), "key and value stay together");
+        assert!(!std::mem::replace(&mut seen[n], true), "value {n} twice");
+        assert_eq!(*partition_of.entry(key).or_insert(*p), *p, "one key, one partition");
+        per_partition.entry(*p).or_default().push(*offset);
+        // kcat sends in input order: within a partition, later offsets hold later values.
+        let _ = n;
+    }
+    assert!(seen.iter().all(|s| *s));
+    assert!(per_partition.len() > 1, "keys spread over partitions");
+    for (p, offsets) in &per_partition {
+        assert_eq!(*offsets, (0..offsets.len() as u64).collect::<Vec<_>>(), "partition {p} dense, in order");
+    }
+    for p in per_partition.keys() {
+        let values: Vec<usize> = records.iter().filter(|r| r.0 == *p).map(|r| r.3.parse().unwrap()).collect();
+        assert!(values.windows(2).all(|w| w[0] < w[1]), "partition {p} keeps the send order");
+    }
+}
+
+#[test]
+fn confluent_kafka_idempotent_producer_seeks_and_admin() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    let out = client("python3", &[&script("confluent_basics.py"), &broker.kafka], None);
+    assert_eq!(out.trim(), "ok");
+}
+
+#[test]
+fn kafka_python_round_trips_gzip_lz4_and_zstd_batches() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "codecs", "--partitions", "2"], None);
+    let out = client("python3", &[&script("kafka_python_compression.py"), &broker.kafka, "codecs"], None);
+    assert_eq!(out.trim(), "ok");
+    // librdkafka reads the same compressed batches (stored as produced).
+    assert_eq!(kcat_all(&broker.kafka, "codecs").len(), 8000);
+}
+
+#[test]
+fn kafkajs_produces_compressed_batches_that_kcat_reads_back() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    assert!(
+        Path::new(SCRIPTS).join("node_modules/kafkajs").exists(),
+        "run `npm ci` in tools/tests/kafka (.ci/run does)"
+    );
+    let out = client("node", &[&script("kafkajs_round_trip.js"), &broker.kafka, "js"], None);
+    assert!(out.trim().ends_with("ok"), "{out}");
+    let records = kcat_all(&broker.kafka, "js");
+    assert_eq!(records.len(), 3000);
+    for (p, _, key, value) in &records {
+        let mut parts = key.splitn(3, '-');
+        let (codec, batch, i) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        assert_eq!(*value, format!("{codec} value {batch}/{i} ").repeat(5));
+        assert_eq!(*p, i.parse::<u32>().unwrap() % 2);
+    }
+}
+
+#[test]
+fn the_same_data_through_both_protocols() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "both", "--partitions", "1"], None);
+    client(
+        "kcat",
+        &["-b", &broker.kafka, "-P", "-t", "both", "-K:"],
+        Some(b"a:from kcat 1\nb:from kcat 2\n"),
+    );
+    broker.rill(&["produce", "--topic", "both", "--key-separator", ":"], Some("c:from rill 3\n"));
+    let native = broker.rill(&["consume", "--topic", "both", "--key-separator", ":"], None);
+    assert_eq!(native, "a:from kcat 1\nb:from kcat 2\nc:from rill 3\n");
+    let kafka: Vec<String> =
+        kcat_all(&broker.kafka, "both").into_iter().map(|r| format!("{}:{}", r.2, r.3)).collect();
+    assert_eq!(kafka, ["a:from kcat 1", "b:from kcat 2", "c:from rill 3"]);
+}
+
+/// One request frame: header and body as a client encodes them.
+fn request<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &R) -> Vec<u8> {
+    let mut header = RequestHeader::default();
+    header.request_api_key = key as i16;
+    header.request_api_version = version;
+    header.correlation_id = correlation_id;
+    header.client_id = Some(StrBytes::from_static_str("raw"));
+    let mut out = BytesMut::new();
+    out.put_i32(0);
+    header.encode(&mut out, key.request_header_version(version)).unwrap();
+    body.encode(&mut out, version).unwrap();
+    let len = out.len() as i32 - 4;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out.to_vec()
+}
+
+/// Reads one response frame; `None` if the broker closed the connection.
+fn response(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+fn closed(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(0) | Err(_))
+}
+
+#[test]
+fn malformed_kafka_requests_close_only_their_connection_and_write_nothing() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiVersionsRequest, ProduceRequest, TopicName};
+
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "safe", "--partitions", "1"], None);
+    let connect = || {
+        let s = TcpStream::connect(&broker.kafka).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    // A good client keeps a connection open throughout.
+    let mut good = connect();
+    good.write_all(&request(ApiKey::ApiVersions, 3, 1, &ApiVersionsRequest::default())).unwrap();
+    assert!(response(&mut good).is_some());
+
+    let mut garbage: Vec<Vec<u8>> = vec![
+        (-1i32).to_be_bytes().to_vec(),
+        (1i32 << 30).to_be_bytes().to_vec(),
+        [&8i32.to_be_bytes()[..], &[0x7F, 0x7F, 0, 0, 0, 0, 0, 9]].concat(),
+        [&8i32.to_be_bytes()[..], &[0, 3, 0x7F, 0, 0, 0, 0, 9]].concat(),
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+    ];
+    // A Metadata v1 whose topic array claims two billion entries.
+    let mut absurd = request(ApiKey::Metadata, 1, 5, &kafka_protocol::messages::MetadataRequest::default());
+    let at = absurd.len() - 4;
+    absurd[at..].copy_from_slice(&0x7FFF_FFF0i32.to_be_bytes());
+    garbage.push(absurd);
+    // A length that promises more than is sent, then the client goes quiet and closes.
+    garbage.push([&100i32.to_be_bytes()[..], &[0, 18, 0, 3]].concat());
+    for bytes in &garbage {
+        let mut bad = connect();
+        bad.write_all(bytes).unwrap();
+        if bytes.len() >= 8 && i32::from_be_bytes(bytes[..4].try_into().unwrap()) == 100 {
+            bad.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        assert!(closed(&mut bad), "{bytes:?} closes its connection");
+    }
+
+    // A produce whose batch CRC is wrong is refused with CORRUPT_MESSAGE; nothing is written.
+    let mut batch = rill_net::record_batch::BatchBuilder::new();
+    batch.push(&rill_net::record_batch::Record {
+        timestamp_ms: 0,
+        key: None,
+        value: Some(bytes::Bytes::from_static(b"x")),
+        headers: Vec::new(),
+    });
+    let mut bytes = batch.build().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xFF;
+    let mut part = PartitionProduceData::default();
+    part.index = 0;
+    part.records = Some(bytes.into());
+    let mut topic = TopicProduceData::default();
+    topic.name = TopicName(StrBytes::from_static_str("safe"));
+    topic.partition_data = vec![part];
+    let mut produce = ProduceRequest::default();
+    produce.acks = -1;
+    produce.timeout_ms = 5000;
+    produce.topic_data = vec![topic];
+    let mut bad = connect();
+    bad.write_all(&request(ApiKey::Produce, 9, 77, &produce)).unwrap();
+    let reply = response(&mut bad).expect("an error answer, not a closed connection");
+    let text = format!("{reply:?}");
+    assert_eq!(i32::from_be_bytes(reply[..4].try_into().unwrap()), 77);
+    // The partition's error code (2, CORRUPT_MESSAGE) follows its index; base offset -1.
+    let needle = [0u8, 0, 0, 0, 0, 2, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
+    assert!(reply.windows(needle.len()).any(|w| w == needle), "CORRUPT_MESSAGE for partition 0: {text}");
+    let offsets = client("kcat", &["-b", &broker.kafka, "-Q", "-t", "safe:0:-1"], None);
+    assert!(offsets.contains("safe [0] offset 0"), "nothing written: {offsets}");
+
+    // The good connection still works.
+    good.write_all(&request(ApiKey::ApiVersions, 3, 2, &ApiVersionsRequest::default())).unwrap();
+    let reply = response(&mut good).unwrap();
+    assert_eq!(i32::from_be_bytes(reply[..4].try_into().unwrap()), 2);
+}
+
+#[test]
+fn idempotent_producer_across_a_kill_9_restart_loses_and_duplicates_nothing() {
+    let (_tmp, dir) = data_dir();
+    let kafka_listen = format!("127.0.0.1:{}", free_port());
+    let broker = Broker::start_with(&dir, Path::new("small-vm"), &kafka_listen);
+    broker.rill(&["topic", "create", "restart", "--partitions", "2"], None);
+    const COUNT: usize = 60_000;
+    let mut producer = Command::new("timeout")
+        .args([
+            "180",
+            "python3",
+            &script("confluent_restart.py"),
+            &broker.kafka,
+            "restart",
+            &COUNT.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 (CI installs confluent-kafka)");
+    let mut lines = BufReader::new(producer.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("progress"), "{first}");
+    broker.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    let broker = Broker::start_with(&dir, Path::new("small-vm"), &kafka_listen);
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(producer.wait().unwrap().success(), "producer failed: {rest:?}");
+    assert_eq!(rest.last().map(String::as_str), Some(format!("acked {COUNT}").as_str()));
+    let records = kcat_all(&broker.kafka, "restart");
+    let mut counts = vec![0u32; COUNT];
+    for r in &records {
+        counts[r.3.parse::<usize>().unwrap()] += 1;
+    }
+    let lost = counts.iter().filter(|c| **c == 0).count();
+    let doubled = counts.iter().filter(|c| **c > 1).count();
+    assert_eq!((lost, doubled), (0, 0), "{} records for {COUNT} messages", records.len());
+    for p in 0..2u32 {
+        let values: Vec<usize> = records.iter().filter(|r| r.0 == p).map(|r| r.3.parse().unwrap()).collect();
+        assert!(values.windows(2).all(|w| w[0] < w[1]), "partition {p} in send order");
+    }
+}
+
+/// A one-record batch stamped with an idempotent producer's id, epoch and sequence.
+fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, value: &'static [u8]) -> bytes::Bytes {
+    let mut builder = rill_net::record_batch::BatchBuilder::new();
+    builder.push(&rill_net::record_batch::Record {
+        timestamp_ms: 1,
+        key: None,
+        value: Some(bytes::Bytes::from_static(value)),
+        headers: Vec::new(),
+    });
+    let mut bytes = builder.build().to_vec();
+    // RecordBatch v2: producer id at 43, epoch at 51, base sequence at 53; CRC32C at 17 covers
+    // everything from the attributes (21) on.
+    bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
+    bytes[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes.into()
+}
+
+/// Sends one acks=all produce of `batch` to partition 0 of `topic`; returns (error, base offset).
+fn produce_raw(stream: &mut TcpStream, topic: &str, batch: bytes::Bytes) -> (i16, i64) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseHeader, TopicName};
+    use kafka_protocol::protocol::Decodable;
+    let mut part = PartitionProduceData::default();
+    part.records = Some(batch);
+    let mut t = TopicProduceData::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_string()));
+    t.partition_data = vec![part];
+    let mut produce = ProduceRequest::default();
+    produce.acks = -1;
+    produce.timeout_ms = 5000;
+    produce.topic_data = vec![t];
+    stream.write_all(&request(ApiKey::Produce, 9, 1, &produce)).unwrap();
+    let mut reply = bytes::Bytes::from(response(stream).expect("a produce response"));
+    ResponseHeader::decode(&mut reply, ApiKey::Produce.response_header_version(9)).unwrap();
+    let decoded = ProduceResponse::decode(&mut reply, 9).unwrap();
+    let p = &decoded.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+#[test]
+fn idempotent_retries_are_acknowledged_once_even_after_a_kill_9_restart() {
+    let (_tmp, dir) = data_dir();
+    let kafka_listen = format!("127.0.0.1:{}", free_port());
+    let broker = Broker::start_with(&dir, Path::new("small-vm"), &kafka_listen);
+    broker.rill(&["topic", "create", "idem", "--partitions", "1"], None);
+    let mut s = TcpStream::connect(&broker.kafka).unwrap();
+    let pid = 4242;
+    assert_eq!(produce_raw(&mut s, "idem", idempotent_batch(pid, 0, 0, b"zero")), (0, 0));
+    assert_eq!(
+        produce_raw(&mut s, "idem", idempotent_batch(pid, 0, 0, b"zero")),
+        (0, 0),
+        "a retry is a duplicate"
+    );
+    assert_eq!(
+        produce_raw(&mut s, "idem", idempotent_batch(pid, 0, 5, b"gap")).0,
+        45,
+        "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
+    assert_eq!(produce_raw(&mut s, "idem", idempotent_batch(pid, 0, 1, b"one")), (0, 1));
+    assert_eq!(
+        produce_raw(&mut s, "idem", idempotent_batch(pid, -1, 2, b"old")).0,
+        47,
+        "INVALID_PRODUCER_EPOCH"
+    );
+    drop(s);
+    broker.kill9();
+    let broker = Broker::start_with(&dir, Path::new("small-vm"), &kafka_listen);
+    let mut s = TcpStream::connect(&broker.kafka).unwrap();
+    // The retry of a batch acknowledged before the crash is recognised from the log.
+    assert_eq!(produce_raw(&mut s, "idem", idempotent_batch(pid, 0, 1, b"one")), (0, 1));
+    assert_eq!(produce_raw(&mut s, "idem", idempotent_batch(pid, 0, 2, b"two")), (0, 2));
+    let values: Vec<String> = kcat_all(&broker.kafka, "idem").into_iter().map(|r| r.3).collect();
+    assert_eq!(values, ["zero", "one", "two"]);
+}
