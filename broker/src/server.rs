@@ -297,6 +297,14 @@ async fn bind(ctx: &ShardContext, mut addr: SocketAddr, port: &AtomicU16) -> Res
         }
         addr.set_port(port.load(Ordering::Acquire));
     }
+    if ctx.index == 0 && addr.port() != 0 && someone_listens(addr) {
+        // SO_REUSEPORT would let this broker share the port with another live listener (say, a
+        // second broker) and split its connections. (A plain bind is no test: right after a
+        // crash the port still has closing connections, and it would refuse a legitimate restart.)
+        return Err(BrokerError::Runtime(format!(
+            "binding {addr}: another process is listening there (is another broker running?)"
+        )));
+    }
     let listener =
         TcpListener::bind(addr).map_err(|e| BrokerError::Runtime(format!("binding {addr}: {e}")))?;
     if ctx.index == 0 {
@@ -304,4 +312,16 @@ async fn bind(ctx: &ShardContext, mut addr: SocketAddr, port: &AtomicU16) -> Res
         port.store(bound, Ordering::Release);
     }
     Ok(listener)
+}
+
+/// Whether something accepts connections on `addr` (a wildcard address is probed on loopback).
+fn someone_listens(addr: SocketAddr) -> bool {
+    let mut probe = addr;
+    if addr.ip().is_unspecified() {
+        probe.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok()
 }

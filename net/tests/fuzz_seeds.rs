@@ -1,10 +1,21 @@
-//! The fuzz target's seed corpus (`net/fuzz/corpus/connection/`) is generated here from real
-//! messages, and this test keeps the committed seeds identical to what the current encoders
-//! produce. `RILL_WRITE_FUZZ_SEEDS=1` rewrites them after a format change.
+//! The fuzz targets' seed corpora (`net/fuzz/corpus/connection/` for the native protocol,
+//! `net/fuzz/corpus/kafka/` for Kafka) are generated here from real messages, and these tests
+//! keep the committed seeds identical to what the current encoders produce.
+//! `RILL_WRITE_FUZZ_SEEDS=1` rewrites them after a format change.
 
 use std::path::PathBuf;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest,
+    ProduceRequest, RequestHeader, TopicName,
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 use rill_net::frame::encode_frame;
 use rill_net::message::{self, Acks, FetchPart, OffsetSpec, ProducePart, RequestBody, TopicSettings};
 use rill_net::record_batch::{BatchBuilder, Record};
@@ -66,14 +77,103 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// One Kafka request frame as a client encodes it.
+fn kafka_frame<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &R) -> Vec<u8> {
+    let mut header = RequestHeader::default();
+    header.request_api_key = key as i16;
+    header.request_api_version = version;
+    header.correlation_id = correlation_id;
+    header.client_id = Some(StrBytes::from_static_str("seed"));
+    let mut out = BytesMut::new();
+    out.put_i32(0);
+    header.encode(&mut out, key.request_header_version(version)).unwrap();
+    body.encode(&mut out, version).unwrap();
+    let len = out.len() as i32 - 4;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out.to_vec()
+}
+
+fn kafka_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut builder = BatchBuilder::new();
+    builder.push(&Record {
+        timestamp_ms: 1,
+        key: Some(Bytes::from_static(b"k")),
+        value: None,
+        headers: vec![],
+    });
+    let name = || TopicName(StrBytes::from_static_str("events"));
+    let mut part = PartitionProduceData::default();
+    part.records = Some(builder.build());
+    let mut topic = TopicProduceData::default();
+    topic.name = name();
+    topic.partition_data = vec![part];
+    let mut produce = ProduceRequest::default();
+    produce.acks = -1;
+    produce.topic_data = vec![topic];
+    let mut fetch_part = FetchPartition::default();
+    fetch_part.partition_max_bytes = 1 << 20;
+    let mut fetch_topic = FetchTopic::default();
+    fetch_topic.topic = name();
+    fetch_topic.partitions = vec![fetch_part];
+    let mut fetch = FetchRequest::default();
+    fetch.max_wait_ms = 500;
+    fetch.max_bytes = 1 << 20;
+    fetch.topics = vec![fetch_topic];
+    let mut offsets_part = ListOffsetsPartition::default();
+    offsets_part.timestamp = -2;
+    let mut offsets_topic = ListOffsetsTopic::default();
+    offsets_topic.name = name();
+    offsets_topic.partitions = vec![offsets_part];
+    let mut offsets = ListOffsetsRequest::default();
+    offsets.topics = vec![offsets_topic];
+    let mut creatable = CreatableTopic::default();
+    creatable.name = name();
+    creatable.num_partitions = 3;
+    creatable.replication_factor = 1;
+    let mut create = CreateTopicsRequest::default();
+    create.topics = vec![creatable];
+    let mut metadata_topic = MetadataRequestTopic::default();
+    metadata_topic.name = Some(name());
+    let mut metadata = MetadataRequest::default();
+    metadata.topics = Some(vec![metadata_topic]);
+    let mut pipelined = kafka_frame(ApiKey::ApiVersions, 3, 1, &ApiVersionsRequest::default());
+    pipelined.extend(kafka_frame(ApiKey::Metadata, 12, 2, &metadata));
+    pipelined.extend(kafka_frame(ApiKey::Produce, 9, 3, &produce));
+    let with_step = |step: u8, bytes: Vec<u8>| [vec![step], bytes].concat();
+    vec![
+        (
+            "api-versions",
+            with_step(255, kafka_frame(ApiKey::ApiVersions, 3, 1, &ApiVersionsRequest::default())),
+        ),
+        ("metadata-v1", with_step(255, kafka_frame(ApiKey::Metadata, 1, 2, &metadata))),
+        ("metadata-v12", with_step(9, kafka_frame(ApiKey::Metadata, 12, 2, &metadata))),
+        ("produce-v3", with_step(255, kafka_frame(ApiKey::Produce, 3, 3, &produce))),
+        ("produce-v9", with_step(255, kafka_frame(ApiKey::Produce, 9, 3, &produce))),
+        ("fetch-v4", with_step(255, kafka_frame(ApiKey::Fetch, 4, 4, &fetch))),
+        ("fetch-v12", with_step(17, kafka_frame(ApiKey::Fetch, 12, 4, &fetch))),
+        ("list-offsets", with_step(255, kafka_frame(ApiKey::ListOffsets, 7, 5, &offsets))),
+        ("create-topics", with_step(255, kafka_frame(ApiKey::CreateTopics, 7, 6, &create))),
+        ("pipelined", with_step(40, pipelined)),
+    ]
+}
+
 #[test]
 fn committed_seeds_match_the_encoders() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/connection");
+    check_seeds("connection", seeds());
+}
+
+#[test]
+fn committed_kafka_seeds_match_the_encoders() {
+    check_seeds("kafka", kafka_seeds());
+}
+
+fn check_seeds(target: &str, seeds: Vec<(&'static str, Vec<u8>)>) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
     let write = std::env::var_os("RILL_WRITE_FUZZ_SEEDS").is_some();
     if write {
         std::fs::create_dir_all(&dir).unwrap();
     }
-    for (name, bytes) in seeds() {
+    for (name, bytes) in seeds {
         let path = dir.join(format!("seed-{name}"));
         if write {
             std::fs::write(&path, &bytes).unwrap();

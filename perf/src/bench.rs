@@ -15,16 +15,16 @@ use rill_net::message::{
 use rill_net::record_batch::{BatchBuilder, Record, first_value, split_batches};
 use serde::Serialize;
 
-use crate::native_client::NativeClient;
+use crate::client::{Client, Protocol};
 use crate::workload::{Keys, Workload};
 
 /// Arguments of `rill bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Broker address (native protocol).
-    #[arg(long, default_value = "127.0.0.1:9300")]
-    pub broker: String,
-    /// Protocol: native (the Kafka protocol arrives with its issue).
+    /// Broker address (default: 127.0.0.1:9300 for native, 127.0.0.1:9092 for kafka).
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// Protocol: native (Rill's own) or kafka (any Kafka-compatible broker).
     #[arg(long, default_value = "native")]
     pub protocol: String,
     /// Print the result as JSON on stdout instead of a table.
@@ -147,18 +147,17 @@ fn now_us() -> u64 {
 
 /// Runs a workload against a broker and returns the figures.
 pub fn run_bench(args: BenchArgs) -> anyhow::Result<BenchResult> {
-    anyhow::ensure!(
-        args.protocol == "native",
-        "--protocol {} is not available yet (native only)",
-        args.protocol
-    );
+    let protocol: Protocol = args.protocol.parse()?;
     let workload = args.workload.resolve()?;
-    let broker = args.broker.clone();
-    crate::on_executor_unpinned(move || async move { bench(&broker, workload).await })?
+    let broker = args.broker.clone().unwrap_or_else(|| match protocol {
+        Protocol::Native => "127.0.0.1:9300".to_string(),
+        Protocol::Kafka => "127.0.0.1:9092".to_string(),
+    });
+    crate::on_executor_unpinned(move || async move { bench(protocol, &broker, workload).await })?
 }
 
-async fn bench(broker: &str, w: Workload) -> anyhow::Result<BenchResult> {
-    let admin = NativeClient::connect(broker).await?;
+async fn bench(protocol: Protocol, broker: &str, w: Workload) -> anyhow::Result<BenchResult> {
+    let admin = Client::connect(protocol, broker).await?;
     for topic in w.topic_names() {
         let _ = admin.call(&RequestBody::DeleteTopic { name: topic.clone() }, &[]).await?;
         let settings =
@@ -191,13 +190,13 @@ async fn bench(broker: &str, w: Workload) -> anyhow::Result<BenchResult> {
             .filter(|(i, _)| *i as u32 % w.consumers == c)
             .map(|(_, p)| p.clone())
             .collect();
-        let client = NativeClient::connect(broker).await?;
+        let client = Client::connect(protocol, broker).await?;
         consumers.push(glommio::spawn_local(consume(client, mine, counters.clone())));
     }
     let mut producers = Vec::new();
     let shared_turn = Rc::new(Cell::new(0usize));
     for p in 0..w.producers {
-        let client = NativeClient::connect(broker).await?;
+        let client = Client::connect(protocol, broker).await?;
         producers.push(glommio::spawn_local(produce(
             client,
             w.clone(),
@@ -243,7 +242,7 @@ async fn bench(broker: &str, w: Workload) -> anyhow::Result<BenchResult> {
         counters.errors.get()
     );
     let backlog = if w.consume_backlog {
-        Some(read_backlog(broker, &partitions, w.consumers.max(1)).await?)
+        Some(read_backlog(protocol, broker, &partitions, w.consumers.max(1)).await?)
     } else {
         None
     };
@@ -266,7 +265,12 @@ async fn bench(broker: &str, w: Workload) -> anyhow::Result<BenchResult> {
 
 /// Reads every partition from its earliest to its latest offset with `consumers` connections;
 /// returns MB/s of message bytes.
-async fn read_backlog(broker: &str, partitions: &[(String, u32)], consumers: u32) -> anyhow::Result<f64> {
+async fn read_backlog(
+    protocol: Protocol,
+    broker: &str,
+    partitions: &[(String, u32)],
+    consumers: u32,
+) -> anyhow::Result<f64> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..consumers {
@@ -276,7 +280,7 @@ async fn read_backlog(broker: &str, partitions: &[(String, u32)], consumers: u32
             .filter(|(i, _)| *i as u32 % consumers == c)
             .map(|(_, p)| p.clone())
             .collect();
-        let client = NativeClient::connect(broker).await?;
+        let client = Client::connect(protocol, broker).await?;
         tasks.push(glommio::spawn_local(async move { read_range(client, mine).await }));
     }
     let mut bytes = 0u64;
@@ -286,7 +290,7 @@ async fn read_backlog(broker: &str, partitions: &[(String, u32)], consumers: u32
     Ok(bytes as f64 / start.elapsed().as_secs_f64() / 1e6)
 }
 
-async fn read_range(client: Rc<NativeClient>, partitions: Vec<(String, u32)>) -> anyhow::Result<u64> {
+async fn read_range(client: Rc<Client>, partitions: Vec<(String, u32)>) -> anyhow::Result<u64> {
     let offsets = |spec| {
         let parts: Vec<(String, u32, OffsetSpec)> =
             partitions.iter().map(|(t, p)| (t.clone(), *p, spec)).collect();
@@ -400,7 +404,7 @@ fn record_spread(h: &mut Histogram<u64>, latency_us: u64, spread_us: u64, messag
 }
 
 async fn produce(
-    client: Rc<NativeClient>,
+    client: Rc<Client>,
     w: Workload,
     partitions: Vec<(String, u32)>,
     index: u32,
@@ -513,7 +517,7 @@ async fn produce(
 }
 
 async fn consume(
-    client: Rc<NativeClient>,
+    client: Rc<Client>,
     partitions: Vec<(String, u32)>,
     counters: Rc<Counters>,
 ) -> anyhow::Result<()> {

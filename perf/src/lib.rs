@@ -6,6 +6,8 @@
 
 mod ack_writer;
 mod bench;
+mod client;
+mod kafka_client;
 mod native_client;
 mod plot;
 mod storage_bench;

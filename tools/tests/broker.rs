@@ -178,10 +178,12 @@ fn bench_reports_consistent_figures() {
 #[test]
 fn bad_configuration_is_one_clear_error() {
     let (_tmp, dir) = data_dir();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--profile", "no-such-profile"], "profile"),
         (&["--cores", "0,999"], "cpu.cores"),
         (&["--native-listen", "not-an-address"], "native_listen"),
+        (&["--kafka-listen", "nowhere"], "kafka_listen"),
+        (&["--kafka-advertised", "host-without-port"], "kafka_advertised"),
         (&["--config", "/nonexistent/rill.toml"], "rill.toml"),
     ];
     for (args, mention) in cases {

@@ -387,3 +387,22 @@ fn idempotent_retries_are_acknowledged_once_even_after_a_kill_9_restart() {
     let values: Vec<String> = kcat_all(&broker.kafka, "idem").into_iter().map(|r| r.3).collect();
     assert_eq!(values, ["zero", "one", "two"]);
 }
+
+#[test]
+fn a_second_broker_on_a_taken_kafka_port_is_refused() {
+    let (_tmp, dir) = data_dir();
+    let kafka_listen = format!("127.0.0.1:{}", free_port());
+    let first = Broker::start_with(&dir, Path::new("small-vm"), &kafka_listen);
+    let (_tmp2, other) = data_dir();
+    let out = Command::new(RILL)
+        .args(["serve", "--native-listen", "127.0.0.1:0", "--kafka-listen", &kafka_listen, "--data-dir"])
+        .arg(&other)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "SO_REUSEPORT must not let two brokers share a port");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another broker"), "{stderr}");
+    // The first broker is untouched.
+    client("kcat", &["-b", &first.kafka, "-L"], None);
+}
