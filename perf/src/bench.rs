@@ -172,6 +172,18 @@ async fn bench(protocol: Protocol, broker: &str, w: Workload) -> anyhow::Result<
                 &[],
             )
             .await?;
+        let reply = match reply {
+            // Other Kafka-compatible brokers refuse Rill's `rill.durability` topic config.
+            ResponseBody::Status { error, .. } if error != ErrorCode::None && protocol == Protocol::Kafka => {
+                let body = RequestBody::CreateTopic {
+                    name: topic.clone(),
+                    partitions: w.partitions_per_topic,
+                    settings: TopicSettings::default(),
+                };
+                admin.call(&body, &[]).await?.0
+            }
+            reply => reply,
+        };
         if let ResponseBody::Status { error, message } = reply {
             anyhow::ensure!(error == ErrorCode::None, "creating {topic}: {error:?} {message}");
         }

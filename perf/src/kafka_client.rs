@@ -45,7 +45,7 @@ struct Pending {
 
 /// One connection to a Kafka-compatible broker.
 pub struct KafkaClient {
-    frames: LocalSender<Vec<u8>>,
+    frames: LocalSender<Bytes>,
     pending: Rc<RefCell<VecDeque<Pending>>>,
     next_id: Cell<i32>,
     tasks: RefCell<Vec<glommio::task::JoinHandle<()>>>,
@@ -65,7 +65,7 @@ impl KafkaClient {
         let read_half = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(dup) };
         let pending = Rc::new(RefCell::new(VecDeque::new()));
         let reader = glommio::spawn_local(read_loop(read_half, pending.clone())).detach();
-        let (frames, queue) = local_channel::new_unbounded::<Vec<u8>>();
+        let (frames, queue) = local_channel::new_unbounded::<Bytes>();
         let writer = glommio::spawn_local(async move {
             let mut stream = stream;
             while let Some(frame) = queue.recv().await {
@@ -102,7 +102,7 @@ impl KafkaClient {
     }
 
     /// Encodes a request frame; returns its API, version and correlation id with it.
-    fn encode(&self, body: &RequestBody, data: &[Bytes]) -> anyhow::Result<(ApiKey, i16, i32, Vec<u8>)> {
+    fn encode(&self, body: &RequestBody, data: &[Bytes]) -> anyhow::Result<(ApiKey, i16, i32, Bytes)> {
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(1).max(1));
         let name = |t: &str| TopicName(StrBytes::from_string(t.to_string()));
@@ -141,7 +141,7 @@ impl KafkaClient {
                 (ApiKey::DeleteTopics, DELETE_TOPICS_V, frame(ApiKey::DeleteTopics, DELETE_TOPICS_V, id, &r)?)
             }
             RequestBody::Produce { acks, timeout_ms, parts } => {
-                let payload: Bytes = data.concat().into();
+                let payload: Bytes = if data.len() == 1 { data[0].clone() } else { data.concat().into() };
                 let mut r = ProduceRequest::default();
                 r.acks = match acks {
                     Acks::None => 0,
@@ -215,19 +215,19 @@ impl Drop for KafkaClient {
     }
 }
 
-fn frame<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &R) -> anyhow::Result<Vec<u8>> {
+fn frame<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &R) -> anyhow::Result<Bytes> {
     let mut header = RequestHeader::default();
     header.request_api_key = key as i16;
     header.request_api_version = version;
     header.correlation_id = correlation_id;
     header.client_id = Some(StrBytes::from_static_str("rill-bench"));
-    let mut out = BytesMut::new();
-    out.put_i32(0);
-    header.encode(&mut out, key.request_header_version(version))?;
+    let header_version = key.request_header_version(version);
+    let size = header.compute_size(header_version)? + body.compute_size(version)?;
+    let mut out = BytesMut::with_capacity(4 + size);
+    out.put_i32(size as i32);
+    header.encode(&mut out, header_version)?;
     body.encode(&mut out, version)?;
-    let len = out.len() as i32 - 4;
-    out[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(out.to_vec())
+    Ok(out.freeze())
 }
 
 async fn read_loop(mut stream: TcpStream, pending: Rc<RefCell<VecDeque<Pending>>>) {

@@ -13,9 +13,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "rill", version, about = "Rill streaming broker")]
 struct Cli {
-    /// Broker native-protocol address for client commands.
-    #[arg(long, global = true, default_value = "127.0.0.1:9300")]
-    broker: String,
+    /// Broker address for client commands (native protocol; default 127.0.0.1:9300; for
+    /// `bench --protocol kafka` the default is 127.0.0.1:9092).
+    #[arg(long, global = true)]
+    broker: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,12 +47,16 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let native = cli.broker.clone().unwrap_or_else(|| "127.0.0.1:9300".to_string());
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
-        Command::Topic(cmd) => topic::run(&cli.broker, cmd),
-        Command::Produce(args) => produce::run(&cli.broker, args),
-        Command::Consume(args) => consume::run(&cli.broker, args),
-        Command::Bench(args) => rill_perf::run_bench_and_print(args),
+        Command::Topic(cmd) => topic::run(&native, cmd),
+        Command::Produce(args) => produce::run(&native, args),
+        Command::Consume(args) => consume::run(&native, args),
+        Command::Bench(mut args) => {
+            args.broker = args.broker.or(cli.broker);
+            rill_perf::run_bench_and_print(args)
+        }
         Command::Tune(cmd) => tune::run(cmd),
     };
     if let Err(error) = result {

@@ -406,3 +406,37 @@ fn a_second_broker_on_a_taken_kafka_port_is_refused() {
     // The first broker is untouched.
     client("kcat", &["-b", &first.kafka, "-L"], None);
 }
+
+#[test]
+fn bench_over_the_kafka_protocol_reports_consistent_figures() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    let out = Command::new(RILL)
+        .args(["bench", "--protocol", "kafka", "--broker", &broker.kafka, "--json", "--warmup-s", "0"])
+        .args(["--duration-s", "1", "--partitions", "4", "--producers", "2", "--consumers", "2"])
+        .args(["--batch-bytes", "65536", "--consume-backlog"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let published = r["published_msgs"].as_u64().unwrap();
+    assert!(published > 1000, "{r}");
+    assert_eq!(r["consumed_msgs"].as_u64().unwrap(), published, "consumers see every message");
+    assert!(r["backlog_consume_mb_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    // The bench's topic is an ordinary topic to every other client.
+    let listing = client("kcat", &["-b", &broker.kafka, "-L"], None);
+    assert!(listing.contains("with 4 partitions"), "{listing}");
+}
+
+#[test]
+fn old_message_formats_are_refused_with_unsupported_version() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "magic", "--partitions", "1"], None);
+    let mut batch = idempotent_batch(-1, -1, -1, b"v").to_vec();
+    batch[16] = 1; // magic 1: a v1 message set
+    let mut s = TcpStream::connect(&broker.kafka).unwrap();
+    assert_eq!(produce_raw(&mut s, "magic", batch.into()), (35, -1), "UNSUPPORTED_VERSION");
+    assert!(kcat_all(&broker.kafka, "magic").is_empty(), "nothing written");
+}
