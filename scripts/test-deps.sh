@@ -14,7 +14,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q >/dev/null
   apt-get install -y -q "${missing[@]}" >/dev/null
 fi
-if ! python3 -c "import confluent_kafka, kafka, lz4, zstandard" >/dev/null 2>&1; then
+if ! python3 -c "import confluent_kafka, kafka, lz4, zstandard, aiokafka, cramjam" >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check -r tools/tests/kafka/requirements.txt \
     || python3 -m pip install -q --disable-pip-version-check --break-system-packages \
       -r tools/tests/kafka/requirements.txt

@@ -102,6 +102,35 @@ fn kcat_lists_produces_and_consumes_100k_keyed_messages_exactly() {
 }
 
 #[test]
+fn aiokafka_round_trips_compressed_batches_with_seeks() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "aio", "--partitions", "1"], None);
+    let out = client("python3", &[&script("aiokafka_round_trip.py"), &broker.kafka, "aio"], None);
+    assert_eq!(out.trim(), "ok");
+}
+
+#[test]
+fn acks_0_writes_without_answering() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "fire", "--partitions", "1"], None);
+    let input: String = (0..5000).map(|i| format!("{i}\n")).collect();
+    client("kcat", &["-b", &broker.kafka, "-P", "-t", "fire", "-X", "acks=0"], Some(input.as_bytes()));
+    // Nothing acknowledges these: wait until they are all readable.
+    let mut records = Vec::new();
+    for _ in 0..50 {
+        records = kcat_all(&broker.kafka, "fire");
+        if records.len() == 5000 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let values: Vec<usize> = records.iter().map(|r| r.3.parse().unwrap()).collect();
+    assert_eq!(values, (0..5000).collect::<Vec<_>>());
+}
+
+#[test]
 fn confluent_kafka_idempotent_producer_seeks_and_admin() {
     let (_tmp, dir) = data_dir();
     let broker = Broker::start(&dir);
@@ -261,6 +290,22 @@ fn malformed_kafka_requests_close_only_their_connection_and_write_nothing() {
     let offsets = client("kcat", &["-b", &broker.kafka, "-Q", "-t", "safe:0:-1"], None);
     assert!(offsets.contains("safe [0] offset 0"), "nothing written: {offsets}");
 
+    // FindCoordinator (consumer groups are a later issue) is answered with
+    // COORDINATOR_NOT_AVAILABLE, not a closed connection.
+    let mut find = kafka_protocol::messages::FindCoordinatorRequest::default();
+    find.key = StrBytes::from_static_str("some-group");
+    good.write_all(&request(ApiKey::FindCoordinator, 3, 3, &find)).unwrap();
+    let mut reply = bytes::Bytes::from(response(&mut good).expect("an answer"));
+    {
+        use kafka_protocol::protocol::Decodable;
+        kafka_protocol::messages::ResponseHeader::decode(
+            &mut reply,
+            ApiKey::FindCoordinator.response_header_version(3),
+        )
+        .unwrap();
+        let decoded = kafka_protocol::messages::FindCoordinatorResponse::decode(&mut reply, 3).unwrap();
+        assert_eq!(decoded.error_code, 15, "COORDINATOR_NOT_AVAILABLE");
+    }
     // The good connection still works.
     good.write_all(&request(ApiKey::ApiVersions, 3, 2, &ApiVersionsRequest::default())).unwrap();
     let reply = response(&mut good).unwrap();

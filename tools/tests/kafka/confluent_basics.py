@@ -16,6 +16,8 @@ try:
     raise SystemExit("creating an existing topic must fail")
 except KafkaException as e:
     assert e.args[0].name() == "TOPIC_ALREADY_EXISTS", e
+cluster = admin.describe_cluster().result()
+assert [n.id for n in cluster.nodes] == [0] and cluster.controller.id == 0, cluster
 meta = admin.list_topics(timeout=10)
 assert len(meta.topics["ck"].partitions) == 4, meta.topics
 config = list(admin.describe_configs([ConfigResource("topic", "ck")]).values())[0].result()
