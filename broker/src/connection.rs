@@ -92,12 +92,13 @@ impl Protocol for Native {
     }
 }
 
-/// The Kafka protocol.
-pub(crate) struct Kafka(pub KafkaConnection);
+/// The Kafka protocol, and the client's address (DescribeGroups shows it).
+pub(crate) struct Kafka(pub KafkaConnection, pub String);
 
 impl Kafka {
-    pub fn new(limits: KafkaLimits) -> Kafka {
-        Kafka(KafkaConnection::new(limits))
+    pub fn new(limits: KafkaLimits, stream: &TcpStream) -> Kafka {
+        let peer = stream.peer_addr().map(|a| format!("/{}", a.ip())).unwrap_or_default();
+        Kafka(KafkaConnection::new(limits), peer)
     }
 }
 
@@ -127,7 +128,8 @@ impl Protocol for Kafka {
         self.0.outgoing_bytes()
     }
     async fn handle(shard: Rc<Shard>, conn: Rc<RefCell<Self>>, id: u64, request: Self::Request) {
-        match crate::kafka::handle(&shard, request).await {
+        let peer = conn.borrow().1.clone();
+        match crate::kafka::handle(&shard, request, &peer).await {
             Some(frame) => conn.borrow_mut().0.respond(id, frame),
             None => conn.borrow_mut().0.complete_silently(id),
         }

@@ -40,6 +40,7 @@ use rill_net::message::{Acks, ErrorCode, FetchPart, OffsetSpec};
 use rill_net::record_batch::{self, BatchError};
 
 use crate::handler::{admin_op, fetch_outcomes, route};
+use crate::kafka_groups as groups;
 use crate::metadata::{TopicName, TopicSettings};
 use crate::shard::{AdminOp, Shard, ShardReply, ShardRequest};
 
@@ -48,8 +49,9 @@ const NODE_ID: i32 = 0;
 const CLUSTER_ID: &str = "rill-single-node";
 
 /// Handles one request; `None` when it gets no response (produce with acks=0).
-pub(crate) async fn handle(shard: &Rc<Shard>, incoming: KafkaIncoming) -> Option<Bytes> {
-    let KafkaIncoming { api_key, api_version: v, correlation_id: id, request, .. } = incoming;
+pub(crate) async fn handle(shard: &Rc<Shard>, incoming: KafkaIncoming, peer: &str) -> Option<Bytes> {
+    let KafkaIncoming { api_key, api_version: v, correlation_id: id, request, client_id, .. } = incoming;
+    let client_id = client_id.unwrap_or_default();
     let frame = match request {
         KafkaRequest::ApiVersions(_) => encode_response(api_key, v, id, &api_versions(code::NONE)),
         KafkaRequest::ApiVersionsTooNew => {
@@ -74,7 +76,31 @@ pub(crate) async fn handle(shard: &Rc<Shard>, incoming: KafkaIncoming) -> Option
         KafkaRequest::DescribeConfigs(r) => encode_response(api_key, v, id, &describe_configs(shard, r, v)),
         KafkaRequest::DescribeCluster(_) => encode_response(api_key, v, id, &describe_cluster(shard, v)),
         KafkaRequest::InitProducerId(r) => encode_response(api_key, v, id, &init_producer_id(shard, r)),
-        KafkaRequest::FindCoordinator(r) => encode_response(api_key, v, id, &find_coordinator(r, v)),
+        KafkaRequest::FindCoordinator(r) => encode_response(api_key, v, id, &find_coordinator(shard, r, v)),
+        KafkaRequest::JoinGroup(r) => {
+            let response = groups::join_group(shard, r, v, &client_id, peer).await;
+            encode_response(api_key, v, id, &response)
+        }
+        KafkaRequest::SyncGroup(r) => encode_response(api_key, v, id, &groups::sync_group(shard, r).await),
+        KafkaRequest::Heartbeat(r) => encode_response(api_key, v, id, &groups::heartbeat(shard, r).await),
+        KafkaRequest::LeaveGroup(r) => {
+            encode_response(api_key, v, id, &groups::leave_group(shard, r, v).await)
+        }
+        KafkaRequest::OffsetCommit(r) => {
+            encode_response(api_key, v, id, &groups::offset_commit(shard, r).await)
+        }
+        KafkaRequest::OffsetFetch(r) => {
+            encode_response(api_key, v, id, &groups::offset_fetch(shard, r, v).await)
+        }
+        KafkaRequest::ListGroups(r) => {
+            encode_response(api_key, v, id, &groups::list_groups(shard, r, v).await)
+        }
+        KafkaRequest::DescribeGroups(r) => {
+            encode_response(api_key, v, id, &groups::describe_groups(shard, r, v).await)
+        }
+        KafkaRequest::DeleteGroups(r) => {
+            encode_response(api_key, v, id, &groups::delete_groups(shard, r).await)
+        }
     };
     match frame {
         Ok(frame) => Some(frame),
@@ -684,19 +710,33 @@ fn init_producer_id(shard: &Rc<Shard>, r: InitProducerIdRequest) -> InitProducer
     response
 }
 
-fn find_coordinator(r: FindCoordinatorRequest, v: i16) -> FindCoordinatorResponse {
-    let message = "consumer groups and transactions are not supported yet";
+/// Groups (key type 0) are coordinated by this node (the shard is Rill's business);
+/// transactions (key type 1) are not supported.
+fn find_coordinator(shard: &Rc<Shard>, r: FindCoordinatorRequest, v: i16) -> FindCoordinatorResponse {
+    let (host, port) = broker_address(shard);
+    let supported = r.key_type == 0;
+    let message = "transactions are not supported";
     let mut response = FindCoordinatorResponse::default();
     if v >= 4 {
         for key in r.coordinator_keys {
             let mut c = Coordinator::default();
             c.key = key;
-            c.node_id = BrokerId(-1);
-            c.port = -1;
-            c.error_code = code::COORDINATOR_NOT_AVAILABLE;
-            c.error_message = Some(str_bytes(message));
+            if supported {
+                c.node_id = BrokerId(NODE_ID);
+                c.host = host.clone();
+                c.port = port;
+            } else {
+                c.node_id = BrokerId(-1);
+                c.port = -1;
+                c.error_code = code::COORDINATOR_NOT_AVAILABLE;
+                c.error_message = Some(str_bytes(message));
+            }
             response.coordinators.push(c);
         }
+    } else if supported {
+        response.node_id = BrokerId(NODE_ID);
+        response.host = host;
+        response.port = port;
     } else {
         response.error_code = code::COORDINATOR_NOT_AVAILABLE;
         if v >= 1 {

@@ -204,6 +204,7 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
     ));
     shard.start(receivers);
     shard.apply(ctx.metadata.clone()).await;
+    shard.open_groups().await.map_err(BrokerError::Runtime)?;
     let listener = bind(ctx, ctx.config.native_listen, &ctx.port).await?;
     let kafka_listener = bind(ctx, ctx.config.kafka_listen, &ctx.kafka_port).await?;
     let advertised = match &ctx.config.kafka_advertised {
@@ -225,7 +226,10 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
     let kafka_accept =
         glommio::spawn_local(accept_loop(ctx.index, shard.clone(), kafka_listener, active.clone(), {
             let max = network.max_connections_per_shard as usize;
-            move |shard, stream| (max, crate::connection::serve(shard, stream, Kafka::new(kafka_limits)))
+            move |shard, stream| {
+                let core = Kafka::new(kafka_limits, &stream);
+                (max, crate::connection::serve(shard, stream, core))
+            }
         }));
     accept_loop(ctx.index, shard.clone(), listener, active.clone(), {
         let max = network.max_connections_per_shard as usize;

@@ -32,12 +32,32 @@ pub(crate) enum Msg {
 
 /// Work for a partition's owner (or, for `Admin`, for the controller shard 0).
 pub(crate) enum ShardRequest {
-    Produce { topic: TopicName, partition: u32, batches: Vec<(BatchHeader, Bytes)>, acks: Acks },
-    Fetch { topic: TopicName, partition: u32, offset: u64, max_bytes: u32, wait_ms: u32 },
-    ListOffset { topic: TopicName, partition: u32, spec: OffsetSpec },
-    State { topic: TopicName, partition: u32 },
+    Produce {
+        topic: TopicName,
+        partition: u32,
+        batches: Vec<(BatchHeader, Bytes)>,
+        acks: Acks,
+    },
+    Fetch {
+        topic: TopicName,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        wait_ms: u32,
+    },
+    ListOffset {
+        topic: TopicName,
+        partition: u32,
+        spec: OffsetSpec,
+    },
+    State {
+        topic: TopicName,
+        partition: u32,
+    },
     Admin(AdminOp),
     Apply(Metadata),
+    /// Work for a consumer group's coordinator.
+    Group(crate::kafka_groups::GroupOp),
 }
 
 /// Topic administration, run by the controller.
@@ -62,6 +82,7 @@ pub(crate) enum ShardReply {
     State(Result<(u64, u64), ErrorCode>),
     Admin(Result<(), (ErrorCode, String)>),
     Applied,
+    Group(crate::kafka_groups::GroupReply),
 }
 
 /// The controller (topic administration, metadata persistence) lives on shard 0.
@@ -93,6 +114,8 @@ pub(crate) struct Shard {
     kafka_advertised: RefCell<(String, u16)>,
     /// Producer ids handed out by this shard (InitProducerId).
     pub producer_ids: crate::producer::IdAllocator,
+    /// The consumer groups this shard coordinates.
+    pub groups: Rc<crate::group::Coordinator>,
 }
 
 impl Shard {
@@ -115,6 +138,7 @@ impl Shard {
             logs: RefCell::new(HashMap::new()),
             producers: RefCell::new(HashMap::new()),
             producer_ids: crate::producer::IdAllocator::new(index),
+            groups: Rc::new(crate::group::Coordinator::default()),
             kafka_advertised: RefCell::new((String::new(), 0)),
             senders,
             peer_of,
@@ -164,6 +188,15 @@ impl Shard {
             })
             .detach();
         }
+        let groups = Rc::downgrade(&self.groups);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_millis(250)).await;
+                let Some(groups) = groups.upgrade() else { return };
+                groups.expire_sessions();
+            }
+        })
+        .detach();
         let shard = Rc::downgrade(self);
         let interval = Duration::from_millis(self.profile.log.retention_check_interval_ms);
         glommio::spawn_local(async move {
@@ -241,6 +274,7 @@ impl Shard {
                 self.apply(metadata).await;
                 ShardReply::Applied
             }
+            ShardRequest::Group(op) => ShardReply::Group(crate::kafka_groups::run(self, op).await),
         }
     }
 
@@ -423,6 +457,36 @@ impl Shard {
                 tracing::error!(dir = %log.dir().display(), %error, "closing log");
             }
         }
+        self.groups.close().await;
+    }
+
+    /// Opens this shard's consumer-group offsets log and replays it; commits replayed here for
+    /// groups another shard now coordinates (the shard count changed) go to that shard.
+    pub async fn open_groups(self: &Rc<Self>) -> Result<(), String> {
+        let dir = self.data_dir.join("groups").join(format!("shard-{}", self.index));
+        let config = LogConfig {
+            durability: rill_storage::Durability::Always,
+            segment_size_bytes_max: 64 << 20,
+            retention_age_ms_max: None,
+            retention_bytes_max: None,
+            ..self.profile.log_config()
+        };
+        let clock: Rc<dyn Clock> = Rc::new(SystemClock);
+        let log =
+            Log::open(&dir, config, clock).await.map_err(|e| format!("opening {}: {e}", dir.display()))?;
+        let foreign = self.groups.open(log, self.index, self.count).await.map_err(|e| e.to_string())?;
+        let mut by_owner: HashMap<usize, Vec<_>> = HashMap::new();
+        for entry in foreign {
+            by_owner.entry(crate::group::coordinator_shard(&entry.0, self.count)).or_default().push(entry);
+        }
+        for (owner, entries) in by_owner {
+            let op = crate::kafka_groups::GroupOp::Restore(entries);
+            match self.call(owner, ShardRequest::Group(op)).await {
+                ShardReply::Group(crate::kafka_groups::GroupReply::Code(0)) => {}
+                _ => return Err(format!("moving committed offsets to shard {owner} failed")),
+            }
+        }
+        Ok(())
     }
 
     pub fn shutting_down(&self) -> bool {

@@ -15,10 +15,11 @@ use std::collections::VecDeque;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, FetchRequest, FindCoordinatorRequest,
-    InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader,
-    ResponseHeader,
+    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
+    ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -68,6 +69,15 @@ pub fn supported_versions() -> &'static [(ApiKey, i16, i16)] {
         (ApiKey::InitProducerId, 0, 4),
         (ApiKey::CreatePartitions, 0, 3),
         (ApiKey::DescribeCluster, 0, 1),
+        (ApiKey::OffsetCommit, 2, 8),
+        (ApiKey::OffsetFetch, 1, 7),
+        (ApiKey::JoinGroup, 0, 7),
+        (ApiKey::Heartbeat, 0, 4),
+        (ApiKey::LeaveGroup, 0, 4),
+        (ApiKey::SyncGroup, 0, 4),
+        (ApiKey::DescribeGroups, 0, 5),
+        (ApiKey::ListGroups, 0, 4),
+        (ApiKey::DeleteGroups, 0, 2),
     ]
 }
 
@@ -93,6 +103,15 @@ pub enum KafkaRequest {
     DescribeCluster(DescribeClusterRequest),
     InitProducerId(InitProducerIdRequest),
     FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    ListGroups(ListGroupsRequest),
+    DescribeGroups(DescribeGroupsRequest),
+    DeleteGroups(DeleteGroupsRequest),
 }
 
 /// One request taken from the connection.
@@ -169,6 +188,15 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, ApiKey, KafkaR
         ApiKey::DescribeCluster => KafkaRequest::DescribeCluster(decode_body(body, key, version)?),
         ApiKey::InitProducerId => KafkaRequest::InitProducerId(decode_body(body, key, version)?),
         ApiKey::FindCoordinator => KafkaRequest::FindCoordinator(decode_body(body, key, version)?),
+        ApiKey::JoinGroup => KafkaRequest::JoinGroup(decode_body(body, key, version)?),
+        ApiKey::SyncGroup => KafkaRequest::SyncGroup(decode_body(body, key, version)?),
+        ApiKey::Heartbeat => KafkaRequest::Heartbeat(decode_body(body, key, version)?),
+        ApiKey::LeaveGroup => KafkaRequest::LeaveGroup(decode_body(body, key, version)?),
+        ApiKey::OffsetCommit => KafkaRequest::OffsetCommit(decode_body(body, key, version)?),
+        ApiKey::OffsetFetch => KafkaRequest::OffsetFetch(decode_body(body, key, version)?),
+        ApiKey::ListGroups => KafkaRequest::ListGroups(decode_body(body, key, version)?),
+        ApiKey::DescribeGroups => KafkaRequest::DescribeGroups(decode_body(body, key, version)?),
+        ApiKey::DeleteGroups => KafkaRequest::DeleteGroups(decode_body(body, key, version)?),
         _ => return Err(KafkaError::UnknownApi(raw_key)),
     };
     Ok((header, key, request))
@@ -442,8 +470,8 @@ mod tests {
             (frame(ApiKey::Metadata, 13, 1, &MetadataRequest::default()), "unsupported version"),
             (frame(ApiKey::Produce, 13, 1, &ProduceRequest::default()), "unsupported version"),
             ([&3i32.to_be_bytes()[..], &[0, 3, 0]].concat(), "malformed"),
-            // A JoinGroup: a real API that this issue does not serve.
-            ([&8i32.to_be_bytes()[..], &[0, 11, 0, 5, 0, 0, 0, 1]].concat(), "unsupported API key"),
+            // An EndTxn: a real API that Rill does not serve.
+            ([&8i32.to_be_bytes()[..], &[0, 26, 0, 1, 0, 0, 0, 1]].concat(), "unsupported API key"),
         ];
         for (bytes, expected) in cases {
             let mut conn = KafkaConnection::new(LIMITS);

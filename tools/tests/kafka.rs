@@ -290,13 +290,14 @@ fn malformed_kafka_requests_close_only_their_connection_and_write_nothing() {
     let offsets = client("kcat", &["-b", &broker.kafka, "-Q", "-t", "safe:0:-1"], None);
     assert!(offsets.contains("safe [0] offset 0"), "nothing written: {offsets}");
 
-    // FindCoordinator (consumer groups are a later issue) is answered with
-    // COORDINATOR_NOT_AVAILABLE, not a closed connection.
-    let mut find = kafka_protocol::messages::FindCoordinatorRequest::default();
-    find.key = StrBytes::from_static_str("some-group");
-    good.write_all(&request(ApiKey::FindCoordinator, 3, 3, &find)).unwrap();
-    let mut reply = bytes::Bytes::from(response(&mut good).expect("an answer"));
-    {
+    // FindCoordinator for a transaction (not supported) is answered with
+    // COORDINATOR_NOT_AVAILABLE, not a closed connection; for a group, with this node.
+    for (key_type, expected) in [(1i8, 15i16), (0, 0)] {
+        let mut find = kafka_protocol::messages::FindCoordinatorRequest::default();
+        find.key = StrBytes::from_static_str("some-key");
+        find.key_type = key_type;
+        good.write_all(&request(ApiKey::FindCoordinator, 3, 3, &find)).unwrap();
+        let mut reply = bytes::Bytes::from(response(&mut good).expect("an answer"));
         use kafka_protocol::protocol::Decodable;
         kafka_protocol::messages::ResponseHeader::decode(
             &mut reply,
@@ -304,7 +305,7 @@ fn malformed_kafka_requests_close_only_their_connection_and_write_nothing() {
         )
         .unwrap();
         let decoded = kafka_protocol::messages::FindCoordinatorResponse::decode(&mut reply, 3).unwrap();
-        assert_eq!(decoded.error_code, 15, "COORDINATOR_NOT_AVAILABLE");
+        assert_eq!(decoded.error_code, expected, "key type {key_type}");
     }
     // The good connection still works.
     good.write_all(&request(ApiKey::ApiVersions, 3, 2, &ApiVersionsRequest::default())).unwrap();

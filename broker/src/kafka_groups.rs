@@ -1,0 +1,480 @@
+//! Kafka consumer-group requests: each is routed to the group's coordinator shard as a
+//! `GroupOp` and answered from its `GroupReply`. The coordinator itself is `group.rs`.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
+    TopicName as KafkaTopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use rill_net::kafka::code;
+
+use crate::group::{Committed, JoinRequest, JoinResult, SyncResult, coordinator_shard, now_ms};
+use crate::shard::{Shard, ShardReply, ShardRequest};
+
+/// Work for a group's coordinator shard.
+pub(crate) enum GroupOp {
+    Join(JoinRequest),
+    Sync { group: String, generation: i32, member_id: String, assignments: Vec<(String, Bytes)> },
+    Heartbeat { group: String, generation: i32, member_id: String },
+    Leave { group: String, members: Vec<(String, Option<String>)> },
+    Commit { group: String, generation: i32, member_id: String, entries: Vec<(String, i32, Committed)> },
+    Fetch { group: String, partitions: Option<Vec<(String, i32)>> },
+    List,
+    Describe { group: String },
+    Delete { group: String },
+    Restore(Vec<(String, String, i32, Committed)>),
+}
+
+/// A member as DescribeGroups shows it.
+pub(crate) struct MemberView {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+pub(crate) enum GroupReply {
+    Join(JoinResult),
+    Sync(SyncResult),
+    Code(i16),
+    Codes(Vec<i16>),
+    /// Per requested (or every committed) partition: its commit, if any. Or an error.
+    Offsets(Result<Vec<(String, i32, Option<Committed>)>, i16>),
+    /// (group id, protocol type, state).
+    List(Vec<(String, String, String)>),
+    /// State, protocol type, protocol, members; `None` if the coordinator knows no such group.
+    Describe(Option<(String, String, String, Vec<MemberView>)>),
+}
+
+/// Runs a group operation on this (the coordinator) shard.
+pub(crate) async fn run(shard: &Rc<Shard>, op: GroupOp) -> GroupReply {
+    let c = shard.groups.clone();
+    match op {
+        GroupOp::Join(r) => GroupReply::Join(c.join(r).await),
+        GroupOp::Sync { group, generation, member_id, assignments } => {
+            GroupReply::Sync(c.sync(&group, generation, &member_id, assignments).await)
+        }
+        GroupOp::Heartbeat { group, generation, member_id } => {
+            GroupReply::Code(c.heartbeat(&group, generation, &member_id))
+        }
+        GroupOp::Leave { group, members } => GroupReply::Codes(c.leave(&group, &members)),
+        GroupOp::Commit { group, generation, member_id, entries } => {
+            let check = c.check_commit(&group, generation, &member_id);
+            if check != 0 {
+                return GroupReply::Code(check);
+            }
+            let entries: Vec<_> =
+                entries.into_iter().map(|(t, p, committed)| (group.clone(), t, p, committed)).collect();
+            GroupReply::Code(c.persist(&entries).await.err().unwrap_or(0))
+        }
+        GroupOp::Fetch { group, partitions } => {
+            let offsets = c.offsets.borrow();
+            let committed = offsets.get(&group);
+            let out = match partitions {
+                Some(parts) => parts
+                    .into_iter()
+                    .map(|(t, p)| {
+                        let found = committed.and_then(|m| m.get(&(t.clone(), p))).cloned();
+                        (t, p, found)
+                    })
+                    .collect(),
+                None => committed
+                    .map(|m| m.iter().map(|((t, p), v)| (t.clone(), *p, Some(v.clone()))).collect())
+                    .unwrap_or_default(),
+            };
+            GroupReply::Offsets(Ok(out))
+        }
+        GroupOp::List => {
+            let groups = c.groups.borrow();
+            let mut out: Vec<(String, String, String)> = groups
+                .values()
+                .map(|g| (g.id.clone(), g.protocol_type.clone(), g.phase.name().to_string()))
+                .collect();
+            // Groups known only by their committed offsets are listed as Empty.
+            for id in c.offsets.borrow().keys() {
+                if !groups.contains_key(id) {
+                    out.push((id.clone(), "consumer".into(), "Empty".into()));
+                }
+            }
+            GroupReply::List(out)
+        }
+        GroupOp::Describe { group } => {
+            let groups = c.groups.borrow();
+            GroupReply::Describe(match groups.get(&group) {
+                Some(g) => {
+                    let members = g
+                        .members
+                        .values()
+                        .map(|m| MemberView {
+                            id: m.id.clone(),
+                            instance_id: m.instance_id.clone(),
+                            client_id: m.client_id.clone(),
+                            client_host: m.client_host.clone(),
+                            metadata: m
+                                .protocols
+                                .iter()
+                                .find(|(n, _)| *n == g.protocol)
+                                .map(|(_, b)| b.clone())
+                                .unwrap_or_default(),
+                            assignment: m.assignment.clone(),
+                        })
+                        .collect();
+                    Some((g.phase.name().to_string(), g.protocol_type.clone(), g.protocol.clone(), members))
+                }
+                None if c.offsets.borrow().contains_key(&group) => {
+                    Some(("Empty".into(), "consumer".into(), String::new(), Vec::new()))
+                }
+                None => None,
+            })
+        }
+        GroupOp::Delete { group } => GroupReply::Code(c.delete(&group).await),
+        GroupOp::Restore(entries) => {
+            // The shard's own log may still be opening.
+            for _ in 0..10_000 {
+                if c.is_open() {
+                    break;
+                }
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            GroupReply::Code(c.restore(entries).await.err().unwrap_or(0))
+        }
+    }
+}
+
+async fn call(shard: &Rc<Shard>, group: &str, op: GroupOp) -> Option<GroupReply> {
+    let owner = coordinator_shard(group, shard.count);
+    match shard.call(owner, ShardRequest::Group(op)).await {
+        ShardReply::Group(reply) => Some(reply),
+        _ => None,
+    }
+}
+
+fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+pub(crate) async fn join_group(
+    shard: &Rc<Shard>,
+    r: JoinGroupRequest,
+    v: i16,
+    client_id: &str,
+    client_host: &str,
+) -> JoinGroupResponse {
+    let request = JoinRequest {
+        group: r.group_id.0.to_string(),
+        member_id: r.member_id.to_string(),
+        instance_id: r.group_instance_id.map(|i| i.to_string()),
+        client_id: client_id.to_string(),
+        client_host: client_host.to_string(),
+        session_timeout_ms: r.session_timeout_ms,
+        rebalance_timeout_ms: if v >= 1 { r.rebalance_timeout_ms } else { r.session_timeout_ms },
+        protocol_type: r.protocol_type.to_string(),
+        protocols: r.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
+        require_known_member_id: v >= 4,
+    };
+    let group = request.group.clone();
+    let result = match call(shard, &group, GroupOp::Join(request)).await {
+        Some(GroupReply::Join(result)) => result,
+        _ => JoinResult { error: code::COORDINATOR_NOT_AVAILABLE, ..JoinResult::default() },
+    };
+    let mut response = JoinGroupResponse::default();
+    response.error_code = result.error;
+    response.generation_id = if result.error == 0 { result.generation } else { -1 };
+    response.protocol_name = Some(s(result.protocol));
+    if v >= 7 && result.error == 0 {
+        response.protocol_type = Some(s(result.protocol_type));
+    }
+    response.leader = s(result.leader);
+    response.member_id = s(result.member_id);
+    response.members = result
+        .members
+        .into_iter()
+        .map(|(id, instance, metadata)| {
+            let mut m = JoinGroupResponseMember::default();
+            m.member_id = s(id);
+            if v >= 5 {
+                m.group_instance_id = instance.map(s);
+            }
+            m.metadata = metadata;
+            m
+        })
+        .collect();
+    response
+}
+
+pub(crate) async fn sync_group(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
+    let group = r.group_id.0.to_string();
+    let op = GroupOp::Sync {
+        group: group.clone(),
+        generation: r.generation_id,
+        member_id: r.member_id.to_string(),
+        assignments: r.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect(),
+    };
+    let (error, assignment) = match call(shard, &group, op).await {
+        Some(GroupReply::Sync(result)) => result,
+        _ => (code::COORDINATOR_NOT_AVAILABLE, Bytes::new()),
+    };
+    let mut response = SyncGroupResponse::default();
+    response.error_code = error;
+    response.assignment = assignment;
+    response
+}
+
+pub(crate) async fn heartbeat(shard: &Rc<Shard>, r: HeartbeatRequest) -> HeartbeatResponse {
+    let group = r.group_id.0.to_string();
+    let op = GroupOp::Heartbeat {
+        group: group.clone(),
+        generation: r.generation_id,
+        member_id: r.member_id.to_string(),
+    };
+    let mut response = HeartbeatResponse::default();
+    response.error_code = match call(shard, &group, op).await {
+        Some(GroupReply::Code(code)) => code,
+        _ => code::COORDINATOR_NOT_AVAILABLE,
+    };
+    response
+}
+
+pub(crate) async fn leave_group(shard: &Rc<Shard>, r: LeaveGroupRequest, v: i16) -> LeaveGroupResponse {
+    let group = r.group_id.0.to_string();
+    let members: Vec<(String, Option<String>)> = if v >= 3 {
+        r.members
+            .iter()
+            .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|i| i.to_string())))
+            .collect()
+    } else {
+        vec![(r.member_id.to_string(), None)]
+    };
+    let codes =
+        match call(shard, &group, GroupOp::Leave { group: group.clone(), members: members.clone() }).await {
+            Some(GroupReply::Codes(codes)) => codes,
+            _ => vec![code::COORDINATOR_NOT_AVAILABLE; members.len()],
+        };
+    let mut response = LeaveGroupResponse::default();
+    if v >= 3 {
+        response.members = members
+            .into_iter()
+            .zip(&codes)
+            .map(|((id, instance), code)| {
+                let mut m = MemberResponse::default();
+                m.member_id = s(id);
+                m.group_instance_id = instance.map(s);
+                m.error_code = *code;
+                m
+            })
+            .collect();
+    } else {
+        response.error_code = codes.first().copied().unwrap_or(0);
+    }
+    response
+}
+
+pub(crate) async fn offset_commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetCommitResponse {
+    let group = r.group_id.0.to_string();
+    let now = now_ms();
+    let mut entries = Vec::new();
+    let mut unknown = Vec::new();
+    for t in &r.topics {
+        let topic = t.name.0.to_string();
+        let partitions = crate::metadata::TopicName::new(&topic)
+            .ok()
+            .and_then(|n| shard.metadata().topics.get(&n).map(|t| t.shards.len() as i32));
+        for p in &t.partitions {
+            if partitions.is_none_or(|n| p.partition_index < 0 || p.partition_index >= n) {
+                unknown.push((topic.clone(), p.partition_index));
+                continue;
+            }
+            let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
+            let committed = Committed {
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata,
+                commit_ms: now,
+            };
+            entries.push((topic.clone(), p.partition_index, committed));
+        }
+    }
+    let error = if entries.is_empty() {
+        0
+    } else {
+        let op = GroupOp::Commit {
+            group: group.clone(),
+            generation: r.generation_id_or_member_epoch,
+            member_id: r.member_id.to_string(),
+            entries,
+        };
+        match call(shard, &group, op).await {
+            Some(GroupReply::Code(code)) => code,
+            _ => code::COORDINATOR_NOT_AVAILABLE,
+        }
+    };
+    let mut response = OffsetCommitResponse::default();
+    for t in r.topics {
+        let mut topic = OffsetCommitResponseTopic::default();
+        let name = t.name.0.to_string();
+        topic.name = t.name;
+        for p in t.partitions {
+            let mut part = OffsetCommitResponsePartition::default();
+            part.partition_index = p.partition_index;
+            part.error_code = if unknown.contains(&(name.clone(), p.partition_index)) {
+                code::UNKNOWN_TOPIC_OR_PARTITION
+            } else {
+                error
+            };
+            topic.partitions.push(part);
+        }
+        response.topics.push(topic);
+    }
+    response
+}
+
+pub(crate) async fn offset_fetch(shard: &Rc<Shard>, r: OffsetFetchRequest, v: i16) -> OffsetFetchResponse {
+    let group = r.group_id.0.to_string();
+    let partitions = r.topics.as_ref().map(|topics| {
+        topics
+            .iter()
+            .flat_map(|t| t.partition_indexes.iter().map(|p| (t.name.0.to_string(), *p)))
+            .collect::<Vec<_>>()
+    });
+    let mut response = OffsetFetchResponse::default();
+    let found = match call(shard, &group, GroupOp::Fetch { group: group.clone(), partitions }).await {
+        Some(GroupReply::Offsets(Ok(found))) => found,
+        _ => {
+            if v >= 2 {
+                response.error_code = code::COORDINATOR_NOT_AVAILABLE;
+            }
+            return response;
+        }
+    };
+    for (topic, partition, committed) in found {
+        let mut part = OffsetFetchResponsePartition::default();
+        part.partition_index = partition;
+        match committed {
+            Some(c) => {
+                part.committed_offset = c.offset;
+                if v >= 5 {
+                    part.committed_leader_epoch = c.leader_epoch;
+                }
+                part.metadata = Some(s(c.metadata));
+            }
+            None => {
+                part.committed_offset = -1;
+                if v >= 5 {
+                    part.committed_leader_epoch = -1;
+                }
+                part.metadata = Some(s(""));
+            }
+        }
+        match response.topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+            Some(t) => t.partitions.push(part),
+            None => {
+                let mut t = OffsetFetchResponseTopic::default();
+                t.name = KafkaTopicName(s(topic));
+                t.partitions.push(part);
+                response.topics.push(t);
+            }
+        }
+    }
+    response
+}
+
+pub(crate) async fn list_groups(shard: &Rc<Shard>, r: ListGroupsRequest, v: i16) -> ListGroupsResponse {
+    let mut response = ListGroupsResponse::default();
+    for owner in 0..shard.count {
+        if let ShardReply::Group(GroupReply::List(groups)) =
+            shard.call(owner, ShardRequest::Group(GroupOp::List)).await
+        {
+            for (id, protocol_type, state) in groups {
+                if v >= 4
+                    && !r.states_filter.is_empty()
+                    && !r.states_filter.iter().any(|f| f.as_str() == state)
+                {
+                    continue;
+                }
+                let mut g = ListedGroup::default();
+                g.group_id = GroupId(s(id));
+                g.protocol_type = s(protocol_type);
+                if v >= 4 {
+                    g.group_state = s(state);
+                }
+                response.groups.push(g);
+            }
+        }
+    }
+    response
+}
+
+pub(crate) async fn describe_groups(
+    shard: &Rc<Shard>,
+    r: DescribeGroupsRequest,
+    v: i16,
+) -> DescribeGroupsResponse {
+    let mut response = DescribeGroupsResponse::default();
+    for id in r.groups {
+        let group = id.0.to_string();
+        let mut d = DescribedGroup::default();
+        d.group_id = id;
+        match call(shard, &group, GroupOp::Describe { group: group.clone() }).await {
+            Some(GroupReply::Describe(Some((state, protocol_type, protocol, members)))) => {
+                d.group_state = s(state);
+                d.protocol_type = s(protocol_type);
+                d.protocol_data = s(protocol);
+                d.members = members
+                    .into_iter()
+                    .map(|m| {
+                        let mut out = DescribedGroupMember::default();
+                        out.member_id = s(m.id);
+                        if v >= 4 {
+                            out.group_instance_id = m.instance_id.map(s);
+                        }
+                        out.client_id = s(m.client_id);
+                        out.client_host = s(m.client_host);
+                        out.member_metadata = m.metadata;
+                        out.member_assignment = m.assignment;
+                        out
+                    })
+                    .collect();
+            }
+            // Kafka describes an unknown group as Dead with no members.
+            Some(GroupReply::Describe(None)) => d.group_state = s("Dead"),
+            _ => d.error_code = code::COORDINATOR_NOT_AVAILABLE,
+        }
+        response.groups.push(d);
+    }
+    response
+}
+
+pub(crate) async fn delete_groups(shard: &Rc<Shard>, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut response = DeleteGroupsResponse::default();
+    for id in r.groups_names {
+        let group = id.0.to_string();
+        let mut result = DeletableGroupResult::default();
+        result.group_id = id;
+        result.error_code = match call(shard, &group, GroupOp::Delete { group: group.clone() }).await {
+            Some(GroupReply::Code(code)) => code,
+            _ => code::COORDINATOR_NOT_AVAILABLE,
+        };
+        response.results.push(result);
+    }
+    response
+}

@@ -1,0 +1,102 @@
+//! Consumer groups through real Kafka clients against a real `rill serve`: confluent-kafka,
+//! kafka-python and kafkajs group consumers; committed offsets across restarts and kill -9.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka");
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .arg("180")
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/test-deps.sh installs it)"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn script(name: &str) -> String {
+    format!("{SCRIPTS}/{name}")
+}
+
+fn produce(broker: &Broker, topic: &str, count: usize) {
+    let input: String = (0..count).map(|i| format!("{i}\n")).collect();
+    let mut child = Command::new("kcat")
+        .args(["-b", &broker.kafka, "-P", "-t", topic])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn three_members_share_six_partitions_and_take_over_a_leaver_s() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "shared", "--partitions", "6"], None);
+    let out = run("python3", &[&script("confluent_group.py"), &broker.kafka, "shared", "three"]);
+    assert!(out.starts_with("ok"), "{out}");
+}
+
+#[test]
+fn committed_offsets_survive_a_clean_restart_and_a_kill_9() {
+    let (_tmp, dir) = data_dir();
+    let kafka_listen = format!("127.0.0.1:{}", free_port());
+    let mut broker = Broker::start_with(&dir, Path::new("small-vm"), &kafka_listen);
+    broker.rill(&["topic", "create", "resume", "--partitions", "2"], None);
+    produce(&broker, "resume", 3000);
+    // Per partition: the next offset after what earlier runs consumed and committed.
+    let mut next: std::collections::HashMap<String, u64> = Default::default();
+    for (round, crash) in [(0, false), (1, true), (2, false)] {
+        let out = run("python3", &[&script("group_resume.py"), &broker.kafka, "resume", "res", "1000"]);
+        let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(r["count"], 1000, "round {round}: {r}");
+        for (p, first) in r["first"].as_object().unwrap() {
+            let expected = next.get(p).copied().unwrap_or(0);
+            assert_eq!(
+                first.as_u64().unwrap(),
+                expected,
+                "round {round}, partition {p} resumes at its commit: {r}"
+            );
+        }
+        for (p, n) in r["next"].as_object().unwrap() {
+            next.insert(p.clone(), n.as_u64().unwrap());
+        }
+        assert_eq!(next.values().sum::<u64>(), 1000 * (round + 1) as u64);
+        if crash {
+            broker.kill9();
+        } else {
+            broker.stop();
+        }
+        broker = Broker::start_with(&dir, Path::new("small-vm"), &kafka_listen);
+    }
+}
+
+#[test]
+fn kafka_python_and_kafkajs_group_consumers_receive_assignments() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "py", "--partitions", "3"], None);
+    broker.rill(&["topic", "create", "js", "--partitions", "3"], None);
+    produce(&broker, "py", 600);
+    produce(&broker, "js", 600);
+    let out = run("python3", &[&script("kafka_python_group.py"), &broker.kafka, "py", "pyg", "600"]);
+    assert_eq!(out.trim(), "ok [0, 1, 2]");
+    assert!(Path::new(SCRIPTS).join("node_modules/kafkajs").exists(), "run `npm ci` in tools/tests/kafka");
+    let out = run("node", &[&script("kafkajs_group.js"), &broker.kafka, "js", "jsg", "600"]);
+    assert_eq!(out.trim(), "ok [0,1,2]");
+}
