@@ -15,7 +15,7 @@
 //! acknowledged once durable.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -115,8 +115,10 @@ pub(crate) struct Group {
     pub protocol: String,
     pub leader: String,
     pub members: BTreeMap<String, Member>,
-    /// Member ids handed out with MEMBER_ID_REQUIRED and not yet used.
-    pending: HashSet<String>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED and not yet used, oldest first; at most
+    /// `MEMBERS_PER_GROUP_MAX` (a join storm forgets the oldest, whose joins then get
+    /// UNKNOWN_MEMBER_ID and start over).
+    pending: std::collections::VecDeque<String>,
     rebalance_deadline: Instant,
     /// A group that was empty waits until then for more members before completing a join.
     initial_delay_until: Instant,
@@ -132,7 +134,7 @@ impl Group {
             protocol: String::new(),
             leader: String::new(),
             members: BTreeMap::new(),
-            pending: HashSet::new(),
+            pending: std::collections::VecDeque::new(),
             rebalance_deadline: Instant::now(),
             initial_delay_until: Instant::now(),
         }
@@ -427,11 +429,15 @@ impl Coordinator {
             if member_id.is_empty() {
                 let id = format!("{}-{:016x}", r.client_id, rand_id());
                 if r.require_known_member_id && r.instance_id.is_none() {
-                    group.pending.insert(id.clone());
+                    if group.pending.len() >= MEMBERS_PER_GROUP_MAX {
+                        group.pending.pop_front();
+                    }
+                    group.pending.push_back(id.clone());
                     return JoinResult { error: MEMBER_ID_REQUIRED, member_id: id, ..JoinResult::default() };
                 }
                 member_id = id;
-            } else if !group.members.contains_key(&member_id) && !group.pending.remove(&member_id) {
+            } else if !group.members.contains_key(&member_id) && !take_pending(&mut group.pending, &member_id)
+            {
                 return JoinResult { error: UNKNOWN_MEMBER_ID, member_id, ..JoinResult::default() };
             }
             if !group.members.contains_key(&member_id) && group.members.len() >= MEMBERS_PER_GROUP_MAX {
@@ -723,6 +729,16 @@ impl Coordinator {
     }
 }
 
+fn take_pending(pending: &mut std::collections::VecDeque<String>, id: &str) -> bool {
+    match pending.iter().position(|p| p == id) {
+        Some(at) => {
+            pending.remove(at);
+            true
+        }
+        None => false,
+    }
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -778,6 +794,8 @@ fn decode_value(b: &[u8]) -> Option<Committed> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     #[test]

@@ -81,6 +81,12 @@ pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes) ->
             }
             (ResponseBody::Offsets { parts: out }, Vec::new())
         }
+        RequestBody::ListGroups => crate::kafka_groups::native::list(shard).await,
+        RequestBody::DescribeGroup { group } => crate::kafka_groups::native::describe(shard, group).await,
+        RequestBody::DeleteGroup { group } => crate::kafka_groups::native::delete(shard, group).await,
+        RequestBody::ResetOffsets { group, topic, to } => {
+            crate::kafka_groups::native::reset(shard, group, topic, to).await
+        }
     }
 }
 

@@ -478,3 +478,162 @@ pub(crate) async fn delete_groups(shard: &Rc<Shard>, r: DeleteGroupsRequest) -> 
     }
     response
 }
+
+/// Native-protocol group administration (`rill group ...`).
+pub(crate) mod native {
+    use std::rc::Rc;
+
+    use bytes::Bytes;
+    use kafka_protocol::messages::ConsumerProtocolAssignment;
+    use kafka_protocol::protocol::Decodable;
+    use rill_net::message::{ErrorCode, GroupMemberInfo, GroupOffsetInfo, OffsetSpec, ResponseBody};
+
+    use super::{GroupOp, GroupReply, call};
+    use crate::group::{Committed, now_ms};
+
+    use crate::handler::{Response, route};
+    use crate::shard::{Shard, ShardReply, ShardRequest};
+
+    fn status(error: ErrorCode, message: impl Into<String>) -> Response {
+        (ResponseBody::Status { error, message: message.into() }, Vec::new())
+    }
+
+    pub(crate) async fn list(shard: &Rc<Shard>) -> Response {
+        let mut groups = Vec::new();
+        for owner in 0..shard.count {
+            if let ShardReply::Group(GroupReply::List(list)) =
+                shard.call(owner, ShardRequest::Group(GroupOp::List)).await
+            {
+                groups.extend(list.into_iter().map(|(id, _, state)| (id, state)));
+            }
+        }
+        groups.sort();
+        (ResponseBody::Groups { groups }, Vec::new())
+    }
+
+    /// Partitions in a consumer-protocol assignment (empty if it is not one).
+    fn assigned(bytes: &Bytes) -> Vec<(String, u32)> {
+        if bytes.len() < 2 {
+            return Vec::new();
+        }
+        let mut buf = bytes.clone();
+        let version = i16::from_be_bytes([bytes[0], bytes[1]]);
+        let _ = bytes::Buf::get_i16(&mut buf);
+        match ConsumerProtocolAssignment::decode(&mut buf, version.clamp(0, 3)) {
+            Ok(a) => a
+                .assigned_partitions
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(move |p| (t.topic.0.to_string(), *p as u32)))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub(crate) async fn describe(shard: &Rc<Shard>, group: String) -> Response {
+        let described = match call(shard, &group, GroupOp::Describe { group: group.clone() }).await {
+            Some(GroupReply::Describe(d)) => d,
+            _ => return status(ErrorCode::ShuttingDown, "coordinator unavailable"),
+        };
+        let Some((state, _, protocol, members)) = described else {
+            return status(ErrorCode::UnknownTopic, format!("no group {group}"));
+        };
+        let committed =
+            match call(shard, &group, GroupOp::Fetch { group: group.clone(), partitions: None }).await {
+                Some(GroupReply::Offsets(Ok(c))) => c,
+                _ => Vec::new(),
+            };
+        // Committed partitions, then assigned ones without a commit (committed -1).
+        let mut wanted: Vec<(String, i32, i64)> =
+            committed.into_iter().filter_map(|(t, p, c)| c.map(|c| (t, p, c.offset))).collect();
+        for m in &members {
+            for (t, p) in assigned(&m.assignment) {
+                if !wanted.iter().any(|(wt, wp, _)| *wt == t && *wp == p as i32) {
+                    wanted.push((t, p as i32, -1));
+                }
+            }
+        }
+        wanted.sort();
+        let mut offsets = Vec::new();
+        for (topic, partition, committed) in wanted {
+            let log_end = match route(shard, &topic, partition as u32) {
+                Ok((name, owner)) => match shard
+                    .call(owner, ShardRequest::State { topic: name, partition: partition as u32 })
+                    .await
+                {
+                    ShardReply::State(Ok((_, end))) => end,
+                    _ => 0,
+                },
+                Err(_) => 0,
+            };
+            offsets.push(GroupOffsetInfo { topic, partition: partition as u32, committed, log_end });
+        }
+        let members = members
+            .into_iter()
+            .map(|m| GroupMemberInfo {
+                partitions: assigned(&m.assignment),
+                member_id: m.id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+            })
+            .collect();
+        (ResponseBody::Group { group, state, protocol, members, offsets }, Vec::new())
+    }
+
+    pub(crate) async fn delete(shard: &Rc<Shard>, group: String) -> Response {
+        match call(shard, &group, GroupOp::Delete { group: group.clone() }).await {
+            Some(GroupReply::Code(0)) => status(ErrorCode::None, "ok"),
+            Some(GroupReply::Code(68)) => {
+                status(ErrorCode::InvalidRequest, format!("group {group} has members"))
+            }
+            Some(GroupReply::Code(69)) => status(ErrorCode::UnknownTopic, format!("no group {group}")),
+            _ => status(ErrorCode::StorageError, "deleting the group failed"),
+        }
+    }
+
+    pub(crate) async fn reset(shard: &Rc<Shard>, group: String, topic: String, to: OffsetSpec) -> Response {
+        let partitions = match crate::metadata::TopicName::new(&topic)
+            .ok()
+            .and_then(|n| shard.metadata().topics.get(&n).cloned())
+        {
+            Some(t) => t.shards.len() as u32,
+            None => return status(ErrorCode::UnknownTopic, format!("no topic {topic}")),
+        };
+        let mut entries = Vec::new();
+        for partition in 0..partitions {
+            let Ok((name, owner)) = route(shard, &topic, partition) else { continue };
+            let offset = match shard
+                .call(owner, ShardRequest::ListOffset { topic: name, partition, spec: to })
+                .await
+            {
+                ShardReply::Offset(Ok(o)) if o >= 0 => o,
+                // No record at or after the timestamp: the end.
+                ShardReply::Offset(Ok(_)) => match shard
+                    .call(
+                        owner,
+                        ShardRequest::ListOffset {
+                            topic: crate::metadata::TopicName::new(&topic).expect("valid"),
+                            partition,
+                            spec: OffsetSpec::Latest,
+                        },
+                    )
+                    .await
+                {
+                    ShardReply::Offset(Ok(o)) => o,
+                    _ => return status(ErrorCode::StorageError, "reading offsets failed"),
+                },
+                _ => return status(ErrorCode::StorageError, "reading offsets failed"),
+            };
+            let committed =
+                Committed { offset, leader_epoch: -1, metadata: String::new(), commit_ms: now_ms() };
+            entries.push((topic.clone(), partition as i32, committed));
+        }
+        let op = GroupOp::Commit { group: group.clone(), generation: -1, member_id: String::new(), entries };
+        match call(shard, &group, op).await {
+            Some(GroupReply::Code(0)) => status(ErrorCode::None, "ok"),
+            Some(GroupReply::Code(25)) => {
+                status(ErrorCode::InvalidRequest, format!("group {group} has members; stop them first"))
+            }
+            _ => status(ErrorCode::StorageError, "committing the offsets failed"),
+        }
+    }
+}

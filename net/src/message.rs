@@ -29,6 +29,14 @@ pub enum Kind {
     Fetch = 7,
     /// Earliest, latest or by-timestamp offsets.
     ListOffsets = 8,
+    /// List consumer groups.
+    ListGroups = 9,
+    /// A consumer group's members, assignments, committed offsets and lag.
+    DescribeGroup = 10,
+    /// Delete an empty consumer group and its offsets.
+    DeleteGroup = 11,
+    /// Move an empty group's committed offsets of a topic.
+    ResetOffsets = 12,
 }
 
 /// Set in a response frame's kind.
@@ -40,9 +48,22 @@ impl Kind {
     /// The kind for a frame kind number, if known.
     pub fn from_u16(v: u16) -> Option<Kind> {
         use Kind::*;
-        [CreateTopic, DeleteTopic, ListTopics, DescribeTopic, AddPartitions, Produce, Fetch, ListOffsets]
-            .into_iter()
-            .find(|k| *k as u16 == v)
+        [
+            CreateTopic,
+            DeleteTopic,
+            ListTopics,
+            DescribeTopic,
+            AddPartitions,
+            Produce,
+            Fetch,
+            ListOffsets,
+            ListGroups,
+            DescribeGroup,
+            DeleteGroup,
+            ResetOffsets,
+        ]
+        .into_iter()
+        .find(|k| *k as u16 == v)
     }
 }
 
@@ -203,6 +224,28 @@ pub enum RequestBody {
         /// Partitions and what to look up.
         parts: Vec<(String, u32, OffsetSpec)>,
     },
+    /// List consumer groups.
+    ListGroups,
+    /// Describe a consumer group.
+    DescribeGroup {
+        /// Group id.
+        group: String,
+    },
+    /// Delete a consumer group with no members, and its committed offsets.
+    DeleteGroup {
+        /// Group id.
+        group: String,
+    },
+    /// Set a group's committed offsets for every partition of a topic (the group must have no
+    /// members).
+    ResetOffsets {
+        /// Group id.
+        group: String,
+        /// Topic.
+        topic: String,
+        /// Where to: earliest, latest, or the offset for a timestamp.
+        to: OffsetSpec,
+    },
 }
 
 impl RequestBody {
@@ -217,6 +260,10 @@ impl RequestBody {
             RequestBody::Produce { .. } => Kind::Produce,
             RequestBody::Fetch { .. } => Kind::Fetch,
             RequestBody::ListOffsets { .. } => Kind::ListOffsets,
+            RequestBody::ListGroups => Kind::ListGroups,
+            RequestBody::DescribeGroup { .. } => Kind::DescribeGroup,
+            RequestBody::DeleteGroup { .. } => Kind::DeleteGroup,
+            RequestBody::ResetOffsets { .. } => Kind::ResetOffsets,
         }
     }
 }
@@ -266,6 +313,32 @@ pub struct FetchResult {
     pub records_len: u32,
 }
 
+/// A consumer-group member as described to clients.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct GroupMemberInfo {
+    /// Member id.
+    pub member_id: String,
+    /// Client id.
+    pub client_id: String,
+    /// Client address.
+    pub client_host: String,
+    /// Assigned partitions (decoded from the consumer protocol's assignment).
+    pub partitions: Vec<(String, u32)>,
+}
+
+/// A group's committed offset for one partition, with the partition's end.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct GroupOffsetInfo {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Committed offset, -1 for an assigned partition with no commit yet.
+    pub committed: i64,
+    /// Log end offset (lag = log end - committed).
+    pub log_end: u64,
+}
+
 /// A response envelope.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum ResponseBody {
@@ -304,6 +377,24 @@ pub enum ResponseBody {
     Offsets {
         /// Per partition.
         parts: Vec<(String, u32, ErrorCode, i64)>,
+    },
+    /// Consumer groups: id and state.
+    Groups {
+        /// Groups.
+        groups: Vec<(String, String)>,
+    },
+    /// A consumer group.
+    Group {
+        /// Group id.
+        group: String,
+        /// State (Empty, Stable, PreparingRebalance, CompletingRebalance, Dead).
+        state: String,
+        /// Assignment protocol (range, roundrobin, cooperative-sticky, ...).
+        protocol: String,
+        /// Members.
+        members: Vec<GroupMemberInfo>,
+        /// Committed offsets.
+        offsets: Vec<GroupOffsetInfo>,
     },
 }
 

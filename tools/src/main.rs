@@ -3,6 +3,7 @@
 
 mod client;
 mod consume;
+mod group;
 mod produce;
 mod serve;
 mod topic;
@@ -32,6 +33,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print a topic's records from a start position, optionally following.
     Consume(consume::ConsumeArgs),
+    /// List, describe, delete consumer groups and reset their offsets.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Load generator: run a workload against a broker and report throughput and latency.
     Bench(rill_perf::BenchArgs),
     /// Measure this host and manage tuning profiles.
@@ -53,6 +57,7 @@ fn main() {
         Command::Topic(cmd) => topic::run(&native, cmd),
         Command::Produce(args) => produce::run(&native, args),
         Command::Consume(args) => consume::run(&native, args),
+        Command::Group(cmd) => group::run(&native, cmd),
         Command::Bench(mut args) => {
             args.broker = args.broker.or(cli.broker);
             rill_perf::run_bench_and_print(args)

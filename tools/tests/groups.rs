@@ -100,3 +100,62 @@ fn kafka_python_and_kafkajs_group_consumers_receive_assignments() {
     let out = run("node", &[&script("kafkajs_group.js"), &broker.kafka, "js", "jsg", "600"]);
     assert_eq!(out.trim(), "ok [0,1,2]");
 }
+
+#[test]
+fn rill_group_describes_members_offsets_and_lag_and_resets_and_deletes() {
+    use std::io::BufRead;
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "lagging", "--partitions", "2"], None);
+    produce(&broker, "lagging", 300);
+    let out = run("python3", &[&script("group_resume.py"), &broker.kafka, "lagging", "ops", "100"]);
+    assert!(out.contains("\"count\": 100"), "{out}");
+    assert_eq!(broker.rill(&["group", "list"], None), "ops\tEmpty\n");
+    // With a live member: its partitions and the lag per partition.
+    let mut member = Command::new("python3")
+        .args([&script("group_member.py"), &broker.kafka, "lagging", "ops", "describer"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(member.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "assigned 2");
+    let describe = broker.rill(&["group", "describe", "ops"], None);
+    assert!(describe.starts_with("group ops: Stable, 1 members, assignor range"), "{describe}");
+    let member_line = describe.lines().nth(2).unwrap();
+    assert!(member_line.contains("\tdescriber\t/127.0.0.1\tlagging-0,lagging-1"), "{describe}");
+    let rows = offset_rows(&describe);
+    assert_eq!(rows.len(), 2, "both assigned partitions are listed: {describe}");
+    let ends: i64 = rows.iter().map(|r| r[3].parse::<i64>().unwrap()).sum();
+    assert_eq!(ends, 300, "{describe}");
+    let committed: i64 = rows.iter().filter_map(|r| r[2].parse::<i64>().ok()).sum();
+    let lag: i64 = rows.iter().filter_map(|r| r[4].parse::<i64>().ok()).sum();
+    let uncommitted_ends: i64 =
+        rows.iter().filter(|r| r[2] == "-").map(|r| r[3].parse::<i64>().unwrap()).sum();
+    assert_eq!(committed, 100, "{describe}");
+    assert_eq!(lag, 200 - uncommitted_ends, "lag = log end - committed where committed: {describe}");
+    assert!(rows.iter().all(|r| r[5].starts_with("describer")), "owner shown: {describe}");
+    // A group with members can be neither reset nor deleted.
+    let refused =
+        Command::new(RILL).args(["--broker", &broker.addr, "group", "delete", "ops"]).output().unwrap();
+    assert!(!refused.status.success());
+    drop(member.stdin.take());
+    assert!(member.wait().unwrap().success());
+    broker.rill(&["group", "reset-offsets", "ops", "--topic", "lagging", "--to", "earliest"], None);
+    let describe = broker.rill(&["group", "describe", "ops"], None);
+    let lag: i64 = offset_rows(&describe).iter().map(|r| r[4].parse::<i64>().unwrap()).sum();
+    assert_eq!(lag, 300, "reset to earliest: everything is lag again\n{describe}");
+    broker.rill(&["group", "delete", "ops"], None);
+    assert_eq!(broker.rill(&["group", "list"], None), "");
+}
+
+/// The rows of `rill group describe`'s offsets table.
+fn offset_rows(describe: &str) -> Vec<Vec<&str>> {
+    describe
+        .lines()
+        .skip_while(|l| !l.starts_with("TOPIC\t"))
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect()
+}
