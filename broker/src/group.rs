@@ -264,13 +264,38 @@ pub(crate) struct JoinRequest {
     pub require_known_member_id: bool,
 }
 
+/// Permits of the offsets-log gate: a write takes one, compaction takes them all.
+const GATE_PERMITS: u64 = 1 << 16;
+/// The offsets log is rewritten with only the latest commit per key once it is larger than
+/// this and four times what those commits need.
+const COMPACT_BYTES_MIN: u64 = 16 << 20;
+
 /// The groups and committed offsets a shard coordinates.
-#[derive(Default)]
 pub(crate) struct Coordinator {
     pub groups: RefCell<HashMap<String, Group>>,
     pub offsets: RefCell<HashMap<String, GroupOffsets>>,
     log: RefCell<Option<Log>>,
+    /// Where the log lives and how it is opened (for compaction's swap).
+    place: RefCell<Option<(std::path::PathBuf, rill_storage::LogConfig)>>,
+    gate: Rc<glommio::sync::Semaphore>,
+    compacting: Cell<bool>,
+    pub compact_bytes_min: Cell<u64>,
     next_join: Cell<u64>,
+}
+
+impl Default for Coordinator {
+    fn default() -> Coordinator {
+        Coordinator {
+            groups: RefCell::default(),
+            offsets: RefCell::default(),
+            log: RefCell::default(),
+            place: RefCell::default(),
+            gate: Rc::new(glommio::sync::Semaphore::new(GATE_PERMITS)),
+            compacting: Cell::new(false),
+            compact_bytes_min: Cell::new(COMPACT_BYTES_MIN),
+            next_join: Cell::new(0),
+        }
+    }
 }
 
 impl Coordinator {
@@ -322,6 +347,98 @@ impl Coordinator {
         Ok(foreign)
     }
 
+    /// Opens the offsets log in `dir` (finishing or undoing a compaction a crash interrupted)
+    /// and replays it; see [`Coordinator::open`].
+    pub async fn open_dir(
+        self: &Rc<Self>,
+        dir: &std::path::Path,
+        config: rill_storage::LogConfig,
+        shard: usize,
+        shards: usize,
+    ) -> Result<Vec<(String, String, i32, Committed)>, String> {
+        let (compact, old) = (sibling(dir, "compact"), sibling(dir, "old"));
+        let (d, c, o) = (dir.to_path_buf(), compact.clone(), old.clone());
+        glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<()> {
+                if !d.exists() && c.exists() {
+                    // Crashed between the two renames: the snapshot is complete.
+                    std::fs::rename(&c, &d)?;
+                }
+                for leftover in [&c, &o] {
+                    if leftover.exists() {
+                        std::fs::remove_dir_all(leftover)?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| format!("tidying {}: {e}", dir.display()))?;
+        let clock: Rc<dyn rill_storage::Clock> = Rc::new(rill_storage::SystemClock);
+        let log = Log::open(dir, config.clone(), clock)
+            .await
+            .map_err(|e| format!("opening {}: {e}", dir.display()))?;
+        *self.place.borrow_mut() = Some((dir.to_path_buf(), config));
+        self.open(log, shard, shards).await.map_err(|e| e.to_string())
+    }
+
+    /// Rewrites the offsets log with only the latest commit per key: a new log beside it, then
+    /// two renames (a crash between them is finished at the next open).
+    pub async fn compact(&self) -> Result<(), String> {
+        let Some((dir, config)) = self.place.borrow().clone() else { return Ok(()) };
+        let _all = self.gate.acquire_permit(GATE_PERMITS).await.map_err(|_| "closed".to_string())?;
+        let entries: Vec<(String, String, i32, Committed)> = self
+            .offsets
+            .borrow()
+            .iter()
+            .flat_map(|(g, m)| m.iter().map(move |((t, p), c)| (g.clone(), t.clone(), *p, c.clone())))
+            .collect();
+        let (compact, old) = (sibling(&dir, "compact"), sibling(&dir, "old"));
+        let clock: Rc<dyn rill_storage::Clock> = Rc::new(rill_storage::SystemClock);
+        let fresh = Log::open(&compact, config.clone(), clock.clone()).await.map_err(|e| e.to_string())?;
+        for chunk in entries.chunks(1000) {
+            fresh.append(commit_batch(chunk)?).await.map_err(|e| e.to_string())?;
+        }
+        fresh.sync().await.map_err(|e| e.to_string())?;
+        fresh.close().await.map_err(|e| e.to_string())?;
+        let current = self.log.borrow_mut().take();
+        if let Some(current) = current {
+            current.close().await.map_err(|e| e.to_string())?;
+        }
+        let (d, c, o) = (dir.clone(), compact, old);
+        glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<()> {
+                std::fs::rename(&d, &o)?;
+                std::fs::rename(&c, &d)?;
+                if let Some(parent) = d.parent() {
+                    std::fs::File::open(parent)?.sync_all()?;
+                }
+                std::fs::remove_dir_all(&o)
+            })
+            .await
+            .map_err(|e| format!("swapping in the compacted {}: {e}", dir.display()))?;
+        let log = Log::open(&dir, config, clock).await.map_err(|e| e.to_string())?;
+        *self.log.borrow_mut() = Some(log);
+        Ok(())
+    }
+
+    /// Starts a compaction in the background when the log has grown well past its live data.
+    fn maybe_compact(self: &Rc<Self>) {
+        let Some(size) = self.log.borrow().as_ref().map(|l| l.stats().size_bytes) else { return };
+        let live: u64 = self.offsets.borrow().values().map(|m| m.len() as u64 * 128).sum();
+        if self.compacting.get() || size < self.compact_bytes_min.get().max(4 * live) {
+            return;
+        }
+        self.compacting.set(true);
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            if let Err(error) = me.compact().await {
+                tracing::error!(%error, "compacting the group offsets log failed");
+            }
+            me.compacting.set(false);
+        })
+        .detach();
+    }
+
     /// Whether the offsets log is open (commits can be written).
     pub fn is_open(&self) -> bool {
         self.log.borrow().is_some()
@@ -336,7 +453,7 @@ impl Coordinator {
 
     /// Adopts entries another shard replayed for groups this shard now coordinates (newer wins)
     /// and writes them to this shard's log.
-    pub async fn restore(&self, entries: Vec<(String, String, i32, Committed)>) -> Result<(), i16> {
+    pub async fn restore(self: &Rc<Self>, entries: Vec<(String, String, i32, Committed)>) -> Result<(), i16> {
         let mut newer = Vec::new();
         {
             let offsets = self.offsets.borrow();
@@ -354,38 +471,25 @@ impl Coordinator {
     }
 
     /// Writes commits durably, then makes them visible.
-    pub async fn persist(&self, entries: &[(String, String, i32, Committed)]) -> Result<(), i16> {
+    pub async fn persist(self: &Rc<Self>, entries: &[(String, String, i32, Committed)]) -> Result<(), i16> {
         if entries.is_empty() {
             return Ok(());
         }
+        let permit = self.gate.acquire_permit(1).await.map_err(|_| code::KAFKA_STORAGE_ERROR)?;
         let log = self.log.borrow().clone().ok_or(code::KAFKA_STORAGE_ERROR)?;
-        let mut builder = BatchBuilder::new();
-        for (g, t, p, c) in entries {
-            builder.push(&Record {
-                timestamp_ms: c.commit_ms,
-                key: Some(encode_key(g, t, *p)),
-                value: Some(encode_value(c)),
-                headers: Vec::new(),
-            });
-        }
-        let payload = builder.build();
-        let header = record_batch::parse_batch(&payload).map_err(|_| code::UNKNOWN_SERVER_ERROR)?;
-        let batch = Batch {
-            payload,
-            record_count: header.offset_count(),
-            first_timestamp_ms: header.base_timestamp,
-            max_timestamp_ms: header.max_timestamp.max(header.base_timestamp),
-            leader_epoch: 0,
-            base_offset_field: Some(record_batch::BASE_OFFSET_AT),
-        };
+        let batch = commit_batch(entries).map_err(|_| code::UNKNOWN_SERVER_ERROR)?;
         log.append(batch).await.map_err(|e| {
             tracing::error!(%e, "writing committed offsets failed");
             code::KAFKA_STORAGE_ERROR
         })?;
-        let mut offsets = self.offsets.borrow_mut();
-        for (g, t, p, c) in entries {
-            offsets.entry(g.clone()).or_default().insert((t.clone(), *p), c.clone());
+        {
+            let mut offsets = self.offsets.borrow_mut();
+            for (g, t, p, c) in entries {
+                offsets.entry(g.clone()).or_default().insert((t.clone(), *p), c.clone());
+            }
         }
+        drop(permit);
+        self.maybe_compact();
         Ok(())
     }
 
@@ -675,7 +779,7 @@ impl Coordinator {
     }
 
     /// Removes a group with no members and its offsets.
-    pub async fn delete(&self, group: &str) -> i16 {
+    pub async fn delete(self: &Rc<Self>, group: &str) -> i16 {
         let known = self.groups.borrow().contains_key(group) || self.offsets.borrow().contains_key(group);
         if !known {
             return GROUP_ID_NOT_FOUND;
@@ -698,6 +802,7 @@ impl Coordinator {
         if keys.is_empty() {
             return Ok(());
         }
+        let _permit = self.gate.acquire_permit(1).await.map_err(|_| code::KAFKA_STORAGE_ERROR)?;
         let log = self.log.borrow().clone().ok_or(code::KAFKA_STORAGE_ERROR)?;
         let mut builder = BatchBuilder::new();
         let now = now_ms();
@@ -737,6 +842,36 @@ fn take_pending(pending: &mut std::collections::VecDeque<String>, id: &str) -> b
         }
         None => false,
     }
+}
+
+/// `<dir>.<suffix>` beside `dir`.
+fn sibling(dir: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{suffix}"));
+    dir.with_file_name(name)
+}
+
+/// One batch of commit records.
+fn commit_batch(entries: &[(String, String, i32, Committed)]) -> Result<Batch, String> {
+    let mut builder = BatchBuilder::new();
+    for (g, t, p, c) in entries {
+        builder.push(&Record {
+            timestamp_ms: c.commit_ms,
+            key: Some(encode_key(g, t, *p)),
+            value: Some(encode_value(c)),
+            headers: Vec::new(),
+        });
+    }
+    let payload = builder.build();
+    let header = record_batch::parse_batch(&payload).map_err(|e| e.to_string())?;
+    Ok(Batch {
+        payload,
+        record_count: header.offset_count(),
+        first_timestamp_ms: header.base_timestamp,
+        max_timestamp_ms: header.max_timestamp.max(header.base_timestamp),
+        leader_epoch: 0,
+        base_offset_field: Some(record_batch::BASE_OFFSET_AT),
+    })
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -793,25 +928,4 @@ fn decode_value(b: &[u8]) -> Option<Committed> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::HashSet;
-
-    use super::*;
-
-    #[test]
-    fn keys_and_values_round_trip() {
-        let key = encode_key("g", "orders", 7);
-        assert_eq!(decode_key(&key), Some(("g".into(), "orders".into(), 7)));
-        let c = Committed { offset: 42, leader_epoch: 3, metadata: "m".into(), commit_ms: 9 };
-        assert_eq!(decode_value(&encode_value(&c)), Some(c));
-        assert_eq!(decode_key(&key[..5]), None);
-        assert_eq!(decode_value(&[1, 2, 3]), None);
-    }
-
-    #[test]
-    fn groups_spread_over_shards_stably() {
-        assert_eq!(coordinator_shard("orders-app", 4), coordinator_shard("orders-app", 4));
-        let shards: HashSet<usize> = (0..64).map(|i| coordinator_shard(&format!("g{i}"), 4)).collect();
-        assert_eq!(shards.len(), 4);
-    }
-}
+mod tests;

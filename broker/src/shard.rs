@@ -471,10 +471,7 @@ impl Shard {
             retention_bytes_max: None,
             ..self.profile.log_config()
         };
-        let clock: Rc<dyn Clock> = Rc::new(SystemClock);
-        let log =
-            Log::open(&dir, config, clock).await.map_err(|e| format!("opening {}: {e}", dir.display()))?;
-        let foreign = self.groups.open(log, self.index, self.count).await.map_err(|e| e.to_string())?;
+        let foreign = self.groups.open_dir(&dir, config, self.index, self.count).await?;
         let mut by_owner: HashMap<usize, Vec<_>> = HashMap::new();
         for entry in foreign {
             by_owner.entry(crate::group::coordinator_shard(&entry.0, self.count)).or_default().push(entry);

@@ -1,0 +1,168 @@
+//! The group coordinator against a real offsets log on a glommio executor.
+
+use std::collections::HashSet;
+
+use super::*;
+
+#[test]
+fn keys_and_values_round_trip() {
+    let key = encode_key("g", "orders", 7);
+    assert_eq!(decode_key(&key), Some(("g".into(), "orders".into(), 7)));
+    let c = Committed { offset: 42, leader_epoch: 3, metadata: "m".into(), commit_ms: 9 };
+    assert_eq!(decode_value(&encode_value(&c)), Some(c));
+    assert_eq!(decode_key(&key[..5]), None);
+    assert_eq!(decode_value(&[1, 2, 3]), None);
+}
+
+fn in_executor<F, Fut>(f: F)
+where
+    F: FnOnce(std::path::PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offsets");
+    glommio::LocalExecutorBuilder::default()
+        .io_memory(512 << 10)
+        .spawn(move || f(path))
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+fn join_request(group: &str, member: &str) -> JoinRequest {
+    JoinRequest {
+        group: group.into(),
+        member_id: member.into(),
+        instance_id: None,
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 10_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+        require_known_member_id: true,
+    }
+}
+
+async fn open(path: &std::path::Path) -> Rc<Coordinator> {
+    let clock: Rc<dyn rill_storage::Clock> = Rc::new(rill_storage::SystemClock);
+    let log = Log::open(path, rill_storage::LogConfig::default(), clock).await.unwrap();
+    let c = Rc::new(Coordinator::default());
+    assert!(c.open(log, 0, 1).await.unwrap().is_empty());
+    c
+}
+
+#[test]
+fn the_classic_protocol_answers_where_kafka_does() {
+    in_executor(|path| async move {
+        let c = open(&path).await;
+        // A new member first gets an id.
+        let first = c.join(join_request("g", "")).await;
+        assert_eq!(first.error, MEMBER_ID_REQUIRED);
+        assert_eq!(c.join(join_request("g", "made-up")).await.error, UNKNOWN_MEMBER_ID);
+        let a = first.member_id.clone();
+        let joined = c.join(join_request("g", &a)).await;
+        assert_eq!((joined.error, joined.generation, joined.leader.as_str()), (0, 1, a.as_str()));
+        assert_eq!(joined.members.len(), 1, "the leader gets the members");
+        // Before the leader's sync, heartbeats are fine; a wrong generation is not.
+        assert_eq!(c.heartbeat("g", 1, &a), 0);
+        assert_eq!(c.heartbeat("g", 0, &a), ILLEGAL_GENERATION);
+        assert_eq!(c.heartbeat("g", 1, "nobody"), UNKNOWN_MEMBER_ID);
+        assert_eq!(c.check_commit("g", 1, &a), REBALANCE_IN_PROGRESS, "no commits before the sync");
+        let (error, assignment) = c.sync("g", 1, &a, vec![(a.clone(), Bytes::from_static(b"all"))]).await;
+        assert_eq!((error, &assignment[..]), (0, &b"all"[..]));
+        assert_eq!(c.check_commit("g", 1, &a), 0);
+        assert_eq!(c.check_commit("g", 0, &a), ILLEGAL_GENERATION, "stale generation");
+        assert_eq!(c.check_commit("g", -1, ""), UNKNOWN_MEMBER_ID, "standalone commits need an empty group");
+        // A second member starts a rebalance: the first hears REBALANCE_IN_PROGRESS.
+        let b = c.join(join_request("g", "")).await.member_id;
+        let c2 = c.clone();
+        let b_join = glommio::spawn_local(async move { c2.join(join_request("g", &b)).await });
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        assert_eq!(c.heartbeat("g", 1, &a), REBALANCE_IN_PROGRESS);
+        assert_eq!(c.sync("g", 1, &a, vec![]).await.0, REBALANCE_IN_PROGRESS);
+        let rejoined = c.join(join_request("g", &a)).await;
+        let b_joined = b_join.await;
+        assert_eq!((rejoined.generation, b_joined.generation), (2, 2));
+        assert_eq!(rejoined.leader, a, "the earliest member keeps leading");
+        assert!(b_joined.members.is_empty(), "followers get no member list");
+        // The follower's sync waits for the leader's.
+        let (c3, bid) = (c.clone(), b_joined.member_id.clone());
+        let b_sync = glommio::spawn_local(async move { c3.sync("g", 2, &bid, vec![]).await });
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        let assignments = vec![
+            (a.clone(), Bytes::from_static(b"p0")),
+            (b_joined.member_id.clone(), Bytes::from_static(b"p1")),
+        ];
+        assert_eq!(c.sync("g", 2, &a, assignments).await, (0, Bytes::from_static(b"p0")));
+        assert_eq!(b_sync.await, (0, Bytes::from_static(b"p1")));
+        // Leaving empties the group; then standalone commits are allowed.
+        assert_eq!(c.leave("g", &[(a.clone(), None), (b_joined.member_id.clone(), None)]), vec![0, 0]);
+        assert_eq!(c.check_commit("g", -1, ""), 0);
+        assert_eq!(c.groups.borrow()["g"].phase, Phase::Empty);
+        c.close().await;
+    });
+}
+
+#[test]
+fn commits_replay_with_the_latest_value_and_deletes() {
+    in_executor(|path| async move {
+        let c = open(&path).await;
+        let commit = |offset| Committed { offset, leader_epoch: 0, metadata: "m".into(), commit_ms: offset };
+        c.persist(&[("g".into(), "t".into(), 0, commit(5)), ("g".into(), "t".into(), 1, commit(7))])
+            .await
+            .unwrap();
+        c.persist(&[("g".into(), "t".into(), 0, commit(9))]).await.unwrap();
+        c.persist(&[("h".into(), "t".into(), 0, commit(1))]).await.unwrap();
+        assert_eq!(c.delete("h").await, 0);
+        c.close().await;
+        let c = open(&path).await;
+        let offsets = c.offsets.borrow();
+        assert_eq!(offsets["g"][&("t".to_string(), 0)].offset, 9, "the latest commit wins");
+        assert_eq!(offsets["g"][&("t".to_string(), 1)].offset, 7);
+        assert!(offsets.get("h").is_none_or(|m| m.is_empty()), "deleted group stays deleted");
+    });
+}
+
+#[test]
+fn compaction_keeps_the_latest_commit_per_key_and_shrinks_the_log() {
+    in_executor(|path| async move {
+        let config = rill_storage::LogConfig {
+            segment_size_bytes_max: 1 << 20,
+            batch_bytes_max: 64 << 10,
+            write_buffer_bytes_max: 256 << 10,
+            ..Default::default()
+        };
+        let c = Rc::new(Coordinator::default());
+        c.open_dir(&path, config.clone(), 0, 1).await.unwrap();
+        c.compact_bytes_min.set(256 << 10);
+        let commit =
+            |offset| Committed { offset, leader_epoch: 0, metadata: "x".repeat(200), commit_ms: offset };
+        for i in 0..3000i64 {
+            let entries = [("g".to_string(), "t".to_string(), (i % 4) as i32, commit(i))];
+            c.persist(&entries).await.unwrap();
+        }
+        while c.compacting.get() {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        let size = c.log.borrow().as_ref().unwrap().stats().size_bytes;
+        assert!(size < 256 << 10, "compacted to {size} bytes");
+        c.close().await;
+        // A crash between the two renames leaves only `<dir>.compact`: the next open uses it.
+        let compact = sibling(&path, "compact");
+        std::fs::rename(&path, &compact).unwrap();
+        let c = Rc::new(Coordinator::default());
+        c.open_dir(&path, config, 0, 1).await.unwrap();
+        let offsets = c.offsets.borrow();
+        let latest: Vec<i64> = (0..4).map(|p| offsets["g"][&("t".to_string(), p)].offset).collect();
+        assert_eq!(latest, vec![2996, 2997, 2998, 2999]);
+        assert!(!compact.exists());
+    });
+}
+
+#[test]
+fn groups_spread_over_shards_stably() {
+    assert_eq!(coordinator_shard("orders-app", 4), coordinator_shard("orders-app", 4));
+    let shards: HashSet<usize> = (0..64).map(|i| coordinator_shard(&format!("g{i}"), 4)).collect();
+    assert_eq!(shards.len(), 4);
+}
