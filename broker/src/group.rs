@@ -37,6 +37,7 @@ pub(crate) mod errors {
     pub const NON_EMPTY_GROUP: i16 = 68;
     pub const MEMBER_ID_REQUIRED: i16 = 79;
     pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
+    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 }
 use errors::*;
 
@@ -798,7 +799,7 @@ impl Coordinator {
     }
 
     /// Writes deletions of `keys` durably, then forgets them.
-    pub async fn tombstone(&self, group: &str, keys: &[(String, i32)]) -> Result<(), i16> {
+    pub async fn tombstone(self: &Rc<Self>, group: &str, keys: &[(String, i32)]) -> Result<(), i16> {
         if keys.is_empty() {
             return Ok(());
         }

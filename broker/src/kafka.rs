@@ -101,6 +101,9 @@ pub(crate) async fn handle(shard: &Rc<Shard>, incoming: KafkaIncoming, peer: &st
         KafkaRequest::DeleteGroups(r) => {
             encode_response(api_key, v, id, &groups::delete_groups(shard, r).await)
         }
+        KafkaRequest::OffsetDelete(r) => {
+            encode_response(api_key, v, id, &groups::offset_delete(shard, r).await)
+        }
     };
     match frame {
         Ok(frame) => Some(frame),

@@ -13,6 +13,9 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
@@ -20,8 +23,8 @@ use kafka_protocol::messages::{
     DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId,
     HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
     LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse,
-    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
-    TopicName as KafkaTopicName,
+    OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    SyncGroupResponse, TopicName as KafkaTopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rill_net::kafka::code;
@@ -32,14 +35,43 @@ use crate::shard::{Shard, ShardReply, ShardRequest};
 /// Work for a group's coordinator shard.
 pub(crate) enum GroupOp {
     Join(JoinRequest),
-    Sync { group: String, generation: i32, member_id: String, assignments: Vec<(String, Bytes)> },
-    Heartbeat { group: String, generation: i32, member_id: String },
-    Leave { group: String, members: Vec<(String, Option<String>)> },
-    Commit { group: String, generation: i32, member_id: String, entries: Vec<(String, i32, Committed)> },
-    Fetch { group: String, partitions: Option<Vec<(String, i32)>> },
+    Sync {
+        group: String,
+        generation: i32,
+        member_id: String,
+        assignments: Vec<(String, Bytes)>,
+    },
+    Heartbeat {
+        group: String,
+        generation: i32,
+        member_id: String,
+    },
+    Leave {
+        group: String,
+        members: Vec<(String, Option<String>)>,
+    },
+    Commit {
+        group: String,
+        generation: i32,
+        member_id: String,
+        entries: Vec<(String, i32, Committed)>,
+    },
+    Fetch {
+        group: String,
+        partitions: Option<Vec<(String, i32)>>,
+    },
     List,
-    Describe { group: String },
-    Delete { group: String },
+    Describe {
+        group: String,
+    },
+    Delete {
+        group: String,
+    },
+    /// Deletes committed offsets of partitions no member is assigned; one code per partition.
+    DeleteOffsets {
+        group: String,
+        partitions: Vec<(String, i32)>,
+    },
     Restore(Vec<(String, String, i32, Committed)>),
 }
 
@@ -148,6 +180,33 @@ pub(crate) async fn run(shard: &Rc<Shard>, op: GroupOp) -> GroupReply {
             })
         }
         GroupOp::Delete { group } => GroupReply::Code(c.delete(&group).await),
+        GroupOp::DeleteOffsets { group, partitions } => {
+            let subscribed: Vec<String> = c
+                .groups
+                .borrow()
+                .get(&group)
+                .map(|g| {
+                    g.members.values().flat_map(|m| native::assigned(&m.assignment)).map(|(t, _)| t).collect()
+                })
+                .unwrap_or_default();
+            let known = c.groups.borrow().contains_key(&group) || c.offsets.borrow().contains_key(&group);
+            if !known {
+                return GroupReply::Codes(vec![crate::group::errors::GROUP_ID_NOT_FOUND; partitions.len()]);
+            }
+            let deletable: Vec<(String, i32)> =
+                partitions.iter().filter(|(t, _)| !subscribed.contains(t)).cloned().collect();
+            let written = c.tombstone(&group, &deletable).await;
+            GroupReply::Codes(
+                partitions
+                    .iter()
+                    .map(|(t, _)| match (&written, subscribed.contains(t)) {
+                        (_, true) => crate::group::errors::GROUP_SUBSCRIBED_TO_TOPIC,
+                        (Err(code), false) => *code,
+                        (Ok(()), false) => 0,
+                    })
+                    .collect(),
+            )
+        }
         GroupOp::Restore(entries) => {
             // The shard's own log may still be opening.
             for _ in 0..10_000 {
@@ -464,6 +523,41 @@ pub(crate) async fn describe_groups(
     response
 }
 
+pub(crate) async fn offset_delete(shard: &Rc<Shard>, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group = r.group_id.0.to_string();
+    let partitions: Vec<(String, i32)> = r
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), p.partition_index)))
+        .collect();
+    let op = GroupOp::DeleteOffsets { group: group.clone(), partitions: partitions.clone() };
+    let mut response = OffsetDeleteResponse::default();
+    let codes = match call(shard, &group, op).await {
+        Some(GroupReply::Codes(codes)) => codes,
+        _ => {
+            response.error_code = code::COORDINATOR_NOT_AVAILABLE;
+            return response;
+        }
+    };
+    if codes.iter().all(|c| *c == crate::group::errors::GROUP_ID_NOT_FOUND) && !codes.is_empty() {
+        response.error_code = crate::group::errors::GROUP_ID_NOT_FOUND;
+        return response;
+    }
+    let mut codes = codes.into_iter();
+    for t in r.topics {
+        let mut topic = OffsetDeleteResponseTopic::default();
+        topic.name = t.name;
+        for p in t.partitions {
+            let mut part = OffsetDeleteResponsePartition::default();
+            part.partition_index = p.partition_index;
+            part.error_code = codes.next().unwrap_or(0);
+            topic.partitions.push(part);
+        }
+        response.topics.push(topic);
+    }
+    response
+}
+
 pub(crate) async fn delete_groups(shard: &Rc<Shard>, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut response = DeleteGroupsResponse::default();
     for id in r.groups_names {
@@ -512,7 +606,7 @@ pub(crate) mod native {
     }
 
     /// Partitions in a consumer-protocol assignment (empty if it is not one).
-    fn assigned(bytes: &Bytes) -> Vec<(String, u32)> {
+    pub(crate) fn assigned(bytes: &Bytes) -> Vec<(String, u32)> {
         if bytes.len() < 2 {
             return Vec::new();
         }

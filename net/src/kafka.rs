@@ -18,8 +18,8 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
     FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
-    ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -78,6 +78,7 @@ pub fn supported_versions() -> &'static [(ApiKey, i16, i16)] {
         (ApiKey::DescribeGroups, 0, 5),
         (ApiKey::ListGroups, 0, 4),
         (ApiKey::DeleteGroups, 0, 2),
+        (ApiKey::OffsetDelete, 0, 0),
     ]
 }
 
@@ -112,6 +113,7 @@ pub enum KafkaRequest {
     ListGroups(ListGroupsRequest),
     DescribeGroups(DescribeGroupsRequest),
     DeleteGroups(DeleteGroupsRequest),
+    OffsetDelete(OffsetDeleteRequest),
 }
 
 /// One request taken from the connection.
@@ -197,6 +199,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, ApiKey, KafkaR
         ApiKey::ListGroups => KafkaRequest::ListGroups(decode_body(body, key, version)?),
         ApiKey::DescribeGroups => KafkaRequest::DescribeGroups(decode_body(body, key, version)?),
         ApiKey::DeleteGroups => KafkaRequest::DeleteGroups(decode_body(body, key, version)?),
+        ApiKey::OffsetDelete => KafkaRequest::OffsetDelete(decode_body(body, key, version)?),
         _ => return Err(KafkaError::UnknownApi(raw_key)),
     };
     Ok((header, key, request))

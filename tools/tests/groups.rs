@@ -159,3 +159,15 @@ fn offset_rows(describe: &str) -> Vec<Vec<&str>> {
         .map(|l| l.split('\t').collect())
         .collect()
 }
+
+#[test]
+fn admin_clients_list_describe_alter_delete_group_offsets_and_groups() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "admin", "--partitions", "2"], None);
+    produce(&broker, "admin", 200);
+    run("python3", &[&script("group_resume.py"), &broker.kafka, "admin", "adm", "150"]);
+    let out = run("python3", &[&script("confluent_group_admin.py"), &broker.kafka, "admin", "adm"]);
+    assert_eq!(out.trim(), "ok");
+    assert_eq!(broker.rill(&["group", "list"], None), "");
+}
