@@ -43,13 +43,27 @@ fn produce(broker: &Broker, topic: &str, count: usize) {
     assert!(child.wait().unwrap().success());
 }
 
-#[test]
-fn three_members_share_six_partitions_and_take_over_a_leaver_s() {
+fn three_members(strategy: &str) {
     let (_tmp, dir) = data_dir();
     let broker = Broker::start(&dir);
     broker.rill(&["topic", "create", "shared", "--partitions", "6"], None);
-    let out = run("python3", &[&script("confluent_group.py"), &broker.kafka, "shared", "three"]);
+    let out = run("python3", &[&script("confluent_group.py"), &broker.kafka, "shared", "three", strategy]);
     assert!(out.starts_with("ok"), "{out}");
+}
+
+#[test]
+fn three_members_share_six_partitions_and_take_over_a_leaver_s_range() {
+    three_members("range");
+}
+
+#[test]
+fn three_members_share_six_partitions_and_take_over_a_leaver_s_roundrobin() {
+    three_members("roundrobin");
+}
+
+#[test]
+fn three_members_share_six_partitions_and_take_over_a_leaver_s_cooperative_sticky() {
+    three_members("cooperative-sticky");
 }
 
 #[test]
@@ -170,4 +184,37 @@ fn admin_clients_list_describe_alter_delete_group_offsets_and_groups() {
     let out = run("python3", &[&script("confluent_group_admin.py"), &broker.kafka, "admin", "adm"]);
     assert_eq!(out.trim(), "ok");
     assert_eq!(broker.rill(&["group", "list"], None), "");
+}
+
+#[test]
+fn a_killed_member_s_partitions_move_after_its_session_times_out() {
+    use std::io::BufRead;
+    use std::time::{Duration, Instant};
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "crashy", "--partitions", "2"], None);
+    let member = |name: &str| {
+        let mut child = Command::new("python3")
+            .args([&script("group_member.py"), &broker.kafka, "crashy", "crash", name, "6000"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        (child, lines)
+    };
+    let (mut a, mut a_lines) = member("a");
+    assert_eq!(a_lines.next().unwrap().unwrap(), "assigned 2");
+    let (mut b, mut b_lines) = member("b");
+    assert_eq!(b_lines.next().unwrap().unwrap(), "assigned 1", "b joins and takes one partition");
+    assert_eq!(a_lines.next().unwrap().unwrap(), "assigned 1");
+    // kill -9: no LeaveGroup; the coordinator notices when the session times out.
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let killed = Instant::now();
+    assert_eq!(b_lines.next().unwrap().unwrap(), "assigned 2", "b takes over a's partition");
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(20), "took {took:?} with a 6 s session timeout");
+    drop(b.stdin.take());
+    assert!(b.wait().unwrap().success());
 }
