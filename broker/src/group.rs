@@ -222,6 +222,20 @@ impl Group {
             .unwrap_or_default()
     }
 
+    /// After members left or expired: an emptied group becomes Empty (a new generation), the
+    /// others rebalance. Returns whether a rebalance started (its completion wants scheduling).
+    fn after_departures(&mut self) -> bool {
+        if self.members.is_empty() {
+            self.phase = Phase::Empty;
+            self.generation += 1;
+            self.leader.clear();
+            return false;
+        }
+        self.prepare_rebalance(Duration::ZERO);
+        self.try_complete_join(false);
+        true
+    }
+
     fn remove_member(&mut self, id: &str) -> bool {
         let Some(mut m) = self.members.remove(id) else { return false };
         if let Some(w) = m.join_waiter.take() {
@@ -706,16 +720,7 @@ impl Coordinator {
                 rebalance |= removed;
                 out.push(if removed { 0 } else { UNKNOWN_MEMBER_ID });
             }
-            if rebalance {
-                if g.members.is_empty() {
-                    g.phase = Phase::Empty;
-                    g.generation += 1;
-                    g.leader.clear();
-                } else {
-                    g.prepare_rebalance(Duration::ZERO);
-                    g.try_complete_join(false);
-                }
-            }
+            rebalance = rebalance && g.after_departures();
         }
         if rebalance {
             self.schedule_completion(group);
@@ -742,13 +747,7 @@ impl Coordinator {
                 tracing::info!(group = %g.id, member = %id, "session expired");
                 g.remove_member(id);
             }
-            if g.members.is_empty() {
-                g.phase = Phase::Empty;
-                g.generation += 1;
-                g.leader.clear();
-            } else {
-                g.prepare_rebalance(Duration::ZERO);
-                g.try_complete_join(false);
+            if g.after_departures() {
                 touched.push(g.id.clone());
             }
         }
@@ -805,26 +804,17 @@ impl Coordinator {
         }
         let _permit = self.gate.acquire_permit(1).await.map_err(|_| code::KAFKA_STORAGE_ERROR)?;
         let log = self.log.borrow().clone().ok_or(code::KAFKA_STORAGE_ERROR)?;
-        let mut builder = BatchBuilder::new();
         let now = now_ms();
-        for (t, p) in keys {
-            builder.push(&Record {
+        let records = keys
+            .iter()
+            .map(|(t, p)| Record {
                 timestamp_ms: now,
                 key: Some(encode_key(group, t, *p)),
                 value: None,
                 headers: vec![],
-            });
-        }
-        let payload = builder.build();
-        let header = record_batch::parse_batch(&payload).map_err(|_| code::UNKNOWN_SERVER_ERROR)?;
-        let batch = Batch {
-            payload,
-            record_count: header.offset_count(),
-            first_timestamp_ms: now,
-            max_timestamp_ms: now,
-            leader_epoch: 0,
-            base_offset_field: Some(record_batch::BASE_OFFSET_AT),
-        };
+            })
+            .collect();
+        let batch = records_batch(records).map_err(|_| code::UNKNOWN_SERVER_ERROR)?;
         log.append(batch).await.map_err(|_| code::KAFKA_STORAGE_ERROR)?;
         if let Some(m) = self.offsets.borrow_mut().get_mut(group) {
             for k in keys {
@@ -854,14 +844,24 @@ fn sibling(dir: &std::path::Path, suffix: &str) -> std::path::PathBuf {
 
 /// One batch of commit records.
 fn commit_batch(entries: &[(String, String, i32, Committed)]) -> Result<Batch, String> {
+    records_batch(
+        entries
+            .iter()
+            .map(|(g, t, p, c)| Record {
+                timestamp_ms: c.commit_ms,
+                key: Some(encode_key(g, t, *p)),
+                value: Some(encode_value(c)),
+                headers: Vec::new(),
+            })
+            .collect(),
+    )
+}
+
+/// One RecordBatch v2 of `records`, ready to append.
+fn records_batch(records: Vec<Record>) -> Result<Batch, String> {
     let mut builder = BatchBuilder::new();
-    for (g, t, p, c) in entries {
-        builder.push(&Record {
-            timestamp_ms: c.commit_ms,
-            key: Some(encode_key(g, t, *p)),
-            value: Some(encode_value(c)),
-            headers: Vec::new(),
-        });
+    for r in &records {
+        builder.push(r);
     }
     let payload = builder.build();
     let header = record_batch::parse_batch(&payload).map_err(|e| e.to_string())?;

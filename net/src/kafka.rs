@@ -234,6 +234,31 @@ pub fn encode_response<R: Encodable>(
     Ok(out.freeze())
 }
 
+/// Encodes a request frame as a client sends it: length prefix, request header (with
+/// `client_id`), body. For Rill's own clients (the load generator) and tests.
+pub fn encode_request<R: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    client_id: &str,
+    body: &R,
+) -> Result<Bytes, KafkaError> {
+    let mut header = RequestHeader::default();
+    header.request_api_key = key as i16;
+    header.request_api_version = version;
+    header.correlation_id = correlation_id;
+    header.client_id = Some(kafka_protocol::protocol::StrBytes::from_string(client_id.to_string()));
+    let fail = |e: String| KafkaError::Malformed(format!("encoding {key:?} v{version} request: {e}"));
+    let header_version = key.request_header_version(version);
+    let size = header.compute_size(header_version).map_err(|e| fail(e.to_string()))?
+        + body.compute_size(version).map_err(|e| fail(e.to_string()))?;
+    let mut out = BytesMut::with_capacity(4 + size);
+    out.put_i32(size as i32);
+    header.encode(&mut out, header_version).map_err(|e| fail(e.to_string()))?;
+    body.encode(&mut out, version).map_err(|e| fail(e.to_string()))?;
+    Ok(out.freeze())
+}
+
 /// Limits of one Kafka connection.
 #[derive(Clone, Copy, Debug)]
 pub struct KafkaLimits {
@@ -391,18 +416,7 @@ mod tests {
 
     /// A request frame as a client encodes it.
     fn frame<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &R) -> Vec<u8> {
-        let mut header = RequestHeader::default();
-        header.request_api_key = key as i16;
-        header.request_api_version = version;
-        header.correlation_id = correlation_id;
-        header.client_id = Some(StrBytes::from_static_str("test"));
-        let mut out = BytesMut::new();
-        out.put_i32(0);
-        header.encode(&mut out, key.request_header_version(version)).unwrap();
-        body.encode(&mut out, version).unwrap();
-        let len = out.len() as i32 - 4;
-        out[..4].copy_from_slice(&len.to_be_bytes());
-        out.to_vec()
+        encode_request(key, version, correlation_id, "test", body).unwrap().to_vec()
     }
 
     fn metadata(topics: &[&str]) -> MetadataRequest {

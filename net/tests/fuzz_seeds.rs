@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -13,7 +13,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreateTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest,
-    ProduceRequest, RequestHeader, TopicName,
+    ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use rill_net::frame::encode_frame;
@@ -79,18 +79,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
 /// One Kafka request frame as a client encodes it.
 fn kafka_frame<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &R) -> Vec<u8> {
-    let mut header = RequestHeader::default();
-    header.request_api_key = key as i16;
-    header.request_api_version = version;
-    header.correlation_id = correlation_id;
-    header.client_id = Some(StrBytes::from_static_str("seed"));
-    let mut out = BytesMut::new();
-    out.put_i32(0);
-    header.encode(&mut out, key.request_header_version(version)).unwrap();
-    body.encode(&mut out, version).unwrap();
-    let len = out.len() as i32 - 4;
-    out[..4].copy_from_slice(&len.to_be_bytes());
-    out.to_vec()
+    rill_net::kafka::encode_request(key, version, correlation_id, "seed", body).unwrap().to_vec()
 }
 
 fn kafka_seeds() -> Vec<(&'static str, Vec<u8>)> {

@@ -7,8 +7,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_lite::io::AsyncReadExt;
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::TcpStream;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -19,7 +19,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rill_net::message::{
@@ -54,27 +54,10 @@ pub struct KafkaClient {
 impl KafkaClient {
     /// Connects and starts the response reader.
     pub async fn connect(addr: &str) -> anyhow::Result<Rc<KafkaClient>> {
-        let stream =
-            TcpStream::connect(addr).await.map_err(|e| anyhow::anyhow!("connecting to {addr}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| anyhow::anyhow!("set_nodelay: {e}"))?;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-        // SAFETY: dup returns a new descriptor we own, closed when the stream drops.
-        let dup = unsafe { libc::dup(fd) };
-        anyhow::ensure!(dup >= 0, "dup failed: {}", std::io::Error::last_os_error());
-        // SAFETY: `dup` is a fresh, owned, connected TCP socket descriptor.
-        let read_half = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(dup) };
+        let (stream, read_half) = crate::native_client::connect_halves(addr).await?;
         let pending = Rc::new(RefCell::new(VecDeque::new()));
         let reader = glommio::spawn_local(read_loop(read_half, pending.clone())).detach();
-        let (frames, queue) = local_channel::new_unbounded::<Bytes>();
-        let writer = glommio::spawn_local(async move {
-            let mut stream = stream;
-            while let Some(frame) = queue.recv().await {
-                if stream.write_all(&frame).await.is_err() {
-                    return;
-                }
-            }
-        })
-        .detach();
+        let (frames, writer) = crate::native_client::spawn_writer::<Bytes>(stream);
         Ok(Rc::new(KafkaClient {
             frames,
             pending,
@@ -216,18 +199,7 @@ impl Drop for KafkaClient {
 }
 
 fn frame<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &R) -> anyhow::Result<Bytes> {
-    let mut header = RequestHeader::default();
-    header.request_api_key = key as i16;
-    header.request_api_version = version;
-    header.correlation_id = correlation_id;
-    header.client_id = Some(StrBytes::from_static_str("rill-bench"));
-    let header_version = key.request_header_version(version);
-    let size = header.compute_size(header_version)? + body.compute_size(version)?;
-    let mut out = BytesMut::with_capacity(4 + size);
-    out.put_i32(size as i32);
-    header.encode(&mut out, header_version)?;
-    body.encode(&mut out, version)?;
-    Ok(out.freeze())
+    Ok(rill_net::kafka::encode_request(key, version, correlation_id, "rill-bench", body)?)
 }
 
 async fn read_loop(mut stream: TcpStream, pending: Rc<RefCell<VecDeque<Pending>>>) {

@@ -25,28 +25,10 @@ pub struct NativeClient {
 impl NativeClient {
     /// Connects and starts the response reader.
     pub async fn connect(addr: &str) -> anyhow::Result<Rc<NativeClient>> {
-        let stream =
-            TcpStream::connect(addr).await.map_err(|e| anyhow::anyhow!("connecting to {addr}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| anyhow::anyhow!("set_nodelay: {e}"))?;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-        // A second handle on the same socket for reading; the first one writes.
-        // SAFETY: dup returns a new descriptor we own, closed when the stream drops.
-        let dup = unsafe { libc::dup(fd) };
-        anyhow::ensure!(dup >= 0, "dup failed: {}", std::io::Error::last_os_error());
-        // SAFETY: `dup` is a fresh, owned, connected TCP socket descriptor.
-        let read_half = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(dup) };
+        let (stream, read_half) = connect_halves(addr).await?;
         let waiters: Waiters = Rc::new(RefCell::new(HashMap::new()));
         let reader = glommio::spawn_local(read_loop(read_half, waiters.clone())).detach();
-        let (frames, queue) = local_channel::new_unbounded::<Vec<u8>>();
-        let writer = glommio::spawn_local(async move {
-            let mut stream = stream;
-            while let Some(frame) = queue.recv().await {
-                if stream.write_all(&frame).await.is_err() {
-                    return;
-                }
-            }
-        })
-        .detach();
+        let (frames, writer) = spawn_writer::<Vec<u8>>(stream);
         Ok(Rc::new(NativeClient {
             frames,
             waiters,
@@ -89,6 +71,36 @@ impl NativeClient {
         }
         Ok(())
     }
+}
+
+/// A task that writes every frame sent to it, in order, until the socket fails.
+pub(crate) fn spawn_writer<F: AsRef<[u8]> + 'static>(
+    mut stream: TcpStream,
+) -> (LocalSender<F>, glommio::task::JoinHandle<()>) {
+    let (frames, queue) = local_channel::new_unbounded::<F>();
+    let writer = glommio::spawn_local(async move {
+        while let Some(frame) = queue.recv().await {
+            if stream.write_all(frame.as_ref()).await.is_err() {
+                return;
+            }
+        }
+    })
+    .detach();
+    (frames, writer)
+}
+
+/// Connects with TCP_NODELAY and returns two handles on the socket: one to write, one to read
+/// (a reader task and a writer task each own one).
+pub(crate) async fn connect_halves(addr: &str) -> anyhow::Result<(TcpStream, TcpStream)> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| anyhow::anyhow!("connecting to {addr}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| anyhow::anyhow!("set_nodelay: {e}"))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    // SAFETY: dup returns a new descriptor we own, closed when the stream drops.
+    let dup = unsafe { libc::dup(fd) };
+    anyhow::ensure!(dup >= 0, "dup failed: {}", std::io::Error::last_os_error());
+    // SAFETY: `dup` is a fresh, owned, connected TCP socket descriptor.
+    let read_half = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(dup) };
+    Ok((stream, read_half))
 }
 
 impl Drop for NativeClient {

@@ -12,9 +12,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
 use common::*;
-use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
 const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka");
@@ -189,18 +188,7 @@ fn the_same_data_through_both_protocols() {
 
 /// One request frame: header and body as a client encodes them.
 fn request<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &R) -> Vec<u8> {
-    let mut header = RequestHeader::default();
-    header.request_api_key = key as i16;
-    header.request_api_version = version;
-    header.correlation_id = correlation_id;
-    header.client_id = Some(StrBytes::from_static_str("raw"));
-    let mut out = BytesMut::new();
-    out.put_i32(0);
-    header.encode(&mut out, key.request_header_version(version)).unwrap();
-    body.encode(&mut out, version).unwrap();
-    let len = out.len() as i32 - 4;
-    out[..4].copy_from_slice(&len.to_be_bytes());
-    out.to_vec()
+    rill_net::kafka::encode_request(key, version, correlation_id, "raw", body).unwrap().to_vec()
 }
 
 /// Reads one response frame; `None` if the broker closed the connection.
