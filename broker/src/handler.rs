@@ -87,6 +87,12 @@ pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes) ->
         RequestBody::ResetOffsets { group, topic, to } => {
             crate::kafka_groups::native::reset(shard, group, topic, to).await
         }
+        body @ (RequestBody::JoinGroup { .. }
+        | RequestBody::SyncGroup { .. }
+        | RequestBody::Heartbeat { .. }
+        | RequestBody::LeaveGroup { .. }
+        | RequestBody::CommitOffsets { .. }
+        | RequestBody::FetchOffsets { .. }) => crate::kafka_groups::native::member(shard, body).await,
     }
 }
 

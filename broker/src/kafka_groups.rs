@@ -592,6 +592,97 @@ pub(crate) mod native {
         (ResponseBody::Status { error, message: message.into() }, Vec::new())
     }
 
+    /// A member operation of a native group consumer (`rill consume --group`).
+    pub(crate) async fn member(shard: &Rc<Shard>, body: rill_net::message::RequestBody) -> Response {
+        use rill_net::message::RequestBody as R;
+        let reply = |body| (body, Vec::new());
+        match body {
+            R::JoinGroup { group, member_id, client_id, session_timeout_ms, protocol_type, protocols } => {
+                let request = crate::group::JoinRequest {
+                    group: group.clone(),
+                    member_id,
+                    instance_id: None,
+                    client_id,
+                    client_host: String::new(),
+                    session_timeout_ms: session_timeout_ms.min(i32::MAX as u32) as i32,
+                    rebalance_timeout_ms: session_timeout_ms.min(i32::MAX as u32) as i32,
+                    protocol_type,
+                    protocols: protocols.into_iter().map(|(n, m)| (n, Bytes::from(m))).collect(),
+                    require_known_member_id: false,
+                };
+                let r = match call(shard, &group, GroupOp::Join(request)).await {
+                    Some(GroupReply::Join(r)) => r,
+                    _ => crate::group::JoinResult { error: 15, ..Default::default() },
+                };
+                reply(ResponseBody::Joined {
+                    error: r.error,
+                    generation: r.generation,
+                    protocol: r.protocol,
+                    leader: r.leader,
+                    member_id: r.member_id,
+                    members: r.members.into_iter().map(|(id, _, m)| (id, m.to_vec())).collect(),
+                })
+            }
+            R::SyncGroup { group, generation, member_id, assignments } => {
+                let assignments = assignments.into_iter().map(|(m, a)| (m, Bytes::from(a))).collect();
+                let op = GroupOp::Sync { group: group.clone(), generation, member_id, assignments };
+                let (error, assignment) = match call(shard, &group, op).await {
+                    Some(GroupReply::Sync(r)) => r,
+                    _ => (15, Bytes::new()),
+                };
+                reply(ResponseBody::Synced { error, assignment: assignment.to_vec() })
+            }
+            R::Heartbeat { group, generation, member_id } => {
+                let op = GroupOp::Heartbeat { group: group.clone(), generation, member_id };
+                let error = match call(shard, &group, op).await {
+                    Some(GroupReply::Code(c)) => c,
+                    _ => 15,
+                };
+                reply(ResponseBody::GroupCode { error })
+            }
+            R::LeaveGroup { group, member_id } => {
+                let op = GroupOp::Leave { group: group.clone(), members: vec![(member_id, None)] };
+                let error = match call(shard, &group, op).await {
+                    Some(GroupReply::Codes(c)) => c.first().copied().unwrap_or(0),
+                    _ => 15,
+                };
+                reply(ResponseBody::GroupCode { error })
+            }
+            R::CommitOffsets { group, generation, member_id, offsets } => {
+                let now = now_ms();
+                let entries = offsets
+                    .into_iter()
+                    .map(|(t, p, offset)| {
+                        let c =
+                            Committed { offset, leader_epoch: -1, metadata: String::new(), commit_ms: now };
+                        (t, p as i32, c)
+                    })
+                    .collect();
+                let op = GroupOp::Commit { group: group.clone(), generation, member_id, entries };
+                let error = match call(shard, &group, op).await {
+                    Some(GroupReply::Code(c)) => c,
+                    _ => 15,
+                };
+                reply(ResponseBody::GroupCode { error })
+            }
+            R::FetchOffsets { group, parts } => {
+                let partitions = Some(parts.into_iter().map(|(t, p)| (t, p as i32)).collect());
+                let parts = match call(shard, &group, GroupOp::Fetch { group: group.clone(), partitions })
+                    .await
+                {
+                    Some(GroupReply::Offsets(Ok(found))) => {
+                        found.into_iter().map(|(t, p, c)| (t, p as u32, c.map_or(-1, |c| c.offset))).collect()
+                    }
+                    _ => return status(ErrorCode::ShuttingDown, "coordinator unavailable"),
+                };
+                reply(ResponseBody::Committed { parts })
+            }
+            other => {
+                status(ErrorCode::InvalidRequest, format!("{:?} is not a group member request", other.kind()))
+            }
+        }
+    }
+
     pub(crate) async fn list(shard: &Rc<Shard>) -> Response {
         let mut groups = Vec::new();
         for owner in 0..shard.count {

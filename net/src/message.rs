@@ -37,6 +37,18 @@ pub enum Kind {
     DeleteGroup = 11,
     /// Move an empty group's committed offsets of a topic.
     ResetOffsets = 12,
+    /// Join a consumer group (Kafka's JoinGroup).
+    JoinGroup = 13,
+    /// Hand out or receive a group's assignment (Kafka's SyncGroup).
+    SyncGroup = 14,
+    /// Stay in a group (Kafka's Heartbeat).
+    Heartbeat = 15,
+    /// Leave a group.
+    LeaveGroup = 16,
+    /// Commit a member's offsets.
+    CommitOffsets = 17,
+    /// Read a group's committed offsets.
+    FetchOffsets = 18,
 }
 
 /// Set in a response frame's kind.
@@ -61,6 +73,12 @@ impl Kind {
             DescribeGroup,
             DeleteGroup,
             ResetOffsets,
+            JoinGroup,
+            SyncGroup,
+            Heartbeat,
+            LeaveGroup,
+            CommitOffsets,
+            FetchOffsets,
         ]
         .into_iter()
         .find(|k| *k as u16 == v)
@@ -246,6 +264,66 @@ pub enum RequestBody {
         /// Where to: earliest, latest, or the offset for a timestamp.
         to: OffsetSpec,
     },
+    /// Join a consumer group; answered when the group's rebalance completes.
+    JoinGroup {
+        /// Group id.
+        group: String,
+        /// Empty on the first join.
+        member_id: String,
+        /// Client id (shown by `rill group describe`).
+        client_id: String,
+        /// Session timeout.
+        session_timeout_ms: u32,
+        /// Protocol type, e.g. `consumer`.
+        protocol_type: String,
+        /// Assignment protocols with this member's metadata, preferred first.
+        protocols: Vec<(String, Vec<u8>)>,
+    },
+    /// The leader hands out assignments; every member gets its own.
+    SyncGroup {
+        /// Group id.
+        group: String,
+        /// Generation from the join.
+        generation: i32,
+        /// Member id.
+        member_id: String,
+        /// From the leader: member id and assignment bytes.
+        assignments: Vec<(String, Vec<u8>)>,
+    },
+    /// Stay in the group.
+    Heartbeat {
+        /// Group id.
+        group: String,
+        /// Generation.
+        generation: i32,
+        /// Member id.
+        member_id: String,
+    },
+    /// Leave the group.
+    LeaveGroup {
+        /// Group id.
+        group: String,
+        /// Member id.
+        member_id: String,
+    },
+    /// Commit offsets (generation -1 and an empty member id for a group with no members).
+    CommitOffsets {
+        /// Group id.
+        group: String,
+        /// Generation.
+        generation: i32,
+        /// Member id.
+        member_id: String,
+        /// Topic, partition, next offset to read.
+        offsets: Vec<(String, u32, i64)>,
+    },
+    /// Read committed offsets.
+    FetchOffsets {
+        /// Group id.
+        group: String,
+        /// Topic and partition.
+        parts: Vec<(String, u32)>,
+    },
 }
 
 impl RequestBody {
@@ -264,6 +342,12 @@ impl RequestBody {
             RequestBody::DescribeGroup { .. } => Kind::DescribeGroup,
             RequestBody::DeleteGroup { .. } => Kind::DeleteGroup,
             RequestBody::ResetOffsets { .. } => Kind::ResetOffsets,
+            RequestBody::JoinGroup { .. } => Kind::JoinGroup,
+            RequestBody::SyncGroup { .. } => Kind::SyncGroup,
+            RequestBody::Heartbeat { .. } => Kind::Heartbeat,
+            RequestBody::LeaveGroup { .. } => Kind::LeaveGroup,
+            RequestBody::CommitOffsets { .. } => Kind::CommitOffsets,
+            RequestBody::FetchOffsets { .. } => Kind::FetchOffsets,
         }
     }
 }
@@ -395,6 +479,38 @@ pub enum ResponseBody {
         members: Vec<GroupMemberInfo>,
         /// Committed offsets.
         offsets: Vec<GroupOffsetInfo>,
+    },
+    /// A JoinGroup's answer (`error` is a Kafka group error code, 0 for none).
+    Joined {
+        /// Kafka error code.
+        error: i16,
+        /// Generation.
+        generation: i32,
+        /// Chosen protocol.
+        protocol: String,
+        /// Leader's member id.
+        leader: String,
+        /// This member's id.
+        member_id: String,
+        /// For the leader: every member's id and metadata.
+        members: Vec<(String, Vec<u8>)>,
+    },
+    /// A SyncGroup's answer.
+    Synced {
+        /// Kafka error code.
+        error: i16,
+        /// This member's assignment.
+        assignment: Vec<u8>,
+    },
+    /// A group operation's Kafka error code (0 for none).
+    GroupCode {
+        /// Kafka error code.
+        error: i16,
+    },
+    /// Committed offsets: topic, partition, offset (-1 if none).
+    Committed {
+        /// Per partition.
+        parts: Vec<(String, u32, i64)>,
     },
 }
 

@@ -137,6 +137,8 @@ async fn apply(ops: Vec<Op>, durability: Durability) {
     }
     check_all(&log, &model).await;
     log.verify().await.unwrap();
+    // Background index writes finish before the directory is removed with the test case.
+    log.close().await.unwrap();
 }
 
 fn cases() -> u32 {

@@ -16,7 +16,7 @@ use crate::client::Client;
 pub struct ConsumeArgs {
     /// Topic to read.
     #[arg(long)]
-    topic: String,
+    pub(crate) topic: String,
     /// One partition; default: all.
     #[arg(long)]
     partition: Option<u32>,
@@ -25,7 +25,7 @@ pub struct ConsumeArgs {
     from: String,
     /// Keep waiting for new records instead of stopping at the end.
     #[arg(long)]
-    follow: bool,
+    pub(crate) follow: bool,
     /// raw (one value per line) or json (one object per line).
     #[arg(long, default_value = "raw")]
     format: String,
@@ -34,7 +34,11 @@ pub struct ConsumeArgs {
     key_separator: Option<String>,
     /// Stop after this many records.
     #[arg(long)]
-    max_messages: Option<u64>,
+    pub(crate) max_messages: Option<u64>,
+    /// Consume as a member of this consumer group: the group shares out the partitions and
+    /// remembers the position (committed offsets); `--from` applies where nothing is committed.
+    #[arg(long)]
+    group: Option<String>,
 }
 
 enum Start {
@@ -54,7 +58,7 @@ fn parse_start(s: &str) -> anyhow::Result<Start> {
     })
 }
 
-fn list_offsets(
+pub(crate) fn list_offsets(
     client: &mut Client,
     topic: &str,
     partitions: &[u32],
@@ -84,6 +88,14 @@ pub fn run(broker: &str, args: ConsumeArgs) -> anyhow::Result<()> {
         "json" => true,
         other => bail!("--format must be raw or json, not {other:?}"),
     };
+    if let Some(group) = &args.group {
+        anyhow::ensure!(args.partition.is_none(), "--group shares out partitions; drop --partition");
+        let start = match parse_start(&args.from)? {
+            Start::Spec(spec) => spec,
+            Start::Offset(_) => bail!("with --group, --from must be earliest, latest or timestamp:<ms>"),
+        };
+        return crate::consume_group::run(broker, &args, group, json, start);
+    }
     let mut client = Client::connect(broker)?;
     let count = crate::topic::partition_count(&mut client, &args.topic)?;
     let partitions: Vec<u32> = match args.partition {
@@ -152,7 +164,7 @@ fn text(b: &Option<Bytes>) -> Option<String> {
     b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
-fn print_record(
+pub(crate) fn print_record(
     out: &mut impl Write,
     json: bool,
     args: &ConsumeArgs,

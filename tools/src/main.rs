@@ -3,6 +3,7 @@
 
 mod client;
 mod consume;
+mod consume_group;
 mod group;
 mod produce;
 mod serve;

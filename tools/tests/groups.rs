@@ -218,3 +218,51 @@ fn a_killed_member_s_partitions_move_after_its_session_times_out() {
     drop(b.stdin.take());
     assert!(b.wait().unwrap().success());
 }
+
+#[test]
+fn rill_consume_group_resumes_and_shares_partitions_with_kafka_clients() {
+    use std::io::BufRead;
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "native", "--partitions", "4"], None);
+    produce(&broker, "native", 1000);
+    // Without --follow: read what is there, commit, leave; the next run resumes.
+    let first = broker.rill(&["consume", "--topic", "native", "--group", "ng"], None);
+    assert_eq!(first.lines().count(), 1000);
+    let input: String = (1000..1500).map(|i| format!("{i}\n")).collect();
+    broker.rill(&["produce", "--topic", "native"], Some(&input));
+    let second = broker.rill(&["consume", "--topic", "native", "--group", "ng"], None);
+    let mut all: Vec<u64> = first.lines().chain(second.lines()).map(|l| l.parse().unwrap()).collect();
+    assert_eq!(second.lines().count(), 500, "the second run starts at the commits");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 1500);
+    // A native member and a Kafka client in one group split the partitions.
+    let mut native = Command::new(RILL)
+        .args(["--broker", &broker.addr, "consume", "--topic", "native", "--group", "mixed", "--follow"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut native_lines = std::io::BufReader::new(native.stdout.take().unwrap()).lines();
+    let mut seen = 0;
+    while seen < 1500 {
+        native_lines.next().unwrap().unwrap();
+        seen += 1;
+    }
+    let mut kafka = Command::new("python3")
+        .args([&script("group_member.py"), &broker.kafka, "native", "mixed", "kafka-member", "10000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(kafka.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "assigned 2", "the Kafka client gets half of the partitions");
+    let describe = broker.rill(&["group", "describe", "mixed"], None);
+    assert!(describe.contains("2 members"), "{describe}");
+    assert!(describe.contains("rill-consume") && describe.contains("kafka-member"), "{describe}");
+    drop(kafka.stdin.take());
+    assert!(kafka.wait().unwrap().success());
+    native.kill().unwrap();
+    native.wait().unwrap();
+}

@@ -1,0 +1,285 @@
+//! `rill consume --group G`: a consumer-group member over the native protocol. It speaks Kafka's
+//! consumer protocol inside the group (subscription and assignment bytes, the `range`
+//! assignor), so it can share a group with Kafka clients.
+//!
+//! Loop: join (the leader computes the assignment), sync, read the committed offsets of the
+//! assigned partitions (or start at `--from`), then fetch, print, commit and heartbeat until
+//! the coordinator asks for a rebalance, which starts the loop again. On exit: commit, leave.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartitions;
+use kafka_protocol::messages::{ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use rill_net::message::{ErrorCode, FetchPart, OffsetSpec, RequestBody, ResponseBody, range};
+use rill_net::record_batch::{decode_records, split_batches};
+
+use crate::client::Client;
+use crate::consume::ConsumeArgs;
+
+const SESSION_TIMEOUT_MS: u32 = 10_000;
+const REBALANCE_IN_PROGRESS: i16 = 27;
+const ILLEGAL_GENERATION: i16 = 22;
+const UNKNOWN_MEMBER_ID: i16 = 25;
+
+/// Kafka's consumer-protocol bytes: a big-endian version, then the struct at that version.
+fn encode<T: Encodable>(value: &T) -> anyhow::Result<Vec<u8>> {
+    let mut out = BytesMut::new();
+    out.put_i16(0);
+    value.encode(&mut out, 0)?;
+    Ok(out.to_vec())
+}
+
+fn decode<T: Decodable>(bytes: &[u8]) -> anyhow::Result<T> {
+    anyhow::ensure!(bytes.len() >= 2, "consumer-protocol bytes too short");
+    let mut buf = Bytes::copy_from_slice(bytes);
+    let version = buf.get_i16().clamp(0, 3);
+    T::decode(&mut buf, version)
+}
+
+/// The `range` assignor: per topic, members subscribed to it (by id) take consecutive ranges.
+fn range_assign(
+    client: &mut Client,
+    members: &[(String, Vec<u8>)],
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut subscribers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, metadata) in members {
+        let sub: ConsumerProtocolSubscription = decode(metadata).context("a member's subscription")?;
+        for t in sub.topics {
+            subscribers.entry(t.to_string()).or_default().push(id.clone());
+        }
+    }
+    let mut assigned: BTreeMap<String, Vec<AssignedPartitions>> =
+        members.iter().map(|(id, _)| (id.clone(), Vec::new())).collect();
+    for (topic, mut ids) in subscribers {
+        ids.sort();
+        let count = crate::topic::partition_count(client, &topic)? as usize;
+        let (each, extra) = (count / ids.len(), count % ids.len());
+        let mut next = 0;
+        for (i, id) in ids.iter().enumerate() {
+            let take = each + usize::from(i < extra);
+            let mut tp = AssignedPartitions::default();
+            tp.topic = TopicName(StrBytes::from_string(topic.clone()));
+            tp.partitions = (next..next + take).map(|p| p as i32).collect();
+            next += take;
+            assigned.get_mut(id).expect("member").push(tp);
+        }
+    }
+    assigned
+        .into_iter()
+        .map(|(id, partitions)| {
+            let mut a = ConsumerProtocolAssignment::default();
+            a.assigned_partitions = partitions;
+            Ok((id, encode(&a)?))
+        })
+        .collect()
+}
+
+struct Membership {
+    member_id: String,
+    generation: i32,
+    partitions: Vec<u32>,
+}
+
+fn group_code(client: &mut Client, body: &RequestBody) -> anyhow::Result<i16> {
+    match client.call(body, &[])?.0 {
+        ResponseBody::GroupCode { error } => Ok(error),
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+/// Joins (or rejoins) and syncs; returns this member's partitions of `topic`.
+fn join(client: &mut Client, group: &str, topic: &str, member_id: &str) -> anyhow::Result<Membership> {
+    let mut sub = ConsumerProtocolSubscription::default();
+    sub.topics = vec![StrBytes::from_string(topic.to_string())];
+    let mut member_id = member_id.to_string();
+    loop {
+        let body = RequestBody::JoinGroup {
+            group: group.to_string(),
+            member_id: member_id.clone(),
+            client_id: "rill-consume".into(),
+            session_timeout_ms: SESSION_TIMEOUT_MS,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), encode(&sub)?)],
+        };
+        let ResponseBody::Joined { error, generation, leader, member_id: me, members, .. } =
+            client.call(&body, &[])?.0
+        else {
+            bail!("unexpected reply to JoinGroup");
+        };
+        match error {
+            0 => {}
+            UNKNOWN_MEMBER_ID => {
+                member_id.clear();
+                continue;
+            }
+            REBALANCE_IN_PROGRESS => continue,
+            e => bail!("joining group {group}: Kafka error {e}"),
+        }
+        member_id = me;
+        let assignments = if member_id == leader { range_assign(client, &members)? } else { Vec::new() };
+        let body = RequestBody::SyncGroup {
+            group: group.to_string(),
+            generation,
+            member_id: member_id.clone(),
+            assignments,
+        };
+        let ResponseBody::Synced { error, assignment } = client.call(&body, &[])?.0 else {
+            bail!("unexpected reply to SyncGroup");
+        };
+        match error {
+            0 => {}
+            REBALANCE_IN_PROGRESS | ILLEGAL_GENERATION => continue,
+            UNKNOWN_MEMBER_ID => {
+                member_id.clear();
+                continue;
+            }
+            e => bail!("syncing group {group}: Kafka error {e}"),
+        }
+        let partitions = if assignment.is_empty() {
+            Vec::new()
+        } else {
+            let a: ConsumerProtocolAssignment = decode(&assignment)?;
+            a.assigned_partitions
+                .iter()
+                .filter(|t| t.topic.0.as_str() == topic)
+                .flat_map(|t| t.partitions.iter().map(|p| *p as u32))
+                .collect()
+        };
+        return Ok(Membership { member_id, generation, partitions });
+    }
+}
+
+/// Runs `rill consume --group`.
+pub fn run(
+    broker: &str,
+    args: &ConsumeArgs,
+    group: &str,
+    json: bool,
+    start: OffsetSpec,
+) -> anyhow::Result<()> {
+    let mut client = Client::connect(broker)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut printed = 0u64;
+    let mut member = join(&mut client, group, &args.topic, "")?;
+    let mut quiet_rounds = 0;
+    'member: loop {
+        // Start each assigned partition at the group's commit, else at --from.
+        let parts = member.partitions.iter().map(|p| (args.topic.clone(), *p)).collect();
+        let ResponseBody::Committed { parts } =
+            client.call(&RequestBody::FetchOffsets { group: group.into(), parts }, &[])?.0
+        else {
+            bail!("unexpected reply to FetchOffsets");
+        };
+        let mut position: BTreeMap<u32, u64> = BTreeMap::new();
+        let missing: Vec<u32> = parts.iter().filter(|(_, _, o)| *o < 0).map(|(_, p, _)| *p).collect();
+        let fallback = crate::consume::list_offsets(&mut client, &args.topic, &missing, start)?;
+        let latest = crate::consume::list_offsets(&mut client, &args.topic, &missing, OffsetSpec::Latest)?;
+        for (_, p, o) in parts {
+            let at = if o >= 0 {
+                o
+            } else if fallback[&p] >= 0 {
+                fallback[&p]
+            } else {
+                latest[&p]
+            };
+            position.insert(p, at as u64);
+        }
+        loop {
+            if args.max_messages.is_some_and(|m| printed >= m) || (!args.follow && quiet_rounds >= 2) {
+                break 'member;
+            }
+            let error = group_code(
+                &mut client,
+                &RequestBody::Heartbeat {
+                    group: group.into(),
+                    generation: member.generation,
+                    member_id: member.member_id.clone(),
+                },
+            )?;
+            if error != 0 {
+                let keep = if error == UNKNOWN_MEMBER_ID { String::new() } else { member.member_id.clone() };
+                member = join(&mut client, group, &args.topic, &keep)?;
+                continue 'member;
+            }
+            if position.is_empty() {
+                quiet_rounds += 1;
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                continue;
+            }
+            let fetch = position
+                .iter()
+                .map(|(p, at)| FetchPart {
+                    topic: args.topic.clone(),
+                    partition: *p,
+                    offset: *at,
+                    max_bytes: 1 << 20,
+                })
+                .collect();
+            let wait = if args.follow { 500 } else { 100 };
+            let body =
+                RequestBody::Fetch { max_wait_ms: wait, min_bytes: 1, max_bytes: 8 << 20, parts: fetch };
+            let (response, data) = client.call(&body, &[])?;
+            let ResponseBody::Fetched { parts } = response else { bail!("unexpected response {response:?}") };
+            let mut any = false;
+            for part in parts {
+                if part.error != ErrorCode::None {
+                    bail!("partition {}: {:?}", part.partition, part.error);
+                }
+                let records = range(&data, part.records_at, part.records_len)?;
+                for (header, batch) in split_batches(&records)? {
+                    for (offset, record) in decode_records(&batch)? {
+                        if (offset as u64) < position[&part.partition]
+                            || args.max_messages.is_some_and(|m| printed >= m)
+                        {
+                            continue;
+                        }
+                        crate::consume::print_record(&mut out, json, args, part.partition, offset, &record)?;
+                        printed += 1;
+                        position.insert(part.partition, offset as u64 + 1);
+                        any = true;
+                    }
+                    if args.max_messages.is_none_or(|m| printed < m) {
+                        let next = header.base_offset as u64 + header.offset_count() as u64;
+                        position.insert(part.partition, next.max(position[&part.partition]));
+                    }
+                }
+            }
+            out.flush()?;
+            quiet_rounds = if any { 0 } else { quiet_rounds + 1 };
+            if any {
+                commit(&mut client, group, &member, &args.topic, &position)?;
+            }
+        }
+    }
+    out.flush()?;
+    let leave = RequestBody::LeaveGroup { group: group.into(), member_id: member.member_id.clone() };
+    group_code(&mut client, &leave)?;
+    Ok(())
+}
+
+fn commit(
+    client: &mut Client,
+    group: &str,
+    member: &Membership,
+    topic: &str,
+    position: &BTreeMap<u32, u64>,
+) -> anyhow::Result<()> {
+    let offsets = position.iter().map(|(p, o)| (topic.to_string(), *p, *o as i64)).collect();
+    let body = RequestBody::CommitOffsets {
+        group: group.into(),
+        generation: member.generation,
+        member_id: member.member_id.clone(),
+        offsets,
+    };
+    match group_code(client, &body)? {
+        // A rebalance started: the next heartbeat rejoins; the next owner re-reads from the
+        // last good commit (at least once).
+        0 | REBALANCE_IN_PROGRESS | ILLEGAL_GENERATION | UNKNOWN_MEMBER_ID => Ok(()),
+        e => bail!("committing offsets: Kafka error {e}"),
+    }
+}
