@@ -2,6 +2,8 @@
 //!
 //! - [`connection`]: the server side of one connection: requests in, responses out, pipelined
 //!   with an in-flight limit.
+//! - [`consumer_protocol`]: Kafka's consumer protocol inside groups (subscriptions,
+//!   assignments) and the `range` assignor, for Rill's own group members.
 //! - [`frame`]: native-protocol framing (rkyv-archived header, checksummed payload) and a
 //!   bounded streaming decoder.
 //! - [`kafka`]: the server side of one Kafka-protocol connection: frames, request and response
@@ -12,6 +14,7 @@
 //!   and CRC checks for the broker, a small builder and decoder for the tools.
 
 pub mod connection;
+pub mod consumer_protocol;
 pub mod frame;
 pub mod kafka;
 // rkyv derives archived and resolver types for the envelopes whose enum-variant fields carry

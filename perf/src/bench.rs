@@ -10,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use rill_net::message::{
-    Acks, ErrorCode, FetchPart, OffsetSpec, ProducePart, RequestBody, ResponseBody, TopicSettings,
+    Acks, ErrorCode, FetchPart, FetchResult, OffsetSpec, ProducePart, RequestBody, ResponseBody,
+    TopicSettings,
 };
 use rill_net::record_batch::{BatchBuilder, Record, first_value, split_batches};
 use serde::Serialize;
@@ -97,11 +98,14 @@ pub struct BenchResult {
     pub end_to_end_latency_us: Percentiles,
     /// Catch-up read of everything produced, from the earliest offset (MB/s of messages).
     pub backlog_consume_mb_per_s: Option<f64>,
+    /// With a consumer group and `rebalance_at_s`: milliseconds from a member's leave until all
+    /// its partitions were owned by others.
+    pub rebalance_ms: Option<f64>,
 }
 
 /// A message counts when its send time falls in the measured window, on both sides: so after
 /// the drain every message counted as published must be counted as consumed.
-struct Counters {
+pub(crate) struct Counters {
     window_start_us: Cell<u64>,
     window_end_us: Cell<u64>,
     measuring: Cell<bool>,
@@ -112,7 +116,7 @@ struct Counters {
     consumed_bytes: Cell<u64>,
     publish: RefCell<Option<Histogram<u64>>>,
     e2e: RefCell<Option<Histogram<u64>>>,
-    errors: Cell<u64>,
+    pub(crate) errors: Cell<u64>,
 }
 
 impl Counters {
@@ -195,7 +199,28 @@ async fn bench(protocol: Protocol, broker: &str, w: Workload) -> anyhow::Result<
         .collect();
     let counters = Rc::new(Counters::new());
     let mut consumers = Vec::new();
-    for c in 0..w.consumers {
+    let rebalance = Rc::new(crate::bench_group::Rebalance::default());
+    if w.consumer_group {
+        anyhow::ensure!(protocol == Protocol::Native, "--consumer-group runs over the native protocol");
+        let group = format!("bench-{}", now_us());
+        for c in 0..w.consumers {
+            let leave_at = (c == 0 && w.rebalance_at_s > 0.0).then(|| {
+                Instant::now() + Duration::from_secs(w.warmup_s) + Duration::from_secs_f64(w.rebalance_at_s)
+            });
+            let client = Client::connect(protocol, broker).await?;
+            let member = crate::bench_group::member(
+                client,
+                group.clone(),
+                w.topic_names(),
+                w.partitions_per_topic,
+                counters.clone(),
+                rebalance.clone(),
+                leave_at,
+            );
+            consumers.push(glommio::spawn_local(member));
+        }
+    }
+    for c in 0..if w.consumer_group { 0 } else { w.consumers } {
         let mine: Vec<(String, u32)> = partitions
             .iter()
             .enumerate()
@@ -272,6 +297,7 @@ async fn bench(protocol: Protocol, broker: &str, w: Workload) -> anyhow::Result<
         publish_latency_us: Percentiles::of(&publish),
         end_to_end_latency_us: Percentiles::of(&e2e),
         backlog_consume_mb_per_s: backlog,
+        rebalance_ms: rebalance.took.get().map(|d| d.as_secs_f64() * 1e3),
     })
 }
 
@@ -541,42 +567,57 @@ async fn consume(
     let ResponseBody::Offsets { parts } = reply else { anyhow::bail!("unexpected {reply:?}") };
     let mut positions: Vec<(String, u32, u64)> =
         parts.into_iter().map(|(t, p, _, o)| (t, p, o.max(0) as u64)).collect();
+    let mut turn = 0usize;
     loop {
-        let fetch = positions
+        // The response budget goes to partitions in request order: rotate it so none starves.
+        turn += 1;
+        let order: Vec<usize> = (0..positions.len()).map(|k| (k + turn) % positions.len()).collect();
+        let fetch = order
             .iter()
-            .map(|(t, p, o)| FetchPart { topic: t.clone(), partition: *p, offset: *o, max_bytes: 4 << 20 })
+            .map(|&i| {
+                let (t, p, o) = &positions[i];
+                FetchPart { topic: t.clone(), partition: *p, offset: *o, max_bytes: 4 << 20 }
+            })
             .collect();
         let body = RequestBody::Fetch { max_wait_ms: 100, min_bytes: 1, max_bytes: 16 << 20, parts: fetch };
         let (reply, data) = client.call(&body, &[]).await?;
         let ResponseBody::Fetched { parts } = reply else { anyhow::bail!("unexpected {reply:?}") };
-        let now = now_us();
-        for (i, part) in parts.iter().enumerate() {
+        for (part, &i) in parts.iter().zip(&order) {
             if part.error != ErrorCode::None {
                 counters.errors.set(counters.errors.get() + 1);
                 continue;
             }
-            let records = rill_net::message::range(&data, part.records_at, part.records_len)?;
-            for (header, batch) in split_batches(&records)? {
-                let messages = header.records_count as u64;
-                positions[i].2 = header.base_offset as u64 + header.offset_count() as u64;
-                let value = first_value(&batch)?.unwrap_or_default();
-                let Some(sent) = value.get(..8).map(|v| u64::from_le_bytes(v.try_into().expect("8 bytes")))
-                else {
-                    continue;
-                };
-                if !counters.in_window(sent) {
-                    continue;
-                }
-                let spread =
-                    value.get(8..16).map_or(0, |v| u64::from_le_bytes(v.try_into().expect("8 bytes")));
-                if let Some(h) = counters.e2e.borrow_mut().as_mut() {
-                    record_spread(h, now.saturating_sub(sent), spread, messages);
-                }
-                counters.consumed_msgs.set(counters.consumed_msgs.get() + messages);
-                counters.consumed_bytes.set(counters.consumed_bytes.get() + messages * value.len() as u64);
+            if let Some(next) = account(&counters, part, &data)? {
+                positions[i].2 = next;
             }
         }
     }
+}
+
+/// Counts a fetched partition's messages (those sent in the window) and their end-to-end
+/// latency; returns the offset after its last batch, if it had any.
+pub(crate) fn account(counters: &Counters, part: &FetchResult, data: &Bytes) -> anyhow::Result<Option<u64>> {
+    let now = now_us();
+    let records = rill_net::message::range(data, part.records_at, part.records_len)?;
+    let mut next = None;
+    for (header, batch) in split_batches(&records)? {
+        let messages = header.records_count as u64;
+        next = Some(header.base_offset as u64 + header.offset_count() as u64);
+        let value = first_value(&batch)?.unwrap_or_default();
+        let Some(sent) = value.get(..8).map(|v| u64::from_le_bytes(v.try_into().expect("8 bytes"))) else {
+            continue;
+        };
+        if !counters.in_window(sent) {
+            continue;
+        }
+        let spread = value.get(8..16).map_or(0, |v| u64::from_le_bytes(v.try_into().expect("8 bytes")));
+        if let Some(h) = counters.e2e.borrow_mut().as_mut() {
+            record_spread(h, now.saturating_sub(sent), spread, messages);
+        }
+        counters.consumed_msgs.set(counters.consumed_msgs.get() + messages);
+        counters.consumed_bytes.set(counters.consumed_bytes.get() + messages * value.len() as u64);
+    }
+    Ok(next)
 }
 
 async fn progress(counters: Rc<Counters>) {
@@ -642,5 +683,8 @@ pub fn print_table(r: &BenchResult) {
     }
     if let Some(mb) = r.backlog_consume_mb_per_s {
         println!("backlog read from earliest: {mb:.1} MB/s");
+    }
+    if let Some(ms) = r.rebalance_ms {
+        println!("rebalance after a member left: {ms:.0} ms");
     }
 }

@@ -6,6 +6,7 @@
 
 mod ack_writer;
 mod bench;
+mod bench_group;
 mod client;
 mod kafka_client;
 mod native_client;

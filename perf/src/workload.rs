@@ -60,6 +60,12 @@ pub struct Workload {
     /// After the run, read everything produced again from the earliest offset and report the
     /// catch-up read throughput (consumers that fell behind, or replay).
     pub consume_backlog: bool,
+    /// Consumers join one consumer group (native protocol) and share the partitions through
+    /// it, instead of taking fixed partitions.
+    pub consumer_group: bool,
+    /// With a consumer group: this many seconds into the measured window one consumer leaves,
+    /// and the time until all its partitions are owned again is reported (0: nobody leaves).
+    pub rebalance_at_s: f64,
 }
 
 impl Default for Workload {
@@ -83,6 +89,8 @@ impl Default for Workload {
             duration_s: 10,
             total_bytes: 0,
             consume_backlog: false,
+            consumer_group: false,
+            rebalance_at_s: 0.0,
         }
     }
 }
@@ -141,6 +149,13 @@ pub struct WorkloadArgs {
     /// Afterwards, re-read everything from the earliest offset and report that throughput.
     #[arg(long)]
     pub consume_backlog: bool,
+    /// Consumers share the partitions as one consumer group (native protocol).
+    #[arg(long)]
+    pub consumer_group: bool,
+    /// With --consumer-group: one consumer leaves this many seconds into the measured window;
+    /// the rebalance time is reported.
+    #[arg(long)]
+    pub rebalance_at_s: Option<f64>,
 }
 
 impl WorkloadArgs {
@@ -162,6 +177,10 @@ impl WorkloadArgs {
             inflight => inflight_per_producer, acks => acks, topic_durability => topic_durability, keys => keys,
             warmup_s => warmup_s, duration_s => duration_s, total_bytes => total_bytes);
         w.consume_backlog |= self.consume_backlog;
+        w.consumer_group |= self.consumer_group;
+        if let Some(at) = self.rebalance_at_s {
+            w.rebalance_at_s = at;
+        }
         w.validate()?;
         Ok(w)
     }
@@ -173,6 +192,11 @@ impl Workload {
         anyhow::ensure!(self.topics >= 1, "topics must be at least 1");
         anyhow::ensure!(self.partitions_per_topic >= 1, "partitions_per_topic must be at least 1");
         anyhow::ensure!(self.producers >= 1, "producers must be at least 1");
+        anyhow::ensure!(
+            self.rebalance_at_s == 0.0
+                || (self.consumer_group && self.consumers >= 2 && self.rebalance_at_s > 0.0),
+            "rebalance_at_s needs consumer_group and at least 2 consumers"
+        );
         anyhow::ensure!(
             self.message_bytes >= 16,
             "message_bytes must be at least 16 (it carries a timestamp)"

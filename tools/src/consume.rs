@@ -114,6 +114,7 @@ pub fn run(broker: &str, args: ConsumeArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut printed = 0u64;
+    let mut turn = 0usize;
     loop {
         if !args.follow {
             position.retain(|p, at| (*at as i64) < latest[p]);
@@ -121,8 +122,13 @@ pub fn run(broker: &str, args: ConsumeArgs) -> anyhow::Result<()> {
         if position.is_empty() || args.max_messages.is_some_and(|m| printed >= m) {
             break;
         }
+        // The response budget goes to partitions in request order: rotate so none starves.
+        turn += 1;
         let parts = position
             .iter()
+            .cycle()
+            .skip(turn % position.len())
+            .take(position.len())
             .map(|(p, at)| FetchPart {
                 topic: args.topic.clone(),
                 partition: *p,

@@ -9,11 +9,8 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use anyhow::{Context, bail};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartitions;
-use kafka_protocol::messages::{ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use anyhow::bail;
+use rill_net::consumer_protocol::{self as cp, PROTOCOL_TYPE, RANGE};
 use rill_net::message::{ErrorCode, FetchPart, OffsetSpec, RequestBody, ResponseBody, range};
 use rill_net::record_batch::{decode_records, split_batches};
 
@@ -24,59 +21,6 @@ const SESSION_TIMEOUT_MS: u32 = 10_000;
 const REBALANCE_IN_PROGRESS: i16 = 27;
 const ILLEGAL_GENERATION: i16 = 22;
 const UNKNOWN_MEMBER_ID: i16 = 25;
-
-/// Kafka's consumer-protocol bytes: a big-endian version, then the struct at that version.
-fn encode<T: Encodable>(value: &T) -> anyhow::Result<Vec<u8>> {
-    let mut out = BytesMut::new();
-    out.put_i16(0);
-    value.encode(&mut out, 0)?;
-    Ok(out.to_vec())
-}
-
-fn decode<T: Decodable>(bytes: &[u8]) -> anyhow::Result<T> {
-    anyhow::ensure!(bytes.len() >= 2, "consumer-protocol bytes too short");
-    let mut buf = Bytes::copy_from_slice(bytes);
-    let version = buf.get_i16().clamp(0, 3);
-    T::decode(&mut buf, version)
-}
-
-/// The `range` assignor: per topic, members subscribed to it (by id) take consecutive ranges.
-fn range_assign(
-    client: &mut Client,
-    members: &[(String, Vec<u8>)],
-) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let mut subscribers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (id, metadata) in members {
-        let sub: ConsumerProtocolSubscription = decode(metadata).context("a member's subscription")?;
-        for t in sub.topics {
-            subscribers.entry(t.to_string()).or_default().push(id.clone());
-        }
-    }
-    let mut assigned: BTreeMap<String, Vec<AssignedPartitions>> =
-        members.iter().map(|(id, _)| (id.clone(), Vec::new())).collect();
-    for (topic, mut ids) in subscribers {
-        ids.sort();
-        let count = crate::topic::partition_count(client, &topic)? as usize;
-        let (each, extra) = (count / ids.len(), count % ids.len());
-        let mut next = 0;
-        for (i, id) in ids.iter().enumerate() {
-            let take = each + usize::from(i < extra);
-            let mut tp = AssignedPartitions::default();
-            tp.topic = TopicName(StrBytes::from_string(topic.clone()));
-            tp.partitions = (next..next + take).map(|p| p as i32).collect();
-            next += take;
-            assigned.get_mut(id).expect("member").push(tp);
-        }
-    }
-    assigned
-        .into_iter()
-        .map(|(id, partitions)| {
-            let mut a = ConsumerProtocolAssignment::default();
-            a.assigned_partitions = partitions;
-            Ok((id, encode(&a)?))
-        })
-        .collect()
-}
 
 struct Membership {
     member_id: String,
@@ -93,8 +37,7 @@ fn group_code(client: &mut Client, body: &RequestBody) -> anyhow::Result<i16> {
 
 /// Joins (or rejoins) and syncs; returns this member's partitions of `topic`.
 fn join(client: &mut Client, group: &str, topic: &str, member_id: &str) -> anyhow::Result<Membership> {
-    let mut sub = ConsumerProtocolSubscription::default();
-    sub.topics = vec![StrBytes::from_string(topic.to_string())];
+    let subscription = cp::subscription(&[topic.to_string()]);
     let mut member_id = member_id.to_string();
     loop {
         let body = RequestBody::JoinGroup {
@@ -102,8 +45,8 @@ fn join(client: &mut Client, group: &str, topic: &str, member_id: &str) -> anyho
             member_id: member_id.clone(),
             client_id: "rill-consume".into(),
             session_timeout_ms: SESSION_TIMEOUT_MS,
-            protocol_type: "consumer".into(),
-            protocols: vec![("range".into(), encode(&sub)?)],
+            protocol_type: PROTOCOL_TYPE.into(),
+            protocols: vec![(RANGE.into(), subscription.clone())],
         };
         let ResponseBody::Joined { error, generation, leader, member_id: me, members, .. } =
             client.call(&body, &[])?.0
@@ -120,7 +63,16 @@ fn join(client: &mut Client, group: &str, topic: &str, member_id: &str) -> anyho
             e => bail!("joining group {group}: Kafka error {e}"),
         }
         member_id = me;
-        let assignments = if member_id == leader { range_assign(client, &members)? } else { Vec::new() };
+        let assignments = if member_id == leader {
+            let mut counts = BTreeMap::new();
+            for t in cp::all_topics(&members).map_err(anyhow::Error::msg)? {
+                let n = crate::topic::partition_count(client, &t)?;
+                counts.insert(t, n);
+            }
+            cp::range_assign(&members, &counts).map_err(anyhow::Error::msg)?
+        } else {
+            Vec::new()
+        };
         let body = RequestBody::SyncGroup {
             group: group.to_string(),
             generation,
@@ -139,16 +91,12 @@ fn join(client: &mut Client, group: &str, topic: &str, member_id: &str) -> anyho
             }
             e => bail!("syncing group {group}: Kafka error {e}"),
         }
-        let partitions = if assignment.is_empty() {
-            Vec::new()
-        } else {
-            let a: ConsumerProtocolAssignment = decode(&assignment)?;
-            a.assigned_partitions
-                .iter()
-                .filter(|t| t.topic.0.as_str() == topic)
-                .flat_map(|t| t.partitions.iter().map(|p| *p as u32))
-                .collect()
-        };
+        let partitions = cp::assigned_partitions(&assignment)
+            .map_err(anyhow::Error::msg)?
+            .into_iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, p)| p)
+            .collect();
         return Ok(Membership { member_id, generation, partitions });
     }
 }
@@ -167,6 +115,7 @@ pub fn run(
     let mut printed = 0u64;
     let mut member = join(&mut client, group, &args.topic, "")?;
     let mut quiet_rounds = 0;
+    let mut turn = 0usize;
     'member: loop {
         // Start each assigned partition at the group's commit, else at --from.
         let parts = member.partitions.iter().map(|p| (args.topic.clone(), *p)).collect();
@@ -211,8 +160,13 @@ pub fn run(
                 std::thread::sleep(std::time::Duration::from_millis(300));
                 continue;
             }
+            // The response budget goes to partitions in request order: rotate so none starves.
+            turn += 1;
             let fetch = position
                 .iter()
+                .cycle()
+                .skip(turn % position.len())
+                .take(position.len())
                 .map(|(p, at)| FetchPart {
                     topic: args.topic.clone(),
                     partition: *p,
