@@ -166,3 +166,70 @@ fn groups_spread_over_shards_stably() {
     let shards: HashSet<usize> = (0..64).map(|i| coordinator_shard(&format!("g{i}"), 4)).collect();
     assert_eq!(shards.len(), 4);
 }
+
+#[test]
+fn misbehaving_clients_get_errors_not_memory_growth() {
+    in_executor(|path| async move {
+        let c = open(&path).await;
+        // Heartbeats and syncs for groups nobody joined create nothing.
+        assert_eq!(c.heartbeat("ghost", 1, "m"), UNKNOWN_MEMBER_ID);
+        assert_eq!(c.sync("ghost", 1, "m", vec![]).await.0, UNKNOWN_MEMBER_ID);
+        assert!(c.groups.borrow().is_empty());
+        // Oversized metadata is refused.
+        let mut big = join_request("g", "");
+        big.protocols = vec![("range".into(), Bytes::from(vec![0u8; MEMBER_BLOB_BYTES_MAX + 1]))];
+        assert_eq!(c.join(big).await.error, INCONSISTENT_GROUP_PROTOCOL);
+        // A join storm: ids handed out with MEMBER_ID_REQUIRED are capped per group.
+        for _ in 0..MEMBERS_PER_GROUP_MAX + 50 {
+            assert_eq!(c.join(join_request("storm", "")).await.error, MEMBER_ID_REQUIRED);
+        }
+        assert_eq!(c.groups.borrow()["storm"].pending.len(), MEMBERS_PER_GROUP_MAX);
+        // Session timeouts outside Kafka's bounds are refused.
+        let mut short = join_request("g", "");
+        short.session_timeout_ms = 10;
+        assert_eq!(c.join(short).await.error, INVALID_SESSION_TIMEOUT);
+        c.close().await;
+    });
+}
+
+#[test]
+fn a_restarted_static_member_gets_its_identity_back_without_a_rebalance() {
+    in_executor(|path| async move {
+        let c = open(&path).await;
+        let static_join =
+            |member: &str| JoinRequest { instance_id: Some("pod-1".into()), ..join_request("s", member) };
+        // A dynamic leader, then a static follower: one rebalance to generation 2.
+        let leader = c.join(join_request("s", "")).await.member_id;
+        assert_eq!(c.join(join_request("s", &leader)).await.generation, 1);
+        assert_eq!(c.sync("s", 1, &leader, vec![(leader.clone(), Bytes::from_static(b"all"))]).await.0, 0);
+        let c2 = c.clone();
+        let s_join = glommio::spawn_local(async move { c2.join(static_join("")).await });
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        let l = c.join(join_request("s", &leader)).await;
+        let member = s_join.await;
+        assert_eq!((l.generation, member.generation), (2, 2));
+        let c3 = c.clone();
+        let id = member.member_id.clone();
+        let s_sync = glommio::spawn_local(async move { c3.sync("s", 2, &id, vec![]).await });
+        let given = vec![
+            (leader.clone(), Bytes::from_static(b"a")),
+            (member.member_id.clone(), Bytes::from_static(b"b")),
+        ];
+        assert_eq!(c.sync("s", 2, &leader, given).await.0, 0);
+        assert_eq!(s_sync.await, (0, Bytes::from_static(b"b")));
+        // The static member's process restarts: no member id, same instance id.
+        let again = c.join(static_join("")).await;
+        assert_eq!(
+            (again.member_id.as_str(), again.generation),
+            (member.member_id.as_str(), 2),
+            "no rebalance"
+        );
+        assert_eq!(
+            c.sync("s", 2, &again.member_id, vec![]).await,
+            (0, Bytes::from_static(b"b")),
+            "same assignment"
+        );
+        assert_eq!(c.heartbeat("s", 2, &leader), 0, "the leader is undisturbed");
+        c.close().await;
+    });
+}
