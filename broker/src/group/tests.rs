@@ -233,3 +233,40 @@ fn a_restarted_static_member_gets_its_identity_back_without_a_rebalance() {
         c.close().await;
     });
 }
+
+#[test]
+fn a_member_that_does_not_rejoin_within_the_rebalance_timeout_is_removed() {
+    in_executor(|path| async move {
+        let c = open(&path).await;
+        let quick = |member: &str| JoinRequest {
+            rebalance_timeout_ms: 1_000,
+            session_timeout_ms: 1_000,
+            ..join_request("r", member)
+        };
+        let a = c.join(quick("")).await.member_id;
+        let b = c.join(quick("")).await.member_id;
+        let (ca, cb) = (c.clone(), c.clone());
+        let (a2, b2) = (a.clone(), b.clone());
+        let ja = glommio::spawn_local(async move { ca.join(quick(&a2)).await });
+        let jb = glommio::spawn_local(async move { cb.join(quick(&b2)).await });
+        let (ja, jb) = (ja.await, jb.await);
+        assert_eq!((ja.generation, jb.generation), (1, 1));
+        let leader = ja.leader.clone();
+        let follower = if leader == a { b.clone() } else { a.clone() };
+        assert_eq!(c.sync("r", 1, &leader, vec![]).await.0, 0);
+        // A third member joins; the leader rejoins, the other member never does (a consumer
+        // stuck past max.poll.interval): at the deadline the rebalance completes without it.
+        let newcomer = c.join(quick("")).await.member_id;
+        let (cn, cl) = (c.clone(), c.clone());
+        let (n2, l2) = (newcomer.clone(), leader.clone());
+        let jn = glommio::spawn_local(async move { cn.join(quick(&n2)).await });
+        let jl = glommio::spawn_local(async move { cl.join(quick(&l2)).await });
+        let started = std::time::Instant::now();
+        let (jn, jl) = (jn.await, jl.await);
+        assert_eq!((jn.generation, jl.generation), (2, 2));
+        assert!(started.elapsed() >= Duration::from_millis(900), "completed at the rebalance deadline");
+        assert!(!c.groups.borrow()["r"].members.contains_key(&follower), "the laggard was removed");
+        assert_eq!(c.heartbeat("r", 2, &follower), UNKNOWN_MEMBER_ID);
+        c.close().await;
+    });
+}
