@@ -569,29 +569,41 @@ async fn consume(
         parts.into_iter().map(|(t, p, _, o)| (t, p, o.max(0) as u64)).collect();
     let mut turn = 0usize;
     loop {
-        // The response budget goes to partitions in request order: rotate it so none starves.
         turn += 1;
-        let order: Vec<usize> = (0..positions.len()).map(|k| (k + turn) % positions.len()).collect();
-        let fetch = order
-            .iter()
-            .map(|&i| {
-                let (t, p, o) = &positions[i];
-                FetchPart { topic: t.clone(), partition: *p, offset: *o, max_bytes: 4 << 20 }
-            })
-            .collect();
-        let body = RequestBody::Fetch { max_wait_ms: 100, min_bytes: 1, max_bytes: 16 << 20, parts: fetch };
-        let (reply, data) = client.call(&body, &[]).await?;
-        let ResponseBody::Fetched { parts } = reply else { anyhow::bail!("unexpected {reply:?}") };
-        for (part, &i) in parts.iter().zip(&order) {
-            if part.error != ErrorCode::None {
-                counters.errors.set(counters.errors.get() + 1);
-                continue;
-            }
-            if let Some(next) = account(&counters, part, &data)? {
-                positions[i].2 = next;
-            }
+        fetch_round(&client, &counters, &mut positions, turn).await?;
+    }
+}
+
+/// One fetch of every position (partitions rotated by `turn`: the response budget goes to
+/// partitions in request order, so a fixed order would starve the last ones), counted, with
+/// the positions moved past what arrived.
+pub(crate) async fn fetch_round(
+    client: &Client,
+    counters: &Counters,
+    positions: &mut [(String, u32, u64)],
+    turn: usize,
+) -> anyhow::Result<()> {
+    let order: Vec<usize> = (0..positions.len()).map(|k| (k + turn) % positions.len()).collect();
+    let fetch = order
+        .iter()
+        .map(|&i| {
+            let (t, p, o) = &positions[i];
+            FetchPart { topic: t.clone(), partition: *p, offset: *o, max_bytes: 4 << 20 }
+        })
+        .collect();
+    let body = RequestBody::Fetch { max_wait_ms: 100, min_bytes: 1, max_bytes: 16 << 20, parts: fetch };
+    let (reply, data) = client.call(&body, &[]).await?;
+    let ResponseBody::Fetched { parts } = reply else { anyhow::bail!("unexpected {reply:?}") };
+    for (part, &i) in parts.iter().zip(&order) {
+        if part.error != ErrorCode::None {
+            counters.errors.set(counters.errors.get() + 1);
+            continue;
+        }
+        if let Some(next) = account(counters, part, &data)? {
+            positions[i].2 = next;
         }
     }
+    Ok(())
 }
 
 /// Counts a fetched partition's messages (those sent in the window) and their end-to-end

@@ -9,9 +9,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use rill_net::consumer_protocol::{self as cp, PROTOCOL_TYPE, RANGE};
-use rill_net::message::{ErrorCode, FetchPart, OffsetSpec, RequestBody, ResponseBody};
+use rill_net::message::{OffsetSpec, RequestBody, ResponseBody};
 
-use crate::bench::{Counters, account};
+use crate::bench::{Counters, fetch_round};
 use crate::client::Client;
 
 const SESSION_TIMEOUT_MS: u32 = 10_000;
@@ -177,30 +177,8 @@ pub(crate) async fn member(
                 glommio::timer::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            // The response budget goes to partitions in request order: rotate the order so no
-            // partition starves behind busier ones (Kafka clients do the same).
             turn += 1;
-            let order: Vec<usize> = (0..positions.len()).map(|k| (k + turn) % positions.len()).collect();
-            let fetch = order
-                .iter()
-                .map(|&i| {
-                    let (t, p, o) = &positions[i];
-                    FetchPart { topic: t.clone(), partition: *p, offset: *o, max_bytes: 4 << 20 }
-                })
-                .collect();
-            let body =
-                RequestBody::Fetch { max_wait_ms: 100, min_bytes: 1, max_bytes: 16 << 20, parts: fetch };
-            let (reply, data) = client.call(&body, &[]).await?;
-            let ResponseBody::Fetched { parts } = reply else { anyhow::bail!("unexpected {reply:?}") };
-            for (part, &i) in parts.iter().zip(&order) {
-                if part.error != ErrorCode::None {
-                    counters.errors.set(counters.errors.get() + 1);
-                    continue;
-                }
-                if let Some(next) = account(&counters, part, &data)? {
-                    positions[i].2 = next;
-                }
-            }
+            fetch_round(&client, &counters, &mut positions, turn).await?;
         }
     }
 }
