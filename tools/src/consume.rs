@@ -122,48 +122,69 @@ pub fn run(broker: &str, args: ConsumeArgs) -> anyhow::Result<()> {
         if position.is_empty() || args.max_messages.is_some_and(|m| printed >= m) {
             break;
         }
-        // The response budget goes to partitions in request order: rotate so none starves.
         turn += 1;
-        let parts = position
-            .iter()
-            .cycle()
-            .skip(turn % position.len())
-            .take(position.len())
-            .map(|(p, at)| FetchPart {
-                topic: args.topic.clone(),
-                partition: *p,
-                offset: *at,
-                max_bytes: 1 << 20,
-            })
-            .collect();
         let wait = if args.follow { 500 } else { 0 };
-        let body = RequestBody::Fetch { max_wait_ms: wait, min_bytes: 1, max_bytes: 8 << 20, parts };
-        let (response, data) = client.call(&body, &[])?;
-        let ResponseBody::Fetched { parts } = response else { bail!("unexpected response {response:?}") };
-        for part in parts {
-            if part.error != ErrorCode::None {
-                bail!("partition {}: {:?}", part.partition, part.error);
-            }
-            let records = range(&data, part.records_at, part.records_len)?;
-            for (header, batch) in split_batches(&records)? {
-                for (offset, record) in decode_records(&batch)? {
-                    if (offset as u64) < position[&part.partition] {
-                        continue;
-                    }
-                    print_record(&mut out, json, &args, part.partition, offset, &record)?;
-                    printed += 1;
-                    if args.max_messages.is_some_and(|m| printed >= m) {
-                        break;
-                    }
-                }
-                let next = header.base_offset as u64 + header.offset_count() as u64;
-                position.insert(part.partition, next.max(position[&part.partition]));
-            }
-        }
+        fetch_and_print(&mut client, &args, json, &mut position, turn, wait, &mut out, &mut printed)?;
         out.flush()?;
     }
     out.flush()?;
     Ok(())
+}
+
+/// One fetch of every position (rotated by `turn`: the response budget goes to partitions in
+/// request order, so a fixed order would starve the last ones), printing records at or past
+/// each position up to `--max-messages`, and moving the positions past what was printed.
+/// Returns whether anything was printed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fetch_and_print(
+    client: &mut Client,
+    args: &ConsumeArgs,
+    json: bool,
+    position: &mut BTreeMap<u32, u64>,
+    turn: usize,
+    wait_ms: u32,
+    out: &mut impl Write,
+    printed: &mut u64,
+) -> anyhow::Result<bool> {
+    let parts = position
+        .iter()
+        .cycle()
+        .skip(turn % position.len().max(1))
+        .take(position.len())
+        .map(|(p, at)| FetchPart {
+            topic: args.topic.clone(),
+            partition: *p,
+            offset: *at,
+            max_bytes: 1 << 20,
+        })
+        .collect();
+    let body = RequestBody::Fetch { max_wait_ms: wait_ms, min_bytes: 1, max_bytes: 8 << 20, parts };
+    let (response, data) = client.call(&body, &[])?;
+    let ResponseBody::Fetched { parts } = response else { bail!("unexpected response {response:?}") };
+    let full = |printed: u64| args.max_messages.is_some_and(|m| printed >= m);
+    let mut any = false;
+    for part in parts {
+        if part.error != ErrorCode::None {
+            bail!("partition {}: {:?}", part.partition, part.error);
+        }
+        let records = range(&data, part.records_at, part.records_len)?;
+        for (header, batch) in split_batches(&records)? {
+            for (offset, record) in decode_records(&batch)? {
+                if (offset as u64) < position[&part.partition] || full(*printed) {
+                    continue;
+                }
+                print_record(out, json, args, part.partition, offset, &record)?;
+                *printed += 1;
+                position.insert(part.partition, offset as u64 + 1);
+                any = true;
+            }
+            if !full(*printed) {
+                let next = header.base_offset as u64 + header.offset_count() as u64;
+                position.insert(part.partition, next.max(position[&part.partition]));
+            }
+        }
+    }
+    Ok(any)
 }
 
 fn text(b: &Option<Bytes>) -> Option<String> {

@@ -11,8 +11,7 @@ use std::io::Write;
 
 use anyhow::bail;
 use rill_net::consumer_protocol::{self as cp, PROTOCOL_TYPE, RANGE};
-use rill_net::message::{ErrorCode, FetchPart, OffsetSpec, RequestBody, ResponseBody, range};
-use rill_net::record_batch::{decode_records, split_batches};
+use rill_net::message::{OffsetSpec, RequestBody, ResponseBody};
 
 use crate::client::Client;
 use crate::consume::ConsumeArgs;
@@ -160,49 +159,18 @@ pub fn run(
                 std::thread::sleep(std::time::Duration::from_millis(300));
                 continue;
             }
-            // The response budget goes to partitions in request order: rotate so none starves.
             turn += 1;
-            let fetch = position
-                .iter()
-                .cycle()
-                .skip(turn % position.len())
-                .take(position.len())
-                .map(|(p, at)| FetchPart {
-                    topic: args.topic.clone(),
-                    partition: *p,
-                    offset: *at,
-                    max_bytes: 1 << 20,
-                })
-                .collect();
             let wait = if args.follow { 500 } else { 100 };
-            let body =
-                RequestBody::Fetch { max_wait_ms: wait, min_bytes: 1, max_bytes: 8 << 20, parts: fetch };
-            let (response, data) = client.call(&body, &[])?;
-            let ResponseBody::Fetched { parts } = response else { bail!("unexpected response {response:?}") };
-            let mut any = false;
-            for part in parts {
-                if part.error != ErrorCode::None {
-                    bail!("partition {}: {:?}", part.partition, part.error);
-                }
-                let records = range(&data, part.records_at, part.records_len)?;
-                for (header, batch) in split_batches(&records)? {
-                    for (offset, record) in decode_records(&batch)? {
-                        if (offset as u64) < position[&part.partition]
-                            || args.max_messages.is_some_and(|m| printed >= m)
-                        {
-                            continue;
-                        }
-                        crate::consume::print_record(&mut out, json, args, part.partition, offset, &record)?;
-                        printed += 1;
-                        position.insert(part.partition, offset as u64 + 1);
-                        any = true;
-                    }
-                    if args.max_messages.is_none_or(|m| printed < m) {
-                        let next = header.base_offset as u64 + header.offset_count() as u64;
-                        position.insert(part.partition, next.max(position[&part.partition]));
-                    }
-                }
-            }
+            let any = crate::consume::fetch_and_print(
+                &mut client,
+                args,
+                json,
+                &mut position,
+                turn,
+                wait,
+                &mut out,
+                &mut printed,
+            )?;
             out.flush()?;
             quiet_rounds = if any { 0 } else { quiet_rounds + 1 };
             if any {
