@@ -93,12 +93,12 @@ impl Protocol for Native {
 }
 
 /// The Kafka protocol, and the client's address (DescribeGroups shows it).
-pub(crate) struct Kafka(pub KafkaConnection, pub String);
+pub(crate) struct Kafka(pub KafkaConnection, pub Rc<str>);
 
 impl Kafka {
     pub fn new(limits: KafkaLimits, stream: &TcpStream) -> Kafka {
         let peer = stream.peer_addr().map(|a| format!("/{}", a.ip())).unwrap_or_default();
-        Kafka(KafkaConnection::new(limits), peer)
+        Kafka(KafkaConnection::new(limits), peer.into())
     }
 }
 

@@ -51,7 +51,6 @@ const CLUSTER_ID: &str = "rill-single-node";
 /// Handles one request; `None` when it gets no response (produce with acks=0).
 pub(crate) async fn handle(shard: &Rc<Shard>, incoming: KafkaIncoming, peer: &str) -> Option<Bytes> {
     let KafkaIncoming { api_key, api_version: v, correlation_id: id, request, client_id, .. } = incoming;
-    let client_id = client_id.unwrap_or_default();
     let frame = match request {
         KafkaRequest::ApiVersions(_) => encode_response(api_key, v, id, &api_versions(code::NONE)),
         KafkaRequest::ApiVersionsTooNew => {
@@ -78,7 +77,8 @@ pub(crate) async fn handle(shard: &Rc<Shard>, incoming: KafkaIncoming, peer: &st
         KafkaRequest::InitProducerId(r) => encode_response(api_key, v, id, &init_producer_id(shard, r)),
         KafkaRequest::FindCoordinator(r) => encode_response(api_key, v, id, &find_coordinator(shard, r, v)),
         KafkaRequest::JoinGroup(r) => {
-            let response = groups::join_group(shard, r, v, &client_id, peer).await;
+            let client_id = client_id.as_ref().map_or("", |c| c.as_str());
+            let response = groups::join_group(shard, r, v, client_id, peer).await;
             encode_response(api_key, v, id, &response)
         }
         KafkaRequest::SyncGroup(r) => encode_response(api_key, v, id, &groups::sync_group(shard, r).await),

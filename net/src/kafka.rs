@@ -128,7 +128,7 @@ pub struct KafkaIncoming {
     /// Echoed in the response header.
     pub correlation_id: i32,
     /// The client's id, if it sent one.
-    pub client_id: Option<String>,
+    pub client_id: Option<kafka_protocol::protocol::StrBytes>,
     /// Bytes of the whole frame (for memory accounting).
     pub frame_bytes: usize,
     /// The body.
@@ -342,7 +342,7 @@ impl KafkaConnection {
                     api_key,
                     api_version: header.request_api_version,
                     correlation_id: header.correlation_id,
-                    client_id: header.client_id.map(|c| c.to_string()),
+                    client_id: header.client_id,
                     frame_bytes: 4 + len,
                     request,
                 }))
@@ -446,7 +446,7 @@ mod tests {
         let second = conn.poll_request().unwrap().unwrap();
         assert!(conn.poll_request().unwrap().is_none());
         assert_eq!((first.correlation_id, first.api_key), (7, ApiKey::Metadata));
-        assert_eq!(first.client_id.as_deref(), Some("test"));
+        assert_eq!(first.client_id.as_ref().map(|c| c.as_str()), Some("test"));
         let KafkaRequest::Metadata(m) = &first.request else { panic!("{:?}", first.request) };
         assert_eq!(m.topics.as_ref().unwrap().len(), 2);
         assert_eq!((second.correlation_id, second.api_key), (8, ApiKey::ApiVersions));

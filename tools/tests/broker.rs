@@ -140,15 +140,24 @@ fn bench_reports_consistent_figures() {
     let (tmp, dir) = data_dir();
     let broker = Broker::start(&dir);
     let plot = tmp.path().join("latency.svg");
-    let out = Command::new(RILL)
-        .args(["bench", "--broker", &broker.addr, "--json", "--warmup-s", "0", "--duration-s", "1", "--plot"])
-        .arg(&plot)
-        .args(["--partitions", "4", "--producers", "2", "--consumers", "2", "--batch-bytes", "65536"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = bench_json(&[
+        "--broker",
+        &broker.addr,
+        "--warmup-s",
+        "0",
+        "--duration-s",
+        "1",
+        "--plot",
+        plot.to_str().unwrap(),
+        "--partitions",
+        "4",
+        "--producers",
+        "2",
+        "--consumers",
+        "2",
+        "--batch-bytes",
+        "65536",
+    ]);
     let published = r["published_msgs"].as_u64().unwrap();
     assert!(published > 1000, "{r}");
     assert_eq!(
@@ -222,14 +231,12 @@ fn a_tight_connection_budget_slows_clients_without_losing_or_stalling() {
     let profile_path = tmp.path().join("tight.toml");
     std::fs::write(&profile_path, profile).unwrap();
     let broker = Broker::start_with_profile(&dir, &profile_path);
-    let out = Command::new(RILL)
-        .args(["bench", "--broker", &broker.addr, "--json", "--warmup-s", "0", "--duration-s", "2"])
-        .args(["--partitions", "4", "--producers", "6", "--consumers", "2", "--inflight", "8"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = bench_json(
+        &["--broker", &broker.addr, "--warmup-s", "0", "--duration-s", "2", "--partitions", "4"]
+            .into_iter()
+            .chain(["--producers", "6", "--consumers", "2", "--inflight", "8"])
+            .collect::<Vec<_>>(),
+    );
     let published = r["published_msgs"].as_u64().unwrap();
     assert!(published > 0);
     assert_eq!(r["consumed_msgs"].as_u64().unwrap(), published);

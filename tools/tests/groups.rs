@@ -271,15 +271,25 @@ fn rill_consume_group_resumes_and_shares_partitions_with_kafka_clients() {
 fn bench_with_a_consumer_group_counts_every_message_across_a_rebalance() {
     let (_tmp, dir) = data_dir();
     let broker = Broker::start(&dir);
-    let out = Command::new(RILL)
-        .args(["bench", "--broker", &broker.addr, "--json", "--warmup-s", "1", "--duration-s", "3"])
-        .args(["--partitions", "8", "--producers", "2", "--consumers", "3", "--batch-bytes", "65536"])
-        .args(["--consumer-group", "--rebalance-at-s", "1"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = bench_json(&[
+        "--broker",
+        &broker.addr,
+        "--warmup-s",
+        "1",
+        "--duration-s",
+        "3",
+        "--partitions",
+        "8",
+        "--producers",
+        "2",
+        "--consumers",
+        "3",
+        "--batch-bytes",
+        "65536",
+        "--consumer-group",
+        "--rebalance-at-s",
+        "1",
+    ]);
     let published = r["published_msgs"].as_u64().unwrap();
     assert!(published > 1000, "{r}");
     assert_eq!(r["consumed_msgs"].as_u64().unwrap(), published, "nothing lost or doubled: {r}");

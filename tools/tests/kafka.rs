@@ -445,15 +445,25 @@ fn a_second_broker_on_a_taken_kafka_port_is_refused() {
 fn bench_over_the_kafka_protocol_reports_consistent_figures() {
     let (_tmp, dir) = data_dir();
     let broker = Broker::start(&dir);
-    let out = Command::new(RILL)
-        .args(["bench", "--protocol", "kafka", "--broker", &broker.kafka, "--json", "--warmup-s", "0"])
-        .args(["--duration-s", "1", "--partitions", "4", "--producers", "2", "--consumers", "2"])
-        .args(["--batch-bytes", "65536", "--consume-backlog"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = bench_json(&[
+        "--protocol",
+        "kafka",
+        "--broker",
+        &broker.kafka,
+        "--warmup-s",
+        "0",
+        "--duration-s",
+        "1",
+        "--partitions",
+        "4",
+        "--producers",
+        "2",
+        "--consumers",
+        "2",
+        "--batch-bytes",
+        "65536",
+        "--consume-backlog",
+    ]);
     let published = r["published_msgs"].as_u64().unwrap();
     assert!(published > 1000, "{r}");
     assert_eq!(r["consumed_msgs"].as_u64().unwrap(), published, "consumers see every message");

@@ -109,3 +109,11 @@ pub fn data_dir() -> (tempfile::TempDir, PathBuf) {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// Runs `rill bench --json` with `args`, asserts it succeeds, and returns its result.
+pub fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out =
+        Command::new(RILL).arg("bench").arg("--json").args(args).env("RUST_LOG", "warn").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
