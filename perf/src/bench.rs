@@ -98,6 +98,10 @@ pub struct BenchResult {
     pub end_to_end_latency_us: Percentiles,
     /// Catch-up read of everything produced, from the earliest offset (MB/s of messages).
     pub backlog_consume_mb_per_s: Option<f64>,
+    /// With a target rate: how late the load generator sent each batch against its schedule,
+    /// microseconds. Latencies count from the schedule, so a generator that was itself held up
+    /// (a busy or descheduled CPU) shows here as well as in the latencies.
+    pub generator_lag_us: Option<Percentiles>,
     /// With a consumer group and `rebalance_at_s`: milliseconds from a member's leave until all
     /// its partitions were owned by others.
     pub rebalance_ms: Option<f64>,
@@ -116,6 +120,8 @@ pub(crate) struct Counters {
     consumed_bytes: Cell<u64>,
     publish: RefCell<Option<Histogram<u64>>>,
     e2e: RefCell<Option<Histogram<u64>>>,
+    /// With a target rate: how late each batch left against its schedule.
+    lag: RefCell<Option<Histogram<u64>>>,
     pub(crate) errors: Cell<u64>,
 }
 
@@ -132,6 +138,7 @@ impl Counters {
             consumed_bytes: Cell::new(0),
             publish: RefCell::new(Some(histogram())),
             e2e: RefCell::new(Some(histogram())),
+            lag: RefCell::new(Some(histogram())),
             errors: Cell::new(0),
         }
     }
@@ -284,8 +291,10 @@ async fn bench(protocol: Protocol, broker: &str, w: Workload) -> anyhow::Result<
         None
     };
     let secs = elapsed.as_secs_f64();
+    let w_rate = w.rate_msgs_per_s;
     let publish = counters.publish.borrow_mut().take().expect("set");
     let e2e = counters.e2e.borrow_mut().take().expect("set");
+    let lag = counters.lag.borrow_mut().take().expect("set");
     Ok(BenchResult {
         workload: w,
         seconds: secs,
@@ -297,6 +306,7 @@ async fn bench(protocol: Protocol, broker: &str, w: Workload) -> anyhow::Result<
         publish_latency_us: Percentiles::of(&publish),
         end_to_end_latency_us: Percentiles::of(&e2e),
         backlog_consume_mb_per_s: backlog,
+        generator_lag_us: (w_rate > 0).then(|| Percentiles::of(&lag)),
         rebalance_ms: rebalance.took.get().map(|d| d.as_secs_f64() * 1e3),
     })
 }
@@ -386,6 +396,8 @@ async fn read_range(client: Rc<Client>, partitions: Vec<(String, u32)>) -> anyho
 struct BatchTemplate {
     bytes: Bytes,
     stamp_at: usize,
+    /// CRC32C of the bytes after the stamp, which never change.
+    suffix_crc: u32,
 }
 
 /// Marks where the timestamp goes in the template's values.
@@ -409,20 +421,32 @@ impl BatchTemplate {
         let bytes = builder.build();
         let stamp_at =
             bytes.windows(8).position(|win| win == STAMP_MARKER).expect("the marker is in the first value");
-        BatchTemplate { bytes, stamp_at }
+        let stamp_end = (stamp_at + STAMP_BYTES).min(bytes.len());
+        let suffix_crc = crc32c::crc32c(&bytes[stamp_end..]);
+        BatchTemplate { bytes, stamp_at, suffix_crc }
     }
 
     /// A batch stamped with `sent_us`, when its first message came into being, and
-    /// `spread_us`, over which its messages arrived (0 at full speed).
-    fn stamp(&self, sent_us: u64, spread_us: u64) -> Bytes {
-        let mut batch = bytes::BytesMut::from(&self.bytes[..]);
-        batch[self.stamp_at..self.stamp_at + 8].copy_from_slice(&sent_us.to_le_bytes());
-        batch[self.stamp_at + 8..self.stamp_at + 16].copy_from_slice(&spread_us.to_le_bytes());
-        let crc = crc32c::crc32c(&batch[21..]);
-        batch[17..21].copy_from_slice(&crc.to_be_bytes());
-        batch.freeze()
+    /// `spread_us`, over which its messages arrived (0 at full speed), as two pieces: a fresh
+    /// copy of the bytes up to the stamp and the template's unchanged rest, shared. The batch
+    /// CRC is that of the fresh head combined with the rest's, computed once.
+    fn stamp(&self, sent_us: u64, spread_us: u64) -> [Bytes; 2] {
+        let stamp_end = (self.stamp_at + STAMP_BYTES).min(self.bytes.len());
+        let mut head = bytes::BytesMut::from(&self.bytes[..stamp_end]);
+        let mut stamp = [0u8; STAMP_BYTES];
+        stamp[..8].copy_from_slice(&sent_us.to_le_bytes());
+        stamp[8..].copy_from_slice(&spread_us.to_le_bytes());
+        let room = stamp_end - self.stamp_at;
+        head[self.stamp_at..].copy_from_slice(&stamp[..room]);
+        let tail_len = self.bytes.len() - stamp_end;
+        let crc = crc32c::crc32c_combine(crc32c::crc32c(&head[21..]), self.suffix_crc, tail_len);
+        head[17..21].copy_from_slice(&crc.to_be_bytes());
+        [head.freeze(), self.bytes.slice(stamp_end..)]
     }
 }
+
+/// The send time and spread written at the start of a batch's first value.
+const STAMP_BYTES: usize = 16;
 
 /// Records a batch's messages: the first arrived `latency_us` ago, the others evenly later over
 /// `spread_us`, so each message is charged from its own (scheduled) arrival, as a producer
@@ -485,6 +509,12 @@ async fn produce(
                 if due > now {
                     glommio::timer::sleep(due - now).await;
                 }
+                if counters.measuring.get() {
+                    let late = Instant::now().saturating_duration_since(due).as_micros() as u64;
+                    if let Some(h) = counters.lag.borrow_mut().as_mut() {
+                        let _ = h.record(late.max(1));
+                    }
+                }
             }
             None => {
                 batch_open = Instant::now();
@@ -521,13 +551,13 @@ async fn produce(
         let message_bytes = w.message_bytes as u64;
         glommio::spawn_local(async move {
             let _permit = permit;
-            let bytes = batch.len() as u64;
+            let bytes = batch.iter().map(|b| b.len() as u64).sum::<u64>();
             let parts = vec![ProducePart { topic, partition, records_at: 0, records_len: bytes as u32 }];
             let body = RequestBody::Produce { acks, timeout_ms: 30_000, parts };
             let started = opened;
             let ok = match acks {
-                Acks::None => client.send_only(&body, &[batch]).await.is_ok(),
-                _ => match client.call(&body, &[batch]).await {
+                Acks::None => client.send_only(&body, &batch).await.is_ok(),
+                _ => match client.call(&body, &batch).await {
                     Ok((ResponseBody::Produced { parts }, _)) => {
                         parts.iter().all(|p| p.error == ErrorCode::None)
                     }
@@ -693,10 +723,39 @@ pub fn print_table(r: &BenchResult) {
     for (name, p) in [("publish", &r.publish_latency_us), ("end-to-end", &r.end_to_end_latency_us)] {
         println!("| {name} | {} | {} | {} | {} | {} | {} |", p.p50, p.p90, p.p99, p.p999, p.p9999, p.max);
     }
+    if let Some(p) = &r.generator_lag_us {
+        println!(
+            "load generator lag behind its schedule (us): p50 {} p99 {} p99.9 {} max {}",
+            p.p50, p.p99, p.p999, p.max
+        );
+    }
     if let Some(mb) = r.backlog_consume_mb_per_s {
         println!("backlog read from earliest: {mb:.1} MB/s");
     }
     if let Some(ms) = r.rebalance_ms {
         println!("rebalance after a member left: {ms:.0} ms");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamped_batches_carry_the_stamp_and_a_valid_crc() {
+        for (message_bytes, messages) in [(16u32, 1u32), (16, 7), (1000, 500), (100_000, 3)] {
+            let w = Workload { message_bytes, ..Workload::default() };
+            let template = BatchTemplate::new(&w, messages);
+            let [head, rest] = template.stamp(0x0102_0304_0506_0708, 4242);
+            let batch = Bytes::from([&head[..], &rest[..]].concat());
+            assert_eq!(batch.len(), template.bytes.len(), "stamping keeps the size");
+            let header = rill_net::record_batch::parse_batch(&batch).expect("the CRC holds");
+            assert_eq!(header.records_count as u32, messages);
+            let value = first_value(&batch).expect("decodes").expect("a value");
+            assert_eq!(u64::from_le_bytes(value[..8].try_into().unwrap()), 0x0102_0304_0506_0708);
+            assert_eq!(u64::from_le_bytes(value[8..16].try_into().unwrap()), 4242);
+            // The template stays as it was for the next batch.
+            assert_eq!(&template.bytes[template.stamp_at..template.stamp_at + 8], &STAMP_MARKER);
+        }
     }
 }

@@ -16,7 +16,7 @@ type Waiters = Rc<RefCell<HashMap<u64, LocalSender<anyhow::Result<(ResponseBody,
 
 /// One connection to a broker.
 pub struct NativeClient {
-    frames: LocalSender<Vec<u8>>,
+    frames: LocalSender<Chunks>,
     waiters: Waiters,
     next_id: Cell<u64>,
     tasks: RefCell<Vec<glommio::task::JoinHandle<()>>>,
@@ -28,7 +28,7 @@ impl NativeClient {
         let (stream, read_half) = connect_halves(addr).await?;
         let waiters: Waiters = Rc::new(RefCell::new(HashMap::new()));
         let reader = glommio::spawn_local(read_loop(read_half, waiters.clone())).detach();
-        let (frames, writer) = spawn_writer::<Vec<u8>>(stream);
+        let (frames, writer) = spawn_writer::<Chunks>(stream);
         Ok(Rc::new(NativeClient {
             frames,
             waiters,
@@ -60,12 +60,8 @@ impl NativeClient {
     async fn send_frame(&self, id: u64, body: &RequestBody, data: &[Bytes]) -> anyhow::Result<()> {
         let chunks = message::encode_payload(body, data);
         let slices: Vec<&[u8]> = chunks.iter().map(|c| &c[..]).collect();
-        let header = encode_header(body.kind() as u16, id, &slices);
-        let mut frame = Vec::with_capacity(header.len() + slices.iter().map(|s| s.len()).sum::<usize>());
-        frame.extend_from_slice(&header);
-        for s in &slices {
-            frame.extend_from_slice(s);
-        }
+        let header = Bytes::copy_from_slice(&encode_header(body.kind() as u16, id, &slices));
+        let frame = Chunks::join(header, chunks);
         if self.frames.send(frame).await.is_err() {
             anyhow::bail!("connection closed");
         }
@@ -73,15 +69,63 @@ impl NativeClient {
     }
 }
 
+/// A frame as the pieces it was built from: large data sections (batches) are written from
+/// the caller's buffers rather than copied into one frame; small pieces are joined, so a small
+/// frame still costs one write.
+pub(crate) struct Chunks(Vec<Bytes>);
+
+/// Pieces at least this large are written on their own instead of being copied.
+const CHUNK_COPY_BYTES_MAX: usize = 64 << 10;
+
+impl Chunks {
+    fn join(header: Bytes, pieces: Vec<Bytes>) -> Chunks {
+        let mut out = Vec::new();
+        let mut small = bytes::BytesMut::new();
+        for piece in std::iter::once(header).chain(pieces) {
+            if piece.len() < CHUNK_COPY_BYTES_MAX {
+                small.extend_from_slice(&piece);
+            } else {
+                if !small.is_empty() {
+                    out.push(small.split().freeze());
+                }
+                out.push(piece);
+            }
+        }
+        if !small.is_empty() {
+            out.push(small.freeze());
+        }
+        Chunks(out)
+    }
+}
+
+/// What the writer task can send: one buffer or a frame in pieces.
+pub(crate) trait Frame: 'static {
+    fn pieces(&self) -> &[Bytes];
+}
+
+impl Frame for Chunks {
+    fn pieces(&self) -> &[Bytes] {
+        &self.0
+    }
+}
+
+impl Frame for Bytes {
+    fn pieces(&self) -> &[Bytes] {
+        std::slice::from_ref(self)
+    }
+}
+
 /// A task that writes every frame sent to it, in order, until the socket fails.
-pub(crate) fn spawn_writer<F: AsRef<[u8]> + 'static>(
+pub(crate) fn spawn_writer<F: Frame>(
     mut stream: TcpStream,
 ) -> (LocalSender<F>, glommio::task::JoinHandle<()>) {
     let (frames, queue) = local_channel::new_unbounded::<F>();
     let writer = glommio::spawn_local(async move {
         while let Some(frame) = queue.recv().await {
-            if stream.write_all(frame.as_ref()).await.is_err() {
-                return;
+            for piece in frame.pieces() {
+                if stream.write_all(piece).await.is_err() {
+                    return;
+                }
             }
         }
     })
