@@ -1,11 +1,13 @@
-//! `rill tune probe|check|apply|show`.
+//! `rill tune probe|stalls|check|apply|show`.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
-use rill_tuning::{DiskFacts, HostFacts, HostRoots, Measured, ProbeSettings, Profile, Verdict};
+use rill_tuning::{
+    CpuStalls, DiskFacts, HostFacts, HostRoots, Measured, ProbeSettings, Profile, StallSettings, Verdict,
+};
 
 /// The `rill tune` subcommands.
 #[derive(Subcommand)]
@@ -25,6 +27,20 @@ pub enum TuneCommand {
         /// Queue depth of the sequential passes.
         #[arg(long, default_value_t = 4)]
         seq_queue_depth: u32,
+    },
+    /// Spin on the shard CPUs, all at once, and report how often and how long each was taken
+    /// away (hypervisor preemption, interrupts, other tasks): the floor under the broker's tail
+    /// latency on this host. Run it on an otherwise idle host.
+    Stalls {
+        /// CPUs to spin on, e.g. 0,1 (default: the derived profile's shard CPUs).
+        #[arg(long)]
+        cpus: Option<String>,
+        /// Seconds to spin.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Gaps longer than this many microseconds count as stalls.
+        #[arg(long, default_value_t = 100)]
+        threshold_us: u64,
     },
     /// Compare the host's kernel and device settings with a profile's; print each as ok or
     /// advice with the command that fixes it. Changes nothing.
@@ -59,6 +75,7 @@ pub fn run(cmd: TuneCommand) -> anyhow::Result<()> {
         TuneCommand::Probe { data_dir, output, quick, seq_queue_depth } => {
             probe(data_dir, output, quick, seq_queue_depth)
         }
+        TuneCommand::Stalls { cpus, seconds, threshold_us } => stalls(cpus, seconds, threshold_us),
         TuneCommand::Check { profile, data_dir } => check(profile, data_dir, false),
         TuneCommand::Apply { profile, data_dir } => check(profile, data_dir, true),
         TuneCommand::Show { profile } => {
@@ -88,7 +105,7 @@ fn probe(data_dir: PathBuf, output: PathBuf, quick: bool, seq_queue_depth: u32) 
     settings.seq_queue_depth = seq_queue_depth;
     let started = std::time::Instant::now();
     let tty = std::io::stderr().is_terminal();
-    let measured = rill_tuning::probe_disk(settings, move |step| {
+    let mut measured = rill_tuning::probe_disk(settings, move |step| {
         let elapsed = started.elapsed().as_secs_f64();
         if tty {
             eprint!("\r\x1b[2K[{elapsed:>5.1}s] measuring {step}");
@@ -98,8 +115,15 @@ fn probe(data_dir: PathBuf, output: PathBuf, quick: bool, seq_queue_depth: u32) 
         }
     })?;
     let done = if tty { "\r\x1b[2K" } else { "" };
-    eprintln!("{done}[{:>5.1}s] done", started.elapsed().as_secs_f64());
     let mut profile = Profile::derive(&host);
+    let settings = StallSettings {
+        cpus: profile.shard_cores(&host)?,
+        duration: std::time::Duration::from_secs_f64(if quick { 0.5 } else { 3.0 }),
+        threshold: std::time::Duration::from_micros(STALL_THRESHOLD_US),
+    };
+    eprintln!("{done}[{:>5.1}s] measuring CPU stalls", started.elapsed().as_secs_f64());
+    measured.cpu_stalls = rill_tuning::probe_stalls(&settings)?;
+    eprintln!("[{:>5.1}s] done", started.elapsed().as_secs_f64());
     profile.io.uring_queue_depth = queue_depth_for(&measured);
     profile.measured = Some(measured.clone());
     profile.check_host(&host)?;
@@ -146,8 +170,59 @@ fn print_summary(host: &HostFacts, disk: &DiskFacts, m: &Measured, profile: &Pro
             figures.iter().map(|f| format!("QD{} {:.0}", f.queue_depth, f.iops)).collect();
         println!("{:<26} {} IOPS", name, cells.join(", "));
     }
+    if !m.cpu_stalls.is_empty() {
+        println!("{:<26} {}", format!("CPU stalls > {STALL_THRESHOLD_US} us"), stall_summary(&m.cpu_stalls));
+    }
     println!("{:<26} {}", "shards", profile.shard_cores(host).map(|c| c.len()).unwrap_or(0));
     println!("{:<26} {}", "io_uring depth", profile.io.uring_queue_depth);
+}
+
+/// Gaps the probe counts as stalls: well above a clock read or a timer tick, well below a
+/// broker's latency targets.
+const STALL_THRESHOLD_US: u64 = 100;
+
+/// One line for all CPUs: the worst CPU's figures.
+fn stall_summary(stalls: &[CpuStalls]) -> String {
+    let worst = |f: fn(&CpuStalls) -> f64| stalls.iter().map(f).fold(0.0, f64::max);
+    format!(
+        "up to {:.1}/s per CPU, longest {} us, {:.2}% of the time (all shard CPUs busy)",
+        worst(|s| s.per_second()),
+        stalls.iter().map(|s| s.max_us).max().unwrap_or(0),
+        worst(|s| s.stalled_fraction()) * 100.0
+    )
+}
+
+fn stalls(cpus: Option<String>, seconds: f64, threshold_us: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "--seconds must be positive");
+    let host = HostFacts::read().context("reading host facts")?;
+    let cpus = match cpus {
+        Some(list) => rill_tuning::parse_cpu_list(&list).map_err(|e| anyhow::anyhow!("--cpus: {e}"))?,
+        None => Profile::derive(&host).shard_cores(&host)?,
+    };
+    for cpu in &cpus {
+        anyhow::ensure!(host.topology.online().contains(cpu), "CPU {cpu} is not online");
+    }
+    let settings = StallSettings {
+        cpus,
+        duration: std::time::Duration::from_secs_f64(seconds),
+        threshold: std::time::Duration::from_micros(threshold_us),
+    };
+    eprintln!("spinning on CPUs {:?} for {seconds} s ...", settings.cpus);
+    let figures = rill_tuning::probe_stalls(&settings)?;
+    println!("| CPU | stalls > {threshold_us} us | per second | stalled | p99 | longest |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for s in &figures {
+        println!(
+            "| {} | {} | {:.1} | {:.3}% | {} us | {} us |",
+            s.cpu,
+            s.stalls,
+            s.per_second(),
+            s.stalled_fraction() * 100.0,
+            s.p99_us,
+            s.max_us
+        );
+    }
+    Ok(())
 }
 
 fn check(profile: Option<String>, data_dir: PathBuf, apply: bool) -> anyhow::Result<()> {

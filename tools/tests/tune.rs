@@ -1,5 +1,6 @@
 //! `rill tune` end to end: the probe's sequential write bandwidth agrees with fio's (or with a
-//! plain O_DIRECT write loop where fio is absent) measured in the same run; `check` and `show`
+//! plain O_DIRECT write loop where fio is absent) measured in the same run; the stall probe sees
+//! a CPU it shares with a second spinner taken away about half the time; `check` and `show`
 //! work on this host.
 
 use std::path::Path;
@@ -29,6 +30,8 @@ fn probe_seq_write(dir: &Path, queue_depth: u32) -> f64 {
     let measured = profile.measured.expect("probe records its measurements");
     assert!(measured.seq_read_mb_s > 0.0 && measured.fdatasync_p50_us > 0);
     assert_eq!(measured.rand_read_iops.len(), 2);
+    assert!(!measured.cpu_stalls.is_empty(), "the probe measures CPU stalls");
+    assert!(measured.cpu_stalls.iter().all(|s| s.measured_us >= 500_000), "{:?}", measured.cpu_stalls);
     measured.seq_write_mb_s
 }
 
@@ -125,4 +128,46 @@ fn check_and_show_run_on_this_host() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("rill: "), "one clear line");
+}
+
+/// Parses `rill tune stalls` output rows: (cpu, stalls, stalled percent).
+fn stall_rows(stdout: &[u8]) -> Vec<(usize, u64, f64)> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let cpu = cells.get(1)?.parse().ok()?;
+            let stalls = cells.get(2)?.parse().ok()?;
+            let percent = cells.get(4)?.strip_suffix('%')?.parse().ok()?;
+            Some((cpu, stalls, percent))
+        })
+        .collect()
+}
+
+#[test]
+fn stall_probe_sees_a_cpu_shared_with_another_spinner() {
+    // Two probes pinned to the same CPU: the scheduler runs them in turn, so each must find its
+    // CPU taken away for roughly half the time, in stalls of a scheduler slice each.
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_rill"))
+            .args(["tune", "stalls", "--cpus", "0", "--seconds", "1.5", "--threshold-us", "100"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("rill runs")
+    };
+    let (a, b) = (spawn(), spawn());
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let rows = stall_rows(&out.stdout);
+        assert_eq!(rows.len(), 1, "{}", String::from_utf8_lossy(&out.stdout));
+        let (cpu, stalls, percent) = rows[0];
+        assert_eq!(cpu, 0);
+        assert!(stalls >= 10 && (20.0..=95.0).contains(&percent), "{stalls} stalls, {percent}% stalled");
+    }
+    let bad =
+        Command::new(env!("CARGO_BIN_EXE_rill")).args(["tune", "stalls", "--cpus", "9999"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not online"));
 }

@@ -2,7 +2,8 @@
 //!
 //! A [`Profile`] (TOML) holds every performance-relevant broker setting: shard cores, per-shard
 //! memory budgets, io_uring depth, log defaults, network limits, and the kernel settings the
-//! host should have. [`probe_disk`] measures the data disk, [`HostFacts`] and [`DiskFacts`]
+//! host should have. [`probe_disk`] measures the data disk, [`probe_stalls`] how often the host
+//! takes busy CPUs away (the floor under tail latency), [`HostFacts`] and [`DiskFacts`]
 //! read the host, and [`check`] compares the host's kernel settings with a profile's.
 
 mod check;
@@ -10,6 +11,7 @@ mod disk;
 mod error;
 mod host;
 mod profile;
+mod stalls;
 mod topology;
 
 pub use crate::check::{Finding, Verdict, apply, check};
@@ -20,4 +22,5 @@ pub use crate::profile::{
     CorePolicy, CoreSelection, CpuSection, IoSection, KernelSection, LOG_WRITE_BUFFER_BYTES_MAX, LogSection,
     Measured, MemorySection, NetworkSection, Profile, QueueDepthFigure, SHIPPED, parse_durability,
 };
+pub use crate::stalls::{CpuStalls, StallCounter, StallSettings, probe_stalls};
 pub use crate::topology::{Cpu, CpuTopology, parse_cpu_list};

@@ -169,6 +169,9 @@ pub struct Measured {
     pub fdatasync_p50_us: u64,
     /// 4 KiB write + fdatasync, 99th percentile microseconds.
     pub fdatasync_p99_us: u64,
+    /// What each shard CPU lost while all of them spun at once (absent in older profiles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpu_stalls: Vec<crate::stalls::CpuStalls>,
 }
 
 /// A figure at one queue depth.
