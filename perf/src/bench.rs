@@ -663,6 +663,7 @@ pub(crate) fn account(counters: &Counters, part: &FetchResult, data: &Bytes) -> 
 }
 
 async fn progress(counters: Rc<Counters>) {
+    let line = LiveLine::new();
     let mut last = (0u64, 0u64, Instant::now());
     loop {
         glommio::timer::sleep(Duration::from_secs(1)).await;
@@ -670,12 +671,45 @@ async fn progress(counters: Rc<Counters>) {
         let secs = last.2.elapsed().as_secs_f64();
         let phase = if counters.measuring.get() { "measuring" } else { "warm-up" };
         let p99 = counters.publish.borrow().as_ref().map_or(0, |h| h.value_at_quantile(0.99));
-        eprintln!(
+        line.show(format!(
             "[{phase}] publish {:>8.1} MB/s  consume {:>8.1} MB/s  publish p99 {p99} us",
             p.saturating_sub(last.0) as f64 / secs / 1e6,
             c.saturating_sub(last.1) as f64 / secs / 1e6
-        );
+        ));
         last = (p, c, Instant::now());
+    }
+}
+
+/// The live progress line: redrawn in place (indicatif) on a terminal, one line per update
+/// otherwise (logs and CI), and cleared when the run ends.
+struct LiveLine(Option<indicatif::ProgressBar>);
+
+impl LiveLine {
+    fn new() -> LiveLine {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return LiveLine(None);
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed:>3} {msg}").expect("valid template"),
+        );
+        LiveLine(Some(bar))
+    }
+
+    fn show(&self, text: String) {
+        match &self.0 {
+            Some(bar) => bar.set_message(text),
+            None => eprintln!("{text}"),
+        }
+    }
+}
+
+impl Drop for LiveLine {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
     }
 }
 
