@@ -872,6 +872,7 @@ fn records_batch(records: Vec<Record>) -> Result<Batch, String> {
         max_timestamp_ms: header.max_timestamp.max(header.base_timestamp),
         leader_epoch: 0,
         base_offset_field: Some(record_batch::BASE_OFFSET_AT),
+        known_suffix_crc: None,
     })
 }
 

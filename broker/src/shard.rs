@@ -35,6 +35,7 @@ pub(crate) enum ShardRequest {
     Produce {
         topic: TopicName,
         partition: u32,
+        /// As `record_batch::split_batches` returned them: each batch's CRC was checked.
         batches: Vec<(BatchHeader, Bytes)>,
         acks: Acks,
     },
@@ -297,6 +298,10 @@ impl Shard {
         let batches: Vec<Batch> = batches
             .into_iter()
             .map(|(header, payload)| Batch {
+                // `split_batches` checked the CRC field against the bytes it covers.
+                known_suffix_crc: rill_net::record_batch::crc_field(&payload)
+                    .ok()
+                    .map(|crc| (rill_net::record_batch::CRC_COVERS_FROM, crc)),
                 payload,
                 record_count: header.offset_count(),
                 first_timestamp_ms: header.base_timestamp,

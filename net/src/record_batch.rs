@@ -93,6 +93,17 @@ fn be_i64(b: &[u8], at: usize) -> i64 {
     i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// Where a batch's CRC coverage starts: its CRC field is the crc32c of `batch[CRC_COVERS_FROM..]`
+/// (everything after the base offset, length, leader epoch, magic and the CRC itself).
+pub const CRC_COVERS_FROM: usize = ATTRIBUTES_AT;
+
+/// The CRC field of a batch. For a batch [`parse_batch`] or [`split_batches`] accepted, this is
+/// the crc32c of `batch[CRC_COVERS_FROM..]`, so whoever stores it need not read the bytes again.
+pub fn crc_field(batch: &[u8]) -> Result<u32, BatchError> {
+    let field = batch.get(CRC_AT..CRC_AT + 4).ok_or(BatchError::BadLength)?;
+    Ok(u32::from_be_bytes(field.try_into().expect("4 bytes")))
+}
+
 /// Parses and fully validates the single batch that `bytes` must be exactly.
 pub fn parse_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = parse_header(bytes)?;

@@ -82,6 +82,7 @@ async fn append_forever(log: Log, task: u32) -> anyhow::Result<()> {
             max_timestamp_ms: seq as i64,
             leader_epoch: 0,
             base_offset_field: Some(0),
+            known_suffix_crc: None,
         };
         let base = log.append(batch).await?;
         let mut out = std::io::stdout().lock();

@@ -281,6 +281,7 @@ async fn log_append(
                     max_timestamp_ms: 0,
                     leader_epoch: 0,
                     base_offset_field: None,
+                    known_suffix_crc: None,
                 };
                 let t = Instant::now();
                 log.append(batch).await?;

@@ -61,8 +61,15 @@ impl EntryMeta {
 }
 
 /// Encodes the header for `meta` and `payload`, computing the checksum.
+#[cfg(test)]
 pub(crate) fn encode_header(meta: &EntryMeta, payload: &[u8]) -> [u8; ENTRY_HEADER_BYTES] {
     assert_eq!(meta.payload_len as usize, payload.len());
+    encode_header_with(meta, crc32c::crc32c(payload))
+}
+
+/// Encodes the header for `meta` and a payload of `meta.payload_len` bytes whose crc32c is
+/// `payload_crc`.
+pub(crate) fn encode_header_with(meta: &EntryMeta, payload_crc: u32) -> [u8; ENTRY_HEADER_BYTES] {
     assert!(meta.record_count > 0);
     let header = EntryHeader {
         magic: ENTRY_MAGIC,
@@ -81,17 +88,21 @@ pub(crate) fn encode_header(meta: &EntryMeta, payload: &[u8]) -> [u8; ENTRY_HEAD
     let archived = rkyv::to_bytes::<rancor::Error>(&header).expect("fixed-size header archives");
     let mut out = [0u8; ENTRY_HEADER_BYTES];
     out.copy_from_slice(&archived);
-    let crc = checksum(&out, payload);
+    let crc = crc32c::crc32c_combine(header_checksum(&out), payload_crc, meta.payload_len as usize);
     out[CRC_FIELD..CRC_FIELD + 4].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
-/// crc32c of the header with its crc field taken as zero, then the payload.
-fn checksum(header: &[u8; ENTRY_HEADER_BYTES], payload: &[u8]) -> u32 {
+/// crc32c of the header with its crc field taken as zero.
+fn header_checksum(header: &[u8; ENTRY_HEADER_BYTES]) -> u32 {
     let crc = crc32c::crc32c(&header[..CRC_FIELD]);
     let crc = crc32c::crc32c_append(crc, &[0u8; 4]);
-    let crc = crc32c::crc32c_append(crc, &header[CRC_FIELD + 4..]);
-    crc32c::crc32c_append(crc, payload)
+    crc32c::crc32c_append(crc, &header[CRC_FIELD + 4..])
+}
+
+/// crc32c of the header with its crc field taken as zero, then the payload.
+fn checksum(header: &[u8; ENTRY_HEADER_BYTES], payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(header_checksum(header), payload)
 }
 
 /// Why bytes at some position are not a valid entry.

@@ -39,6 +39,12 @@ pub struct Batch {
     /// of the payload before storing it (Kafka's RecordBatch v2 keeps its base offset outside
     /// its CRC for exactly this).
     pub base_offset_field: Option<usize>,
+    /// If set, `(from, crc)`: the crc32c of `payload[from..]`, which the caller already knows
+    /// (Kafka's batch CRC covers the bytes from the attributes on, and the broker has checked
+    /// it). The log then checksums only `payload[..from]` and combines the two instead of reading
+    /// the whole payload again. The base-offset field must lie before `from`. A wrong value is
+    /// caught as a checksum mismatch when the entry is read, never served as data.
+    pub known_suffix_crc: Option<(usize, u32)>,
 }
 
 /// A batch as stored, returned by reads.
@@ -333,6 +339,14 @@ impl Log {
                 return Err(Error::InvalidBatch("base offset field outside the payload"));
             }
         }
+        if let Some((from, _)) = batch.known_suffix_crc {
+            if from > batch.payload.len() {
+                return Err(Error::InvalidBatch("known CRC range outside the payload"));
+            }
+            if batch.base_offset_field.is_some_and(|at| at + 8 > from) {
+                return Err(Error::InvalidBatch("known CRC range covers the base offset field"));
+            }
+        }
         let next = self.inner.state.borrow().next_offset;
         if next.checked_add(batch.record_count as u64).is_none_or(|end| end > i64::MAX as u64) {
             return Err(Error::InvalidBatch("offsets exhausted"));
@@ -388,7 +402,13 @@ impl Log {
             append_time_ms: now,
             crc: 0,
         };
-        let header = entry::encode_header(&meta, &payload);
+        let payload_crc = match batch.known_suffix_crc {
+            Some((from, crc)) => {
+                crc32c::crc32c_combine(crc32c::crc32c(&payload[..from]), crc, payload.len() - from)
+            }
+            None => crc32c::crc32c(&payload),
+        };
+        let header = entry::encode_header_with(&meta, payload_crc);
         s.next_offset = meta.end_offset();
         s.pending_bytes += entry_bytes as usize;
         s.cache.push(StoredBatch::from_entry(&meta, payload.clone()));

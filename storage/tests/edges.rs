@@ -157,3 +157,52 @@ fn close_completes_under_steady_appends() {
         assert!(log.log_end_offset() >= acked, "every acknowledged append survives close");
     });
 }
+
+/// A batch whose bytes from `from` on have a known CRC, with a base-offset field at 0.
+fn hinted(payload: Bytes, from: usize, crc: u32) -> rill_storage::Batch {
+    rill_storage::Batch {
+        base_offset_field: Some(0),
+        known_suffix_crc: Some((from, crc)),
+        ..batch(payload, 1, 0)
+    }
+}
+
+#[test]
+fn a_known_suffix_crc_replaces_reading_the_payload_and_a_wrong_one_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let clock = ManualClock::new(0);
+        let config = big_config();
+        let log = open(&path, config.clone(), &clock).await;
+        let payload = payload_for(7, 100_000);
+        let crc = crc32c::crc32c(&payload[21..]);
+        log.append(hinted(payload.clone(), 21, crc)).await.unwrap();
+        log.append(hinted(payload.clone(), payload.len(), 0)).await.unwrap();
+        // Ranges that do not fit, or that cover the base offset the log patches, are refused.
+        for (from, why) in [(payload.len() + 1, "outside"), (4, "covers")] {
+            match log.append(hinted(payload.clone(), from, crc)).await {
+                Err(Error::InvalidBatch(m)) => assert!(m.contains(why), "{m}"),
+                other => panic!("from {from}: {other:?}"),
+            }
+        }
+        // A wrong CRC: the entry is stored, but its checksum no longer matches its bytes.
+        log.append(hinted(payload.clone(), 21, crc ^ 1)).await.unwrap();
+        log.close().await.unwrap();
+        match rill_storage::Log::open(&path, config.clone(), Rc::new(clock.clone())).await {
+            Ok(log) => {
+                // Recovery cut the active segment at the damaged entry: the good ones remain.
+                assert_eq!(log.log_end_offset(), 2);
+                let got = read_all(&log).await;
+                assert_eq!(got.len(), 2);
+                for (offset, b) in got.iter().enumerate() {
+                    assert_eq!(b.base_offset, offset as u64);
+                    assert_eq!(&b.payload[8..], &payload[8..], "stored as given but the base offset");
+                    assert_eq!(&b.payload[..8], &(offset as i64).to_be_bytes());
+                }
+                log.verify().await.unwrap();
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
+    });
+}

@@ -66,6 +66,7 @@ pub fn batch(payload: Bytes, records: u32, ts: i64) -> Batch {
         max_timestamp_ms: ts,
         leader_epoch: 0,
         base_offset_field: None,
+        known_suffix_crc: None,
     }
 }
 
