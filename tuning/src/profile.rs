@@ -87,6 +87,10 @@ pub struct IoSection {
     pub uring_queue_depth: u32,
     /// Largest single disk read (fetches that miss the cache, scans). Multiple of 4096.
     pub read_chunk_bytes: u64,
+    /// Chunks of `read_chunk_bytes` loading ahead of a consumer catching up from disk (0: read
+    /// on demand only). Each shard holds at most 64 MiB of them.
+    #[serde(default = "default_read_ahead_chunks")]
+    pub read_ahead_chunks: u32,
     /// Messages each shard-to-shard channel holds before senders wait.
     pub shard_channel_depth: u32,
 }
@@ -184,6 +188,13 @@ pub struct QueueDepthFigure {
     pub iops: f64,
 }
 
+/// Most read-ahead chunks a profile may ask for (the shard's 64 MiB cap binds long before).
+const READ_AHEAD_CHUNKS_MAX: u32 = 64;
+
+fn default_read_ahead_chunks() -> u32 {
+    LogConfig::default().read_ahead_chunks as u32
+}
+
 /// Most bytes one partition log queues for its next write, whatever the shard's budget.
 pub const LOG_WRITE_BUFFER_BYTES_MAX: u64 = 32 << 20;
 
@@ -255,6 +266,12 @@ impl Profile {
             if value == 0 {
                 return Err(field_error(field, "must be greater than zero".to_string()));
             }
+        }
+        if self.io.read_ahead_chunks > READ_AHEAD_CHUNKS_MAX {
+            return Err(field_error(
+                "io.read_ahead_chunks",
+                format!("{} is more than {READ_AHEAD_CHUNKS_MAX}", self.io.read_ahead_chunks),
+            ));
         }
         if !self.io.uring_queue_depth.is_power_of_two() {
             return Err(field_error("io.uring_queue_depth", "must be a power of two".to_string()));
@@ -353,6 +370,7 @@ impl Profile {
             cache_bytes_max: (self.memory.cache_bytes_per_shard / partitions) as usize,
             index_interval_bytes: self.log.index_interval_bytes.min(u32::MAX as u64) as u32,
             read_chunk_bytes: self.io.read_chunk_bytes as usize,
+            read_ahead_chunks: self.io.read_ahead_chunks as usize,
             group_commit_window_us: self.log.group_commit_window_us,
             ..LogConfig::default()
         }

@@ -134,6 +134,17 @@ fn bad_profiles_are_refused_naming_the_field() {
     p.memory.connection_buffer_bytes_per_shard = 1 << 20;
     assert!(refused_field(p.check_shape()).starts_with("memory.connection_buffer_bytes_per_shard"));
 
+    let mut p = base.clone();
+    p.io.read_ahead_chunks = 65;
+    assert!(refused_field(p.check_shape()).starts_with("io.read_ahead_chunks"));
+    // Optional: profiles written before it existed get the storage default; set, it reaches the log.
+    let old = base.to_toml().replace("read_ahead_chunks = 2\n", "");
+    assert_ne!(old, base.to_toml());
+    assert_eq!(Profile::parse(&old, "old.toml").unwrap().log_config().read_ahead_chunks, 2);
+    let mut p = base.clone();
+    p.io.read_ahead_chunks = 5;
+    assert_eq!(p.log_config().read_ahead_chunks, 5);
+
     let text = base.to_toml().replace("[io]", "[io]\nturbo = true");
     assert!(matches!(Profile::parse(&text, "typo.toml"), Err(Error::Parse { .. })));
     assert!(matches!(Profile::load("/nonexistent/profile.toml"), Err(Error::Io { .. })));
