@@ -42,8 +42,10 @@ pub struct Batch {
     /// If set, `(from, crc)`: the crc32c of `payload[from..]`, which the caller already knows
     /// (Kafka's batch CRC covers the bytes from the attributes on, and the broker has checked
     /// it). The log then checksums only `payload[..from]` and combines the two instead of reading
-    /// the whole payload again. The base-offset field must lie before `from`. A wrong value is
-    /// caught as a checksum mismatch when the entry is read, never served as data.
+    /// the whole payload again. The base-offset field must lie before `from`. The caller must
+    /// have checked the value against the bytes: a wrong one gives the entry a checksum that
+    /// disagrees with them, so disk reads refuse it and recovery cuts the active segment there
+    /// (losing the entries after it), while the cache serves the bytes as given.
     pub known_suffix_crc: Option<(usize, u32)>,
 }
 

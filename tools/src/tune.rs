@@ -117,12 +117,17 @@ fn probe(data_dir: PathBuf, output: PathBuf, quick: bool, seq_queue_depth: u32) 
     let done = if tty { "\r\x1b[2K" } else { "" };
     let mut profile = Profile::derive(&host);
     let settings = StallSettings {
-        cpus: profile.shard_cores(&host)?,
+        cpus: runnable(profile.shard_cores(&host)?)?,
         duration: std::time::Duration::from_secs_f64(if quick { 0.5 } else { 3.0 }),
         threshold: std::time::Duration::from_micros(STALL_THRESHOLD_US),
     };
     eprintln!("{done}[{:>5.1}s] measuring CPU stalls", started.elapsed().as_secs_f64());
-    measured.cpu_stalls = rill_tuning::probe_stalls(&settings)?;
+    // The disk figures are the probe's purpose; a host where threads cannot be pinned still
+    // gets its profile, without stall figures.
+    match rill_tuning::probe_stalls(&settings) {
+        Ok(stalls) => measured.cpu_stalls = stalls,
+        Err(e) => eprintln!("rill: CPU stalls not measured: {e}"),
+    }
     eprintln!("[{:>5.1}s] done", started.elapsed().as_secs_f64());
     profile.io.uring_queue_depth = queue_depth_for(&measured);
     profile.measured = Some(measured.clone());
@@ -192,12 +197,24 @@ fn stall_summary(stalls: &[CpuStalls]) -> String {
     )
 }
 
+/// The CPUs of `cpus` this process may run on (a container's cpuset may exclude some).
+fn runnable(cpus: Vec<usize>) -> anyhow::Result<Vec<usize>> {
+    let allowed = rill_tuning::allowed_cpus()?;
+    let runnable: Vec<usize> = cpus.iter().copied().filter(|c| allowed.contains(c)).collect();
+    anyhow::ensure!(
+        !runnable.is_empty(),
+        "none of CPUs {cpus:?} is in this process's affinity mask {allowed:?}"
+    );
+    Ok(runnable)
+}
+
 fn stalls(cpus: Option<String>, seconds: f64, threshold_us: u64) -> anyhow::Result<()> {
-    anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "--seconds must be positive");
+    let max = rill_tuning::STALL_PROBE_SECONDS_MAX as f64;
+    anyhow::ensure!(seconds > 0.0 && seconds <= max, "--seconds must be above 0 and at most {max}");
     let host = HostFacts::read().context("reading host facts")?;
     let cpus = match cpus {
         Some(list) => rill_tuning::parse_cpu_list(&list).map_err(|e| anyhow::anyhow!("--cpus: {e}"))?,
-        None => Profile::derive(&host).shard_cores(&host)?,
+        None => runnable(Profile::derive(&host).shard_cores(&host)?)?,
     };
     for cpu in &cpus {
         anyhow::ensure!(host.topology.online().contains(cpu), "CPU {cpu} is not online");

@@ -148,9 +148,11 @@ fn stall_rows(stdout: &[u8]) -> Vec<(usize, u64, f64)> {
 fn stall_probe_sees_a_cpu_shared_with_another_spinner() {
     // Two probes pinned to the same CPU: the scheduler runs them in turn, so each must find its
     // CPU taken away for roughly half the time, in stalls of a scheduler slice each.
+    let cpu = rill_tuning::allowed_cpus().unwrap()[0];
+    let cpu_arg = cpu.to_string();
     let spawn = || {
         Command::new(env!("CARGO_BIN_EXE_rill"))
-            .args(["tune", "stalls", "--cpus", "0", "--seconds", "1.5", "--threshold-us", "100"])
+            .args(["tune", "stalls", "--cpus", &cpu_arg, "--seconds", "1.5", "--threshold-us", "100"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -162,12 +164,17 @@ fn stall_probe_sees_a_cpu_shared_with_another_spinner() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let rows = stall_rows(&out.stdout);
         assert_eq!(rows.len(), 1, "{}", String::from_utf8_lossy(&out.stdout));
-        let (cpu, stalls, percent) = rows[0];
-        assert_eq!(cpu, 0);
+        let (_, stalls, percent) = rows[0];
+        assert_eq!(rows[0].0, cpu);
         assert!(stalls >= 10 && (20.0..=95.0).contains(&percent), "{stalls} stalls, {percent}% stalled");
     }
     let bad =
         Command::new(env!("CARGO_BIN_EXE_rill")).args(["tune", "stalls", "--cpus", "9999"]).output().unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not online"));
+    let long = Command::new(env!("CARGO_BIN_EXE_rill"))
+        .args(["tune", "stalls", "--seconds", "1e12"])
+        .output()
+        .unwrap();
+    assert!(!long.status.success() && String::from_utf8_lossy(&long.stderr).contains("at most"));
 }

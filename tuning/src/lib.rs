@@ -22,5 +22,7 @@ pub use crate::profile::{
     CorePolicy, CoreSelection, CpuSection, IoSection, KernelSection, LOG_WRITE_BUFFER_BYTES_MAX, LogSection,
     Measured, MemorySection, NetworkSection, Profile, QueueDepthFigure, SHIPPED, parse_durability,
 };
-pub use crate::stalls::{CpuStalls, StallCounter, StallSettings, probe_stalls};
+pub use crate::stalls::{
+    CpuStalls, STALL_PROBE_SECONDS_MAX, StallCounter, StallSettings, allowed_cpus, probe_stalls,
+};
 pub use crate::topology::{Cpu, CpuTopology, parse_cpu_list};

@@ -8,7 +8,8 @@
 //! gaps, and every request in flight on it waits them out, so they set a floor under tail
 //! latency that no broker code can lower.
 
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -112,32 +113,85 @@ impl StallCounter {
     }
 }
 
+/// Longest spin a probe may ask for.
+pub const STALL_PROBE_SECONDS_MAX: u64 = 3600;
+
 /// Spins on every CPU of `settings` at once and reports what each lost, in the order given.
+///
+/// Every thread is started and pinned before any spins; if one cannot be started or pinned,
+/// none spins, all are joined, and the error is returned.
 pub fn probe_stalls(settings: &StallSettings) -> Result<Vec<CpuStalls>> {
     if settings.cpus.is_empty() {
         return Err(Error::Probe("no CPUs to probe".into()));
     }
-    let start = Arc::new(Barrier::new(settings.cpus.len()));
-    let threads: Vec<_> = settings
-        .cpus
-        .iter()
-        .map(|&cpu| {
-            let (start, duration, threshold) = (start.clone(), settings.duration, settings.threshold);
-            std::thread::Builder::new()
-                .name(format!("rill-stalls-{cpu}"))
-                .spawn(move || {
-                    let pinned = pin_to(cpu);
-                    start.wait();
-                    pinned?;
-                    Ok(spin(cpu, duration, threshold))
-                })
-                .map_err(|e| Error::Probe(format!("starting the thread for CPU {cpu}: {e}")))
-        })
-        .collect::<Result<_>>()?;
-    threads
-        .into_iter()
-        .map(|t| t.join().map_err(|_| Error::Probe("a stall probe thread panicked".into()))?)
-        .collect()
+    if settings.duration > Duration::from_secs(STALL_PROBE_SECONDS_MAX) {
+        return Err(Error::Probe(format!("a stall probe spins at most {STALL_PROBE_SECONDS_MAX} s")));
+    }
+    let allowed = allowed_cpus()?;
+    if let Some(cpu) = settings.cpus.iter().find(|c| !allowed.contains(c)) {
+        return Err(Error::Probe(format!("this process may not run on CPU {cpu} (allowed: {allowed:?})")));
+    }
+    // 0: wait; 1: spin; 2: give up (another thread could not start or pin).
+    let go = Arc::new(AtomicU8::new(0));
+    let ready = Arc::new(AtomicUsize::new(0));
+    let mut threads = Vec::new();
+    let mut failure = None;
+    for &cpu in &settings.cpus {
+        let (go, ready, duration, threshold) =
+            (go.clone(), ready.clone(), settings.duration, settings.threshold);
+        let spawned = std::thread::Builder::new().name(format!("rill-stalls-{cpu}")).spawn(move || {
+            let pinned = pin_to(cpu);
+            ready.fetch_add(1, Ordering::SeqCst);
+            loop {
+                match go.load(Ordering::SeqCst) {
+                    0 => std::hint::spin_loop(),
+                    1 => break,
+                    _ => return pinned.map(|()| None),
+                }
+            }
+            pinned.map(|()| Some(spin(cpu, duration, threshold)))
+        });
+        match spawned {
+            Ok(handle) => threads.push(handle),
+            Err(e) => {
+                failure = Some(Error::Probe(format!("starting the thread for CPU {cpu}: {e}")));
+                break;
+            }
+        }
+    }
+    if failure.is_none() {
+        while ready.load(Ordering::SeqCst) < threads.len() {
+            std::hint::spin_loop();
+        }
+    }
+    go.store(if failure.is_none() { 1 } else { 2 }, Ordering::SeqCst);
+    let mut figures = Vec::new();
+    for handle in threads {
+        match handle.join() {
+            Ok(Ok(Some(f))) => figures.push(f),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Err(_) => failure = failure.or(Some(Error::Probe("a stall probe thread panicked".into()))),
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(figures),
+    }
+}
+
+/// The CPUs this process may run on (its affinity mask), ascending.
+pub fn allowed_cpus() -> Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size into it, and
+    // CPU_ISSET reads within it for ids below CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(Error::Probe(format!("reading the CPU affinity mask: {e}")));
+        }
+        Ok((0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect())
+    }
 }
 
 fn spin(cpu: usize, duration: Duration, threshold: Duration) -> CpuStalls {
@@ -205,16 +259,22 @@ mod tests {
 
     #[test]
     fn spins_for_the_duration_on_a_real_cpu() {
+        let cpu = allowed_cpus().expect("affinity mask")[0];
         let settings = StallSettings {
-            cpus: vec![0],
+            cpus: vec![cpu],
             duration: Duration::from_millis(50),
             threshold: Duration::from_micros(50),
         };
         let [s] = <[CpuStalls; 1]>::try_from(probe_stalls(&settings).expect("probe runs")).expect("one CPU");
-        assert_eq!(s.cpu, 0);
+        assert_eq!(s.cpu, cpu);
         assert!(s.measured_us >= 50_000, "spun {} us", s.measured_us);
         assert!(s.stalled_us <= s.measured_us && s.max_us <= s.stalled_us);
-        let none = StallSettings { cpus: vec![], ..settings };
+        let none = StallSettings { cpus: vec![], ..settings.clone() };
         assert!(probe_stalls(&none).is_err());
+        let forbidden = StallSettings { cpus: vec![cpu, libc::CPU_SETSIZE as usize - 1], ..settings.clone() };
+        assert!(probe_stalls(&forbidden).is_err(), "a CPU outside the affinity mask is refused");
+        let endless =
+            StallSettings { duration: Duration::from_secs(STALL_PROBE_SECONDS_MAX + 1), ..settings };
+        assert!(probe_stalls(&endless).is_err());
     }
 }

@@ -202,8 +202,8 @@ mod mprotect {
 
 /// Issues a light memory barrier for fast path.
 ///
-/// It issues a compiler fence, which disallows compiler optimizations across
-/// itself. It incurs basically no costs in run-time.
+/// With `membarrier` or `mprotect` it is a compiler fence; with `Fallback` (always, in Rill's
+/// copy) a `SeqCst` fence, the sender's half of the sleep/notify handshake.
 #[inline]
 #[allow(dead_code)]
 pub(crate) fn light() {
