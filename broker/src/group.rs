@@ -797,6 +797,32 @@ impl Coordinator {
         0
     }
 
+    /// Deletes, durably, every committed offset for a topic that `exists` says is gone: a topic
+    /// deleted and created again starts from scratch, so old positions must not carry over (a
+    /// consumer resuming at them would skip the new topic's first records). Returns how many
+    /// offsets went.
+    pub async fn forget_topics(self: &Rc<Self>, exists: impl Fn(&str) -> bool) -> Result<usize, i16> {
+        let stale: Vec<(String, Vec<(String, i32)>)> = self
+            .offsets
+            .borrow()
+            .iter()
+            .map(|(group, m)| {
+                (group.clone(), m.keys().filter(|(t, _)| !exists(t)).cloned().collect::<Vec<_>>())
+            })
+            .filter(|(_, keys)| !keys.is_empty())
+            .collect();
+        let mut removed = 0;
+        for (group, keys) in stale {
+            self.tombstone(&group, &keys).await?;
+            removed += keys.len();
+            let empty = self.offsets.borrow().get(&group).is_some_and(|m| m.is_empty());
+            if empty {
+                self.offsets.borrow_mut().remove(&group);
+            }
+        }
+        Ok(removed)
+    }
+
     /// Writes deletions of `keys` durably, then forgets them.
     pub async fn tombstone(self: &Rc<Self>, group: &str, keys: &[(String, i32)]) -> Result<(), i16> {
         if keys.is_empty() {

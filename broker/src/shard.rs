@@ -424,6 +424,9 @@ impl Shard {
                 }
             }
         }
+        if self.groups.is_open() {
+            self.forget_deleted_topics(&metadata).await;
+        }
         for (topic, partition) in owned {
             if self.logs.borrow().contains_key(&(topic.clone(), partition)) {
                 continue;
@@ -465,6 +468,22 @@ impl Shard {
         self.groups.close().await;
     }
 
+    /// Deletes the committed offsets this shard's groups hold for topics `metadata` no longer
+    /// has (each shard does this for its own groups when a deletion is applied, and at start-up
+    /// for a deletion that a crash interrupted).
+    async fn forget_deleted_topics(&self, metadata: &Metadata) {
+        let exists = |t: &str| TopicName::new(t).is_ok_and(|name| metadata.topics.contains_key(&name));
+        match self.groups.forget_topics(exists).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(shard = self.index, offsets = n, "removed committed offsets of deleted topics")
+            }
+            Err(code) => {
+                tracing::error!(shard = self.index, code, "removing committed offsets of deleted topics")
+            }
+        }
+    }
+
     /// Opens this shard's consumer-group offsets log and replays it; commits replayed here for
     /// groups another shard now coordinates (the shard count changed) go to that shard.
     pub async fn open_groups(self: &Rc<Self>) -> Result<(), String> {
@@ -477,8 +496,11 @@ impl Shard {
             ..self.profile.log_config()
         };
         let foreign = self.groups.open_dir(&dir, config, self.index, self.count).await?;
+        let metadata = self.metadata();
+        self.forget_deleted_topics(&metadata).await;
         let mut by_owner: HashMap<usize, Vec<_>> = HashMap::new();
-        for entry in foreign {
+        let live = |t: &str| TopicName::new(t).is_ok_and(|name| metadata.topics.contains_key(&name));
+        for entry in foreign.into_iter().filter(|e| live(&e.1)) {
             by_owner.entry(crate::group::coordinator_shard(&entry.0, self.count)).or_default().push(entry);
         }
         for (owner, entries) in by_owner {

@@ -296,3 +296,27 @@ fn bench_with_a_consumer_group_counts_every_message_across_a_rebalance() {
     let rebalance = r["rebalance_ms"].as_f64().expect("a member left and the rebalance was timed");
     assert!(rebalance > 0.0, "{r}");
 }
+
+#[test]
+fn deleting_a_topic_deletes_its_committed_offsets() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "reborn", "--partitions", "2"], None);
+    broker.rill(&["topic", "create", "kept"], None);
+    produce(&broker, "reborn", 300);
+    produce(&broker, "kept", 50);
+    assert_eq!(broker.rill(&["consume", "--topic", "reborn", "--group", "g"], None).lines().count(), 300);
+    assert_eq!(broker.rill(&["consume", "--topic", "kept", "--group", "g"], None).lines().count(), 50);
+    broker.rill(&["topic", "delete", "reborn"], None);
+    let describe = broker.rill(&["group", "describe", "g"], None);
+    assert!(!describe.contains("reborn"), "the deleted topic's offsets are gone: {describe}");
+    assert!(describe.contains("kept"), "{describe}");
+    broker.rill(&["topic", "create", "reborn", "--partitions", "2"], None);
+    produce(&broker, "reborn", 500);
+    // After a restart too: the deletion was written to the offsets log.
+    broker.stop();
+    let broker = Broker::start(&dir);
+    let again = broker.rill(&["consume", "--topic", "reborn", "--group", "g"], None);
+    assert_eq!(again.lines().count(), 500, "the new topic is read from its start, not from the old commits");
+    assert_eq!(broker.rill(&["consume", "--topic", "kept", "--group", "g"], None), "", "other commits stay");
+}
