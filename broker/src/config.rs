@@ -21,6 +21,11 @@ kafka_listen = "127.0.0.1:9092"
 # profile = "small-vm"
 # Override the profile's shard CPUs.
 # cores = [0, 1]
+# Create a topic when a Kafka client asks for its metadata and allows it (a producer's first
+# send), as Kafka's auto.create.topics.enable does; off, as in Redpanda: unknown topics are errors.
+# auto_create_topics = false
+# Partitions of an auto-created topic (Kafka's num.partitions).
+# default_partitions = 1
 "#;
 
 /// The file form of the configuration; every field optional over the default.
@@ -39,6 +44,10 @@ pub struct ConfigFile {
     pub profile: Option<String>,
     /// Shard CPUs.
     pub cores: Option<Vec<usize>>,
+    /// Create unknown topics on a Kafka client's metadata request that allows it.
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of an auto-created topic.
+    pub default_partitions: Option<u32>,
 }
 
 /// The resolved configuration the broker runs with.
@@ -56,6 +65,8 @@ pub struct BrokerConfig {
     pub profile: Profile,
     /// CPUs running shards, in shard order.
     pub cores: Vec<usize>,
+    /// With auto-creation on: the partitions of an auto-created topic.
+    pub auto_create_partitions: Option<u32>,
 }
 
 impl ConfigFile {
@@ -80,6 +91,8 @@ impl ConfigFile {
             kafka_advertised: other.kafka_advertised.or(self.kafka_advertised),
             profile: other.profile.or(self.profile),
             cores: other.cores.or(self.cores),
+            auto_create_topics: other.auto_create_topics.or(self.auto_create_topics),
+            default_partitions: other.default_partitions.or(self.default_partitions),
         }
     }
 
@@ -112,7 +125,15 @@ impl ConfigFile {
         }
         profile.check_host(host).map_err(|e| BrokerError::Config(e.to_string()))?;
         let cores = profile.shard_cores(host).map_err(|e| BrokerError::Config(e.to_string()))?;
+        let partitions = file.default_partitions.unwrap_or(1);
+        if !(1..=crate::metadata::PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+            return Err(BrokerError::Config(format!(
+                "default_partitions: {partitions} is not between 1 and {}",
+                crate::metadata::PARTITIONS_PER_TOPIC_MAX
+            )));
+        }
         Ok(BrokerConfig {
+            auto_create_partitions: file.auto_create_topics.unwrap_or(false).then_some(partitions),
             data_dir: file.data_dir.expect("the default sets it"),
             native_listen,
             kafka_listen,

@@ -56,7 +56,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, incoming: KafkaIncoming, peer: &st
         KafkaRequest::ApiVersionsTooNew => {
             encode_response(ApiKey::ApiVersions, 0, id, &api_versions(code::UNSUPPORTED_VERSION))
         }
-        KafkaRequest::Metadata(r) => encode_response(api_key, v, id, &metadata(shard, r, v)),
+        KafkaRequest::Metadata(r) => encode_response(api_key, v, id, &metadata(shard, r, v).await),
         KafkaRequest::Produce(r) => {
             let silent = r.acks == 0;
             let response = produce(shard, r, v).await;
@@ -163,7 +163,7 @@ fn broker_address(shard: &Shard) -> (StrBytes, i32) {
     (str_bytes(host), port as i32)
 }
 
-fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> MetadataResponse {
+async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> MetadataResponse {
     let (host, port) = broker_address(shard);
     let mut response = MetadataResponse::default();
     let mut broker = MetadataResponseBroker::default();
@@ -185,6 +185,12 @@ fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> MetadataResponse {
             catalogue.topics.keys().map(|n| n.to_string()).collect()
         }
         Some(topics) => topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect(),
+    };
+    // Versions before 4 cannot say no; later ones carry the client's wish.
+    let may_create = v < 4 || r.allow_auto_topic_creation;
+    let catalogue = match shard.auto_create_partitions() {
+        Some(partitions) if may_create => auto_create(shard, &names, partitions).await.unwrap_or(catalogue),
+        _ => catalogue,
     };
     for name in names {
         let mut topic = MetadataResponseTopic::default();
@@ -213,6 +219,33 @@ fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> MetadataResponse {
         response.topics.push(topic);
     }
     response
+}
+
+/// Creates those of `names` that are valid and unknown, with `partitions` partitions and default
+/// settings (Kafka's auto.create.topics.enable); returns the metadata after, if anything changed.
+async fn auto_create(
+    shard: &Rc<Shard>,
+    names: &[String],
+    partitions: u32,
+) -> Option<Rc<crate::metadata::Metadata>> {
+    let mut created = false;
+    for name in names {
+        let Ok(name) = TopicName::new(name) else { continue };
+        if shard.metadata().topics.contains_key(&name) {
+            continue;
+        }
+        let op = AdminOp::Create { name: name.clone(), partitions, settings: TopicSettings::default() };
+        match admin_op(shard, op).await {
+            Ok(()) => {
+                tracing::info!(topic = %name, partitions, "auto-created topic");
+                created = true;
+            }
+            // Another connection created it meanwhile.
+            Err((ErrorCode::TopicExists, _)) => created = true,
+            Err((_, message)) => tracing::warn!(topic = %name, %message, "auto-creating a topic failed"),
+        }
+    }
+    created.then(|| shard.metadata())
 }
 
 fn batch_error_code(e: BatchError) -> i16 {

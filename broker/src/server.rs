@@ -212,6 +212,7 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
         None => (ctx.config.kafka_listen.ip().to_string(), ctx.kafka_port.load(Ordering::Acquire)),
     };
     shard.set_kafka_advertised(advertised);
+    shard.set_auto_create_partitions(ctx.config.auto_create_partitions);
     ctx.ready.fetch_add(1, Ordering::AcqRel);
     let network = &ctx.config.profile.network;
     let limits = ConnectionLimits {

@@ -113,6 +113,8 @@ pub(crate) struct Shard {
     pub shutdown: Arc<AtomicBool>,
     /// Host and port Kafka clients are told to connect to.
     kafka_advertised: RefCell<(String, u16)>,
+    /// With auto-creation on: partitions of a topic a Kafka client's metadata request creates.
+    auto_create_partitions: Cell<Option<u32>>,
     /// Producer ids handed out by this shard (InitProducerId).
     pub producer_ids: crate::producer::IdAllocator,
     /// The consumer groups this shard coordinates.
@@ -141,6 +143,7 @@ impl Shard {
             producer_ids: crate::producer::IdAllocator::new(index),
             groups: Rc::new(crate::group::Coordinator::default()),
             kafka_advertised: RefCell::new((String::new(), 0)),
+            auto_create_partitions: Cell::new(None),
             senders,
             peer_of,
             waiters: RefCell::new(HashMap::new()),
@@ -544,6 +547,14 @@ impl Shard {
     /// Host and port Kafka clients are told to connect to.
     pub fn kafka_advertised(&self) -> (String, u16) {
         self.kafka_advertised.borrow().clone()
+    }
+
+    pub fn auto_create_partitions(&self) -> Option<u32> {
+        self.auto_create_partitions.get()
+    }
+
+    pub fn set_auto_create_partitions(&self, partitions: Option<u32>) {
+        self.auto_create_partitions.set(partitions);
     }
 
     pub fn set_kafka_advertised(&self, advertised: (String, u16)) {

@@ -32,6 +32,13 @@ pub struct ServeArgs {
     /// CPUs to run shards on, e.g. 0,1 (overrides the profile).
     #[arg(long, value_delimiter = ',')]
     cores: Option<Vec<usize>>,
+    /// Create a topic when a Kafka client's metadata request names it and allows creation (a
+    /// producer's first send), as Kafka's auto.create.topics.enable; default off.
+    #[arg(long)]
+    auto_create_topics: bool,
+    /// Partitions of an auto-created topic (default 1).
+    #[arg(long)]
+    default_partitions: Option<u32>,
 }
 
 /// Runs the broker in the foreground.
@@ -47,6 +54,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         kafka_advertised: args.kafka_advertised,
         profile: args.profile,
         cores: args.cores,
+        auto_create_topics: args.auto_create_topics.then_some(true),
+        default_partitions: args.default_partitions,
     };
     let host = HostFacts::read().context("reading host facts")?;
     let config = file.overlay(flags).resolve(&host)?;

@@ -187,13 +187,14 @@ fn bench_reports_consistent_figures() {
 #[test]
 fn bad_configuration_is_one_clear_error() {
     let (_tmp, dir) = data_dir();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--profile", "no-such-profile"], "profile"),
         (&["--cores", "0,999"], "cpu.cores"),
         (&["--native-listen", "not-an-address"], "native_listen"),
         (&["--kafka-listen", "nowhere"], "kafka_listen"),
         (&["--kafka-advertised", "host-without-port"], "kafka_advertised"),
         (&["--config", "/nonexistent/rill.toml"], "rill.toml"),
+        (&["--auto-create-topics", "--default-partitions", "0"], "default_partitions"),
     ];
     for (args, mention) in cases {
         let out = Command::new(RILL)

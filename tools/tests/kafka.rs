@@ -484,3 +484,53 @@ fn old_message_formats_are_refused_with_unsupported_version() {
     assert_eq!(produce_raw(&mut s, "magic", batch.into()), (35, -1), "UNSUPPORTED_VERSION");
     assert!(kcat_all(&broker.kafka, "magic").is_empty(), "nothing written");
 }
+
+#[test]
+fn topics_are_auto_created_only_when_enabled_and_asked_for() {
+    let (_tmp, dir) = data_dir();
+    // Off by default, as in Redpanda: a producer to an unknown topic fails, nothing is created.
+    let broker = Broker::start(&dir);
+    let mut producer = Command::new("timeout")
+        .args(["60", "kcat", "-b", &broker.kafka, "-P", "-t", "typo", "-X", "message.timeout.ms=3000"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    producer.stdin.take().unwrap().write_all(b"lost\n").unwrap();
+    let out = producer.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "delivery fails: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(broker.rill(&["topic", "list"], None), "", "nothing was created");
+    broker.stop();
+
+    // On: a producer's first send creates the topic with default_partitions.
+    let broker = Broker::start_args(
+        &dir,
+        Path::new("small-vm"),
+        "127.0.0.1:0",
+        &["--auto-create-topics", "--default-partitions", "3"],
+    );
+    let input: String = (0..300).map(|i| format!("k{i}:v{i}\n")).collect();
+    client("kcat", &["-b", &broker.kafka, "-P", "-t", "fresh", "-K:"], Some(input.as_bytes()));
+    let describe = broker.rill(&["topic", "describe", "fresh"], None);
+    assert!(describe.starts_with("topic fresh: 3 partitions"), "{describe}");
+    assert_eq!(kcat_all(&broker.kafka, "fresh").len(), 300);
+    let listing = client("kcat", &["-b", &broker.kafka, "-L", "-t", "fresh"], None);
+    assert!(listing.contains("topic \"fresh\" with 3 partitions"), "{listing}");
+    // A consumer does not ask for creation (librdkafka's allow.auto.create.topics=false).
+    let _ = Command::new("timeout")
+        .args([
+            "20",
+            "kcat",
+            "-b",
+            &broker.kafka,
+            "-C",
+            "-t",
+            "ghost",
+            "-e",
+            "-X",
+            "topic.metadata.refresh.interval.ms=500",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(broker.rill(&["topic", "list"], None), "fresh\n", "the consumer created nothing");
+}

@@ -27,11 +27,17 @@ impl Broker {
 
     /// Starts with the Kafka listener on `kafka_listen` (a fixed port survives restarts).
     pub fn start_with(dir: &Path, profile: &Path, kafka_listen: &str) -> Broker {
+        Broker::start_args(dir, profile, kafka_listen, &[])
+    }
+
+    /// Starts with more `rill serve` flags.
+    pub fn start_args(dir: &Path, profile: &Path, kafka_listen: &str, extra: &[&str]) -> Broker {
         let mut child = Command::new(RILL)
             .args(["serve", "--native-listen", "127.0.0.1:0", "--kafka-listen", kafka_listen, "--profile"])
             .arg(profile)
             .arg("--data-dir")
             .arg(dir)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
