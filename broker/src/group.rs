@@ -322,7 +322,8 @@ impl Coordinator {
         shard: usize,
         shards: usize,
     ) -> Result<Vec<(String, String, i32, Committed)>, rill_storage::Error> {
-        let mut foreign = Vec::new();
+        // Latest per key wins for foreign groups too: a deletion cancels an earlier commit.
+        let mut foreign: BTreeMap<(String, String, i32), Option<Committed>> = BTreeMap::new();
         let mut offset = log.log_start_offset();
         while offset < log.log_end_offset() {
             let batches = log.read(offset, 8 << 20).await?;
@@ -339,9 +340,7 @@ impl Coordinator {
                     };
                     let value = record.value.as_deref().and_then(decode_value);
                     if coordinator_shard(&group, shards) != shard {
-                        if let Some(c) = value {
-                            foreign.push((group, topic, partition, c));
-                        }
+                        foreign.insert((group, topic, partition), value);
                         continue;
                     }
                     let mut offsets = self.offsets.borrow_mut();
@@ -359,7 +358,7 @@ impl Coordinator {
             }
         }
         *self.log.borrow_mut() = Some(log);
-        Ok(foreign)
+        Ok(foreign.into_iter().filter_map(|((g, t, p), c)| c.map(|c| (g, t, p, c))).collect())
     }
 
     /// Opens the offsets log in `dir` (finishing or undoing a compaction a crash interrupted)
@@ -802,6 +801,9 @@ impl Coordinator {
     /// consumer resuming at them would skip the new topic's first records). Returns how many
     /// offsets went.
     pub async fn forget_topics(self: &Rc<Self>, exists: impl Fn(&str) -> bool) -> Result<usize, i16> {
+        // The whole gate: commits being written finish first (and are seen below), compaction
+        // cannot run meanwhile.
+        let _all = self.gate.acquire_permit(GATE_PERMITS).await.map_err(|_| code::KAFKA_STORAGE_ERROR)?;
         let stale: Vec<(String, Vec<(String, i32)>)> = self
             .offsets
             .borrow()
@@ -813,7 +815,7 @@ impl Coordinator {
             .collect();
         let mut removed = 0;
         for (group, keys) in stale {
-            self.tombstone(&group, &keys).await?;
+            self.write_tombstones(&group, &keys).await?;
             removed += keys.len();
             let empty = self.offsets.borrow().get(&group).is_some_and(|m| m.is_empty());
             if empty {
@@ -829,6 +831,11 @@ impl Coordinator {
             return Ok(());
         }
         let _permit = self.gate.acquire_permit(1).await.map_err(|_| code::KAFKA_STORAGE_ERROR)?;
+        self.write_tombstones(group, keys).await
+    }
+
+    /// [`Coordinator::tombstone`] for a caller that holds gate permits.
+    async fn write_tombstones(self: &Rc<Self>, group: &str, keys: &[(String, i32)]) -> Result<(), i16> {
         let log = self.log.borrow().clone().ok_or(code::KAFKA_STORAGE_ERROR)?;
         let now = now_ms();
         let records = keys

@@ -115,8 +115,14 @@ pub(crate) async fn run(shard: &Rc<Shard>, op: GroupOp) -> GroupReply {
             if check != 0 {
                 return GroupReply::Code(check);
             }
-            let entries: Vec<_> =
-                entries.into_iter().map(|(t, p, committed)| (group.clone(), t, p, committed)).collect();
+            // Checked here too, on the coordinator: the connection's shard may not have applied
+            // a topic's deletion yet, and offsets of deleted topics must not come back.
+            let live = live_topics(shard);
+            let entries: Vec<_> = entries
+                .into_iter()
+                .filter(|(t, _, _)| live(t))
+                .map(|(t, p, committed)| (group.clone(), t, p, committed))
+                .collect();
             GroupReply::Code(c.persist(&entries).await.err().unwrap_or(0))
         }
         GroupOp::Fetch { group, partitions } => {
@@ -215,9 +221,17 @@ pub(crate) async fn run(shard: &Rc<Shard>, op: GroupOp) -> GroupReply {
                 }
                 glommio::timer::sleep(Duration::from_millis(1)).await;
             }
+            let live = live_topics(shard);
+            let entries = entries.into_iter().filter(|(_, t, _, _)| live(t)).collect();
             GroupReply::Code(c.restore(entries).await.err().unwrap_or(0))
         }
     }
+}
+
+/// Whether a topic named so exists in this shard's metadata now.
+fn live_topics(shard: &Shard) -> impl Fn(&str) -> bool {
+    let metadata = shard.metadata();
+    move |t: &str| crate::metadata::TopicName::new(t).is_ok_and(|name| metadata.topics.contains_key(&name))
 }
 
 async fn call(shard: &Rc<Shard>, group: &str, op: GroupOp) -> Option<GroupReply> {

@@ -6,7 +6,7 @@
 //! and awaits the `ShardReply`; nothing is shared between shards but these messages.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -507,10 +507,22 @@ impl Shard {
             by_owner.entry(crate::group::coordinator_shard(&entry.0, self.count)).or_default().push(entry);
         }
         for (owner, entries) in by_owner {
+            let mut moved: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
+            for (group, topic, partition, _) in &entries {
+                moved.entry(group.clone()).or_default().push((topic.clone(), *partition));
+            }
             let op = crate::kafka_groups::GroupOp::Restore(entries);
             match self.call(owner, ShardRequest::Group(op)).await {
                 ShardReply::Group(crate::kafka_groups::GroupReply::Code(0)) => {}
                 _ => return Err(format!("moving committed offsets to shard {owner} failed")),
+            }
+            // The owner has them now: delete this log's copies, so a later start does not move
+            // them again over whatever the owner has done since (a deletion, say).
+            for (group, keys) in moved {
+                self.groups
+                    .tombstone(&group, &keys)
+                    .await
+                    .map_err(|code| format!("deleting moved offsets of group {group}: error {code}"))?;
             }
         }
         Ok(())

@@ -125,6 +125,41 @@ fn commits_replay_with_the_latest_value_and_deletes() {
 }
 
 #[test]
+fn deletions_hold_for_topics_and_for_groups_that_moved_shard() {
+    in_executor(|path| async move {
+        let c = open(&path).await;
+        let commit = |offset| Committed { offset, leader_epoch: 0, metadata: "m".into(), commit_ms: offset };
+        // Two groups that hash to different shards out of two.
+        let (a, b) = (
+            "g-0",
+            (1..100)
+                .map(|i| format!("g-{i}"))
+                .find(|g| coordinator_shard(g, 2) != coordinator_shard("g-0", 2))
+                .unwrap(),
+        );
+        for g in [a.to_string(), b.clone()] {
+            c.persist(&[(g.clone(), "gone".into(), 0, commit(5)), (g.clone(), "kept".into(), 0, commit(6))])
+                .await
+                .unwrap();
+        }
+        assert_eq!(c.forget_topics(|t| t == "kept").await, Ok(2));
+        assert!(c.offsets.borrow().values().all(|m| m.keys().all(|(t, _)| t == "kept")));
+        c.close().await;
+        // Reopened as one of two shards: the other shard's group comes back as foreign, without
+        // the deleted topic's offset.
+        let clock: Rc<dyn rill_storage::Clock> = Rc::new(rill_storage::SystemClock);
+        let log = Log::open(&path, rill_storage::LogConfig::default(), clock).await.unwrap();
+        let c = Rc::new(Coordinator::default());
+        let mine = coordinator_shard(a, 2);
+        let foreign = c.open(log, mine, 2).await.unwrap();
+        let foreign: Vec<(String, String)> = foreign.into_iter().map(|(g, t, _, _)| (g, t)).collect();
+        assert_eq!(foreign, vec![(b.clone(), "kept".to_string())]);
+        let offsets = c.offsets.borrow();
+        assert_eq!(offsets[a].keys().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), vec!["kept"]);
+    });
+}
+
+#[test]
 fn compaction_keeps_the_latest_commit_per_key_and_shrinks_the_log() {
     in_executor(|path| async move {
         let config = rill_storage::LogConfig {
