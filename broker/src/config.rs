@@ -26,6 +26,10 @@ kafka_listen = "127.0.0.1:9092"
 # auto_create_topics = false
 # Partitions of an auto-created topic (Kafka's num.partitions).
 # default_partitions = 1
+# Committed offsets of a consumer group without members expire this long after both their
+# commit and the group's emptying (Kafka's offsets.retention.minutes: 7 days), checked this often.
+# offsets_retention_ms = 604800000
+# offsets_retention_check_interval_ms = 600000
 "#;
 
 /// The file form of the configuration; every field optional over the default.
@@ -48,6 +52,10 @@ pub struct ConfigFile {
     pub auto_create_topics: Option<bool>,
     /// Partitions of an auto-created topic.
     pub default_partitions: Option<u32>,
+    /// Offset retention of groups without members, ms.
+    pub offsets_retention_ms: Option<u64>,
+    /// How often expired offsets are looked for, ms.
+    pub offsets_retention_check_interval_ms: Option<u64>,
 }
 
 /// The resolved configuration the broker runs with.
@@ -67,6 +75,23 @@ pub struct BrokerConfig {
     pub cores: Vec<usize>,
     /// With auto-creation on: the partitions of an auto-created topic.
     pub auto_create_partitions: Option<u32>,
+    /// Offset retention of groups without members, and the check interval.
+    pub offsets_retention: OffsetsRetention,
+}
+
+/// Kafka's `offsets.retention.minutes` and `offsets.retention.check.interval.ms`, in ms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffsetsRetention {
+    /// How long a group without members keeps its committed offsets.
+    pub retention_ms: u64,
+    /// How often expired offsets are looked for.
+    pub check_interval_ms: u64,
+}
+
+impl Default for OffsetsRetention {
+    fn default() -> OffsetsRetention {
+        OffsetsRetention { retention_ms: 7 * 24 * 3_600_000, check_interval_ms: 600_000 }
+    }
 }
 
 impl ConfigFile {
@@ -93,6 +118,10 @@ impl ConfigFile {
             cores: other.cores.or(self.cores),
             auto_create_topics: other.auto_create_topics.or(self.auto_create_topics),
             default_partitions: other.default_partitions.or(self.default_partitions),
+            offsets_retention_ms: other.offsets_retention_ms.or(self.offsets_retention_ms),
+            offsets_retention_check_interval_ms: other
+                .offsets_retention_check_interval_ms
+                .or(self.offsets_retention_check_interval_ms),
         }
     }
 
@@ -132,7 +161,21 @@ impl ConfigFile {
                 crate::metadata::PARTITIONS_PER_TOPIC_MAX
             )));
         }
+        let defaults = OffsetsRetention::default();
+        let offsets_retention = OffsetsRetention {
+            retention_ms: file.offsets_retention_ms.unwrap_or(defaults.retention_ms),
+            check_interval_ms: file.offsets_retention_check_interval_ms.unwrap_or(defaults.check_interval_ms),
+        };
+        for (field, value) in [
+            ("offsets_retention_ms", offsets_retention.retention_ms),
+            ("offsets_retention_check_interval_ms", offsets_retention.check_interval_ms),
+        ] {
+            if !(1..=i64::MAX as u64).contains(&value) {
+                return Err(BrokerError::Config(format!("{field}: {value} must be above 0")));
+            }
+        }
         Ok(BrokerConfig {
+            offsets_retention,
             auto_create_partitions: file.auto_create_topics.unwrap_or(false).then_some(partitions),
             data_dir: file.data_dir.expect("the default sets it"),
             native_listen,

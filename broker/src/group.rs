@@ -49,6 +49,8 @@ const INITIAL_REBALANCE_DELAY: Duration = Duration::from_millis(300);
 /// Members per group and groups per shard: a misbehaving client gets errors, not memory growth.
 pub(crate) const MEMBERS_PER_GROUP_MAX: usize = 1_000;
 pub(crate) const GROUPS_PER_SHARD_MAX: usize = 10_000;
+/// Longest an Empty group without offsets is kept (shorter with a shorter offset retention).
+const DEAD_GROUP_GRACE_MS: i64 = 60_000;
 /// Bytes of protocol metadata or assignment one member may hand in.
 pub(crate) const MEMBER_BLOB_BYTES_MAX: usize = 1 << 20;
 
@@ -123,6 +125,8 @@ pub(crate) struct Group {
     rebalance_deadline: Instant,
     /// A group that was empty waits until then for more members before completing a join.
     initial_delay_until: Instant,
+    /// When the group last became Empty (wall clock, ms): its offsets expire a retention after.
+    pub empty_since_ms: i64,
 }
 
 impl Group {
@@ -138,6 +142,7 @@ impl Group {
             pending: std::collections::VecDeque::new(),
             rebalance_deadline: Instant::now(),
             initial_delay_until: Instant::now(),
+            empty_since_ms: now_ms(),
         }
     }
 
@@ -177,6 +182,7 @@ impl Group {
         self.generation += 1;
         if self.members.is_empty() {
             self.phase = Phase::Empty;
+            self.empty_since_ms = now_ms();
             self.protocol.clear();
             self.leader.clear();
             return;
@@ -227,6 +233,7 @@ impl Group {
     fn after_departures(&mut self) -> bool {
         if self.members.is_empty() {
             self.phase = Phase::Empty;
+            self.empty_since_ms = now_ms();
             self.generation += 1;
             self.leader.clear();
             return false;
@@ -357,6 +364,8 @@ impl Coordinator {
                 }
             }
         }
+        // Groups whose every offset was deleted are gone, not listed with none.
+        self.offsets.borrow_mut().retain(|_, m| !m.is_empty());
         *self.log.borrow_mut() = Some(log);
         Ok(foreign.into_iter().filter_map(|((g, t, p), c)| c.map(|c| (g, t, p, c))).collect())
     }
@@ -823,6 +832,60 @@ impl Coordinator {
             }
         }
         Ok(removed)
+    }
+
+    /// Offset retention (Kafka's `offsets.retention.minutes`, KIP-211): the committed offsets of
+    /// a group without members expire once `retention_ms` has passed both since they were
+    /// committed and since the group became empty; offsets of groups with members never do. A
+    /// group left Empty with no offsets is forgotten (Kafka's Dead) after the same time, or a
+    /// minute if that is shorter. Returns how many offsets and groups went.
+    pub async fn expire_offsets(
+        self: &Rc<Self>,
+        now_ms: i64,
+        retention_ms: i64,
+    ) -> Result<(usize, usize), i16> {
+        let _all = self.gate.acquire_permit(GATE_PERMITS).await.map_err(|_| code::KAFKA_STORAGE_ERROR)?;
+        let expired: Vec<(String, Vec<(String, i32)>)> = {
+            let groups = self.groups.borrow();
+            self.offsets
+                .borrow()
+                .iter()
+                .filter_map(|(group, m)| {
+                    let empty_since = match groups.get(group) {
+                        Some(g) if !g.members.is_empty() => return None,
+                        Some(g) => g.empty_since_ms,
+                        None => i64::MIN,
+                    };
+                    let keys: Vec<(String, i32)> = m
+                        .iter()
+                        .filter(|(_, c)| now_ms.saturating_sub(c.commit_ms.max(empty_since)) >= retention_ms)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    (!keys.is_empty()).then(|| (group.clone(), keys))
+                })
+                .collect()
+        };
+        let mut offsets = 0;
+        for (group, keys) in &expired {
+            self.write_tombstones(group, keys).await?;
+            offsets += keys.len();
+        }
+        self.offsets.borrow_mut().retain(|_, m| !m.is_empty());
+        let grace = retention_ms.min(DEAD_GROUP_GRACE_MS);
+        let dead: Vec<String> = self
+            .groups
+            .borrow()
+            .values()
+            .filter(|g| g.phase == Phase::Empty && g.members.is_empty())
+            .filter(|g| now_ms.saturating_sub(g.empty_since_ms) >= grace)
+            .filter(|g| !self.offsets.borrow().contains_key(&g.id))
+            .map(|g| g.id.clone())
+            .collect();
+        let mut groups = self.groups.borrow_mut();
+        for id in &dead {
+            groups.remove(id);
+        }
+        Ok((offsets, dead.len()))
     }
 
     /// Writes deletions of `keys` durably, then forgets them.

@@ -213,6 +213,7 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
     };
     shard.set_kafka_advertised(advertised);
     shard.set_auto_create_partitions(ctx.config.auto_create_partitions);
+    shard.set_offsets_retention(ctx.config.offsets_retention);
     ctx.ready.fetch_add(1, Ordering::AcqRel);
     let network = &ctx.config.profile.network;
     let limits = ConnectionLimits {

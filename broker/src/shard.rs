@@ -115,6 +115,8 @@ pub(crate) struct Shard {
     kafka_advertised: RefCell<(String, u16)>,
     /// With auto-creation on: partitions of a topic a Kafka client's metadata request creates.
     auto_create_partitions: Cell<Option<u32>>,
+    /// Offset retention of this shard's groups.
+    offsets_retention: Cell<crate::config::OffsetsRetention>,
     /// Producer ids handed out by this shard (InitProducerId).
     pub producer_ids: crate::producer::IdAllocator,
     /// The consumer groups this shard coordinates.
@@ -144,6 +146,7 @@ impl Shard {
             groups: Rc::new(crate::group::Coordinator::default()),
             kafka_advertised: RefCell::new((String::new(), 0)),
             auto_create_partitions: Cell::new(None),
+            offsets_retention: Cell::new(crate::config::OffsetsRetention::default()),
             senders,
             peer_of,
             waiters: RefCell::new(HashMap::new()),
@@ -198,6 +201,35 @@ impl Shard {
                 glommio::timer::sleep(Duration::from_millis(250)).await;
                 let Some(groups) = groups.upgrade() else { return };
                 groups.expire_sessions();
+            }
+        })
+        .detach();
+        let shard = Rc::downgrade(self);
+        glommio::spawn_local(async move {
+            // Ticks of at most a second, so a configured interval applies at once.
+            let mut last = std::time::Instant::now();
+            loop {
+                let Some(retention) = shard.upgrade().map(|s| s.offsets_retention.get()) else { return };
+                let interval = Duration::from_millis(retention.check_interval_ms);
+                glommio::timer::sleep(interval.min(Duration::from_secs(1))).await;
+                let Some(shard) = shard.upgrade() else { return };
+                if last.elapsed() < interval || !shard.groups.is_open() {
+                    continue;
+                }
+                last = std::time::Instant::now();
+                let now = crate::group::now_ms();
+                match shard.groups.expire_offsets(now, retention.retention_ms as i64).await {
+                    Ok((0, 0)) => {}
+                    Ok((offsets, groups)) => {
+                        tracing::info!(
+                            shard = shard.index,
+                            offsets,
+                            groups,
+                            "expired committed offsets and empty groups"
+                        )
+                    }
+                    Err(code) => tracing::error!(shard = shard.index, code, "expiring committed offsets"),
+                }
             }
         })
         .detach();
@@ -567,6 +599,10 @@ impl Shard {
 
     pub fn set_auto_create_partitions(&self, partitions: Option<u32>) {
         self.auto_create_partitions.set(partitions);
+    }
+
+    pub fn set_offsets_retention(&self, retention: crate::config::OffsetsRetention) {
+        self.offsets_retention.set(retention);
     }
 
     pub fn set_kafka_advertised(&self, advertised: (String, u16)) {

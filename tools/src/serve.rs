@@ -56,6 +56,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         cores: args.cores,
         auto_create_topics: args.auto_create_topics.then_some(true),
         default_partitions: args.default_partitions,
+        ..ConfigFile::default()
     };
     let host = HostFacts::read().context("reading host facts")?;
     let config = file.overlay(flags).resolve(&host)?;

@@ -215,6 +215,16 @@ fn bad_configuration_is_one_clear_error() {
     let out = Command::new(RILL).args(["serve", "--config"]).arg(&bad_toml).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
+    std::fs::write(&bad_toml, "offsets_retention_ms = 0\n").unwrap();
+    let out = Command::new(RILL)
+        .args(["serve", "--data-dir"])
+        .arg(&dir)
+        .arg("--config")
+        .arg(&bad_toml)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("offsets_retention_ms"));
 }
 
 #[test]

@@ -320,3 +320,49 @@ fn deleting_a_topic_deletes_its_committed_offsets() {
     assert_eq!(again.lines().count(), 500, "the new topic is read from its start, not from the old commits");
     assert_eq!(broker.rill(&["consume", "--topic", "kept", "--group", "g"], None), "", "other commits stay");
 }
+
+#[test]
+fn offsets_of_a_group_without_members_expire_after_the_offsets_retention() {
+    let (tmp, dir) = data_dir();
+    let config = tmp.path().join("rill.toml");
+    std::fs::write(&config, "offsets_retention_ms = 1500\noffsets_retention_check_interval_ms = 200\n")
+        .unwrap();
+    let broker = Broker::start_args(
+        &dir,
+        Path::new("small-vm"),
+        "127.0.0.1:0",
+        &["--config", config.to_str().unwrap()],
+    );
+    broker.rill(&["topic", "create", "expiring"], None);
+    produce(&broker, "expiring", 100);
+    assert_eq!(
+        broker.rill(&["consume", "--topic", "expiring", "--group", "gone"], None).lines().count(),
+        100
+    );
+    assert_eq!(broker.rill(&["consume", "--topic", "expiring", "--group", "gone"], None), "", "it resumes");
+    assert_eq!(broker.rill(&["group", "list"], None), "gone\tEmpty\n");
+    // A group with a live member keeps its offsets however long it lives.
+    let mut member = Command::new(RILL)
+        .args(["--broker", &broker.addr, "consume", "--topic", "expiring", "--group", "stay", "--follow"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(member.stdout.as_mut().unwrap()), &mut first)
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    assert_eq!(
+        broker.rill(&["group", "list"], None),
+        "stay\tStable\n",
+        "the empty group and its offsets expired"
+    );
+    let describe = broker.rill(&["group", "describe", "stay"], None);
+    assert!(describe.contains("expiring"), "the live group's offsets stay: {describe}");
+    member.kill().unwrap();
+    member.wait().unwrap();
+    // Expired: the group starts over from --from (earliest).
+    assert_eq!(
+        broker.rill(&["consume", "--topic", "expiring", "--group", "gone"], None).lines().count(),
+        100
+    );
+}
