@@ -303,6 +303,9 @@ pub(crate) struct Coordinator {
     compacting: Cell<bool>,
     pub compact_bytes_min: Cell<u64>,
     next_join: Cell<u64>,
+    /// When the offsets log was opened (wall clock, ms): group state is not persisted, so after
+    /// a start offset expiry counts from no earlier than this.
+    opened_ms: Cell<i64>,
 }
 
 impl Default for Coordinator {
@@ -316,6 +319,7 @@ impl Default for Coordinator {
             compacting: Cell::new(false),
             compact_bytes_min: Cell::new(COMPACT_BYTES_MIN),
             next_join: Cell::new(0),
+            opened_ms: Cell::new(now_ms()),
         }
     }
 }
@@ -366,6 +370,7 @@ impl Coordinator {
         }
         // Groups whose every offset was deleted are gone, not listed with none.
         self.offsets.borrow_mut().retain(|_, m| !m.is_empty());
+        self.opened_ms.set(now_ms());
         *self.log.borrow_mut() = Some(log);
         Ok(foreign.into_iter().filter_map(|((g, t, p), c)| c.map(|c| (g, t, p, c))).collect())
     }
@@ -805,89 +810,6 @@ impl Coordinator {
         0
     }
 
-    /// Deletes, durably, every committed offset for a topic that `exists` says is gone: a topic
-    /// deleted and created again starts from scratch, so old positions must not carry over (a
-    /// consumer resuming at them would skip the new topic's first records). Returns how many
-    /// offsets went.
-    pub async fn forget_topics(self: &Rc<Self>, exists: impl Fn(&str) -> bool) -> Result<usize, i16> {
-        // The whole gate: commits being written finish first (and are seen below), compaction
-        // cannot run meanwhile.
-        let _all = self.gate.acquire_permit(GATE_PERMITS).await.map_err(|_| code::KAFKA_STORAGE_ERROR)?;
-        let stale: Vec<(String, Vec<(String, i32)>)> = self
-            .offsets
-            .borrow()
-            .iter()
-            .map(|(group, m)| {
-                (group.clone(), m.keys().filter(|(t, _)| !exists(t)).cloned().collect::<Vec<_>>())
-            })
-            .filter(|(_, keys)| !keys.is_empty())
-            .collect();
-        let mut removed = 0;
-        for (group, keys) in stale {
-            self.write_tombstones(&group, &keys).await?;
-            removed += keys.len();
-            let empty = self.offsets.borrow().get(&group).is_some_and(|m| m.is_empty());
-            if empty {
-                self.offsets.borrow_mut().remove(&group);
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Offset retention (Kafka's `offsets.retention.minutes`, KIP-211): the committed offsets of
-    /// a group without members expire once `retention_ms` has passed both since they were
-    /// committed and since the group became empty; offsets of groups with members never do. A
-    /// group left Empty with no offsets is forgotten (Kafka's Dead) after the same time, or a
-    /// minute if that is shorter. Returns how many offsets and groups went.
-    pub async fn expire_offsets(
-        self: &Rc<Self>,
-        now_ms: i64,
-        retention_ms: i64,
-    ) -> Result<(usize, usize), i16> {
-        let _all = self.gate.acquire_permit(GATE_PERMITS).await.map_err(|_| code::KAFKA_STORAGE_ERROR)?;
-        let expired: Vec<(String, Vec<(String, i32)>)> = {
-            let groups = self.groups.borrow();
-            self.offsets
-                .borrow()
-                .iter()
-                .filter_map(|(group, m)| {
-                    let empty_since = match groups.get(group) {
-                        Some(g) if !g.members.is_empty() => return None,
-                        Some(g) => g.empty_since_ms,
-                        None => i64::MIN,
-                    };
-                    let keys: Vec<(String, i32)> = m
-                        .iter()
-                        .filter(|(_, c)| now_ms.saturating_sub(c.commit_ms.max(empty_since)) >= retention_ms)
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    (!keys.is_empty()).then(|| (group.clone(), keys))
-                })
-                .collect()
-        };
-        let mut offsets = 0;
-        for (group, keys) in &expired {
-            self.write_tombstones(group, keys).await?;
-            offsets += keys.len();
-        }
-        self.offsets.borrow_mut().retain(|_, m| !m.is_empty());
-        let grace = retention_ms.min(DEAD_GROUP_GRACE_MS);
-        let dead: Vec<String> = self
-            .groups
-            .borrow()
-            .values()
-            .filter(|g| g.phase == Phase::Empty && g.members.is_empty())
-            .filter(|g| now_ms.saturating_sub(g.empty_since_ms) >= grace)
-            .filter(|g| !self.offsets.borrow().contains_key(&g.id))
-            .map(|g| g.id.clone())
-            .collect();
-        let mut groups = self.groups.borrow_mut();
-        for id in &dead {
-            groups.remove(id);
-        }
-        Ok((offsets, dead.len()))
-    }
-
     /// Writes deletions of `keys` durably, then forgets them.
     pub async fn tombstone(self: &Rc<Self>, group: &str, keys: &[(String, i32)]) -> Result<(), i16> {
         if keys.is_empty() {
@@ -1025,5 +947,6 @@ fn decode_value(b: &[u8]) -> Option<Committed> {
     })
 }
 
+mod expiry;
 #[cfg(test)]
 mod tests;
