@@ -38,6 +38,10 @@ pub(crate) async fn run(shard: &Rc<Shard>, op: AdminOp) -> Result<(), (ErrorCode
         }
         AdminOp::Delete { name } => metadata.delete_topic(&name).map(|_| ()),
         AdminOp::AddPartitions { name, total } => metadata.add_partitions(&name, total).map(|_| ()),
+        AdminOp::Alter { name, settings } => {
+            profile_check(&settings)?;
+            metadata.alter_topic(&name, settings).map(|_| ())
+        }
     };
     result.map_err(|e| (error_code(&e), e.to_string()))?;
     let store = MetadataStore::new(shard.data_dir());

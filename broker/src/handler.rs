@@ -20,16 +20,21 @@ fn status(error: ErrorCode, message: impl Into<String>) -> Response {
     (ResponseBody::Status { error, message: message.into() }, Vec::new())
 }
 
+/// A native request's topic settings as the metadata keeps them.
+fn settings_of(s: rill_net::message::TopicSettings) -> crate::metadata::TopicSettings {
+    crate::metadata::TopicSettings {
+        segment_bytes: s.segment_bytes,
+        retention_ms: s.retention_ms,
+        retention_bytes: s.retention_bytes,
+        durability: s.durability,
+    }
+}
+
 /// Handles one request.
 pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes) -> Response {
     match body {
         RequestBody::CreateTopic { name, partitions, settings } => {
-            let settings = crate::metadata::TopicSettings {
-                segment_bytes: settings.segment_bytes,
-                retention_ms: settings.retention_ms,
-                retention_bytes: settings.retention_bytes,
-                durability: settings.durability,
-            };
+            let settings = settings_of(settings);
             match TopicName::new(&name) {
                 Ok(name) => admin(shard, AdminOp::Create { name, partitions, settings }).await,
                 Err(e) => status(ErrorCode::InvalidTopicName, e.to_string()),
@@ -39,6 +44,13 @@ pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes) ->
             Ok(name) => admin(shard, AdminOp::Delete { name }).await,
             Err(e) => status(ErrorCode::UnknownTopic, e.to_string()),
         },
+        RequestBody::AlterTopic { name, settings } => {
+            let settings = settings_of(settings);
+            match TopicName::new(&name) {
+                Ok(name) => admin(shard, AdminOp::Alter { name, settings }).await,
+                Err(e) => status(ErrorCode::UnknownTopic, e.to_string()),
+            }
+        }
         RequestBody::AddPartitions { name, total } => match TopicName::new(&name) {
             Ok(name) => admin(shard, AdminOp::AddPartitions { name, total }).await,
             Err(e) => status(ErrorCode::UnknownTopic, e.to_string()),

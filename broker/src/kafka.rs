@@ -73,6 +73,12 @@ pub(crate) async fn handle(shard: &Rc<Shard>, incoming: KafkaIncoming, peer: &st
             encode_response(api_key, v, id, &create_partitions(shard, r).await)
         }
         KafkaRequest::DescribeConfigs(r) => encode_response(api_key, v, id, &describe_configs(shard, r, v)),
+        KafkaRequest::AlterConfigs(r) => {
+            encode_response(api_key, v, id, &crate::kafka_configs::alter_configs(shard, r).await)
+        }
+        KafkaRequest::IncrementalAlterConfigs(r) => {
+            encode_response(api_key, v, id, &crate::kafka_configs::incremental_alter_configs(shard, r).await)
+        }
         KafkaRequest::DescribeCluster(_) => encode_response(api_key, v, id, &describe_cluster(shard, v)),
         KafkaRequest::InitProducerId(r) => encode_response(api_key, v, id, &init_producer_id(shard, r)),
         KafkaRequest::FindCoordinator(r) => encode_response(api_key, v, id, &find_coordinator(shard, r, v)),
@@ -117,7 +123,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, incoming: KafkaIncoming, peer: &st
 }
 
 /// The Kafka error code for a broker error.
-fn kafka_code(e: ErrorCode) -> i16 {
+pub(crate) fn kafka_code(e: ErrorCode) -> i16 {
     match e {
         ErrorCode::None => code::NONE,
         ErrorCode::UnknownTopic | ErrorCode::UnknownPartition => code::UNKNOWN_TOPIC_OR_PARTITION,
@@ -455,7 +461,7 @@ async fn list_offset(
 }
 
 /// Topic configs Rill stores, and those it accepts only at the value it implements.
-fn topic_settings(configs: &[(String, Option<String>)]) -> Result<TopicSettings, String> {
+pub(crate) fn topic_settings(configs: &[(String, Option<String>)]) -> Result<TopicSettings, String> {
     let mut settings = TopicSettings::default();
     for (name, value) in configs {
         let value = value.as_deref().unwrap_or_default();

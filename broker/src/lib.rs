@@ -12,6 +12,7 @@ mod error;
 mod group;
 mod handler;
 mod kafka;
+mod kafka_configs;
 mod kafka_groups;
 pub mod metadata;
 mod producer;
@@ -19,6 +20,6 @@ mod server;
 mod shard;
 mod signal;
 
-pub use crate::config::{BrokerConfig, ConfigFile, DEFAULT_CONFIG};
+pub use crate::config::{BrokerConfig, ConfigFile, DEFAULT_CONFIG, OffsetsRetention};
 pub use crate::error::{BrokerError, Result};
 pub use crate::server::{RunningBroker, start};

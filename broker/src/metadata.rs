@@ -187,6 +187,17 @@ impl Metadata {
         Ok(self.topics.entry(name).or_insert(Topic { shards, settings }))
     }
 
+    /// Replaces a topic's settings (partitions and placement stay).
+    pub fn alter_topic(
+        &mut self,
+        name: &TopicName,
+        settings: TopicSettings,
+    ) -> Result<&Topic, MetadataError> {
+        let topic = self.topics.get_mut(name).ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+        topic.settings = settings;
+        Ok(topic)
+    }
+
     /// Deletes a topic; returns it.
     pub fn delete_topic(&mut self, name: &TopicName) -> Result<Topic, MetadataError> {
         self.topics.remove(name).ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))

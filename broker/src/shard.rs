@@ -63,9 +63,23 @@ pub(crate) enum ShardRequest {
 
 /// Topic administration, run by the controller.
 pub(crate) enum AdminOp {
-    Create { name: TopicName, partitions: u32, settings: TopicSettings },
-    Delete { name: TopicName },
-    AddPartitions { name: TopicName, total: u32 },
+    Create {
+        name: TopicName,
+        partitions: u32,
+        settings: TopicSettings,
+    },
+    Delete {
+        name: TopicName,
+    },
+    AddPartitions {
+        name: TopicName,
+        total: u32,
+    },
+    /// Replace a topic's settings.
+    Alter {
+        name: TopicName,
+        settings: TopicSettings,
+    },
 }
 
 /// What a fetch found on the owner.
@@ -433,7 +447,7 @@ impl Shard {
     pub async fn apply(&self, metadata: Metadata) {
         let Ok(_permit) = self.applying.acquire_permit(1).await else { return };
         let metadata = Rc::new(metadata);
-        *self.metadata.borrow_mut() = metadata.clone();
+        let previous = std::mem::replace(&mut *self.metadata.borrow_mut(), metadata.clone());
         let owned: Vec<(TopicName, u32)> = metadata
             .topics
             .iter()
@@ -461,6 +475,27 @@ impl Shard {
         }
         if self.groups.is_open() {
             self.forget_deleted_topics(&metadata).await;
+        }
+        // Partitions of topics whose settings changed reopen with the new log configuration
+        // (appends and fetches meanwhile get a retriable error).
+        let altered: Vec<(TopicName, u32)> = self
+            .logs
+            .borrow()
+            .keys()
+            .filter(|(t, _)| {
+                let (old, new) = (previous.topics.get(t), metadata.topics.get(t));
+                old.zip(new).is_some_and(|(o, n)| o.settings != n.settings)
+            })
+            .cloned()
+            .collect();
+        for key in altered {
+            let log = self.logs.borrow_mut().remove(&key);
+            if let Some(log) = log {
+                if let Err(error) = log.close().await {
+                    tracing::error!(topic = %key.0, partition = key.1, %error, "closing a partition to reconfigure it");
+                }
+            }
+            // Opened again below, with the new settings.
         }
         for (topic, partition) in owned {
             if self.logs.borrow().contains_key(&(topic.clone(), partition)) {

@@ -15,9 +15,10 @@ use std::collections::VecDeque;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
-    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
-    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
     ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
     OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
 };
@@ -63,6 +64,8 @@ pub fn supported_versions() -> &'static [(ApiKey, i16, i16)] {
         (ApiKey::Metadata, 0, 12),
         (ApiKey::FindCoordinator, 0, 4),
         (ApiKey::DescribeConfigs, 1, 4),
+        (ApiKey::AlterConfigs, 0, 2),
+        (ApiKey::IncrementalAlterConfigs, 0, 1),
         (ApiKey::ApiVersions, 0, 3),
         (ApiKey::CreateTopics, 2, 7),
         (ApiKey::DeleteTopics, 1, 6),
@@ -101,6 +104,8 @@ pub enum KafkaRequest {
     DeleteTopics(DeleteTopicsRequest),
     CreatePartitions(CreatePartitionsRequest),
     DescribeConfigs(DescribeConfigsRequest),
+    AlterConfigs(AlterConfigsRequest),
+    IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
     DescribeCluster(DescribeClusterRequest),
     InitProducerId(InitProducerIdRequest),
     FindCoordinator(FindCoordinatorRequest),
@@ -187,6 +192,10 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, ApiKey, KafkaR
         ApiKey::DeleteTopics => KafkaRequest::DeleteTopics(decode_body(body, key, version)?),
         ApiKey::CreatePartitions => KafkaRequest::CreatePartitions(decode_body(body, key, version)?),
         ApiKey::DescribeConfigs => KafkaRequest::DescribeConfigs(decode_body(body, key, version)?),
+        ApiKey::AlterConfigs => KafkaRequest::AlterConfigs(decode_body(body, key, version)?),
+        ApiKey::IncrementalAlterConfigs => {
+            KafkaRequest::IncrementalAlterConfigs(decode_body(body, key, version)?)
+        }
         ApiKey::DescribeCluster => KafkaRequest::DescribeCluster(decode_body(body, key, version)?),
         ApiKey::InitProducerId => KafkaRequest::InitProducerId(decode_body(body, key, version)?),
         ApiKey::FindCoordinator => KafkaRequest::FindCoordinator(decode_body(body, key, version)?),

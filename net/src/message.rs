@@ -49,6 +49,8 @@ pub enum Kind {
     CommitOffsets = 17,
     /// Read a group's committed offsets.
     FetchOffsets = 18,
+    /// Replace a topic's settings.
+    AlterTopic = 19,
 }
 
 /// Set in a response frame's kind.
@@ -79,6 +81,7 @@ impl Kind {
             LeaveGroup,
             CommitOffsets,
             FetchOffsets,
+            AlterTopic,
         ]
         .into_iter()
         .find(|k| *k as u16 == v)
@@ -324,6 +327,13 @@ pub enum RequestBody {
         /// Topic and partition.
         parts: Vec<(String, u32)>,
     },
+    /// Replace a topic's settings (those left `None` return to the broker's defaults).
+    AlterTopic {
+        /// Name.
+        name: String,
+        /// The topic's new settings.
+        settings: TopicSettings,
+    },
 }
 
 impl RequestBody {
@@ -348,6 +358,7 @@ impl RequestBody {
             RequestBody::LeaveGroup { .. } => Kind::LeaveGroup,
             RequestBody::CommitOffsets { .. } => Kind::CommitOffsets,
             RequestBody::FetchOffsets { .. } => Kind::FetchOffsets,
+            RequestBody::AlterTopic { .. } => Kind::AlterTopic,
         }
     }
 }

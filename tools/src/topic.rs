@@ -41,6 +41,24 @@ pub enum TopicCommand {
         /// Topic name.
         name: String,
     },
+    /// Change a topic's settings; those not named keep their values, `default` returns one to
+    /// the broker's default. Every partition reopens with the new settings at once.
+    Alter {
+        /// Topic name.
+        name: String,
+        /// Delete sealed segments older than this many ms (or `default`).
+        #[arg(long)]
+        retention_ms: Option<String>,
+        /// Delete oldest segments while a partition is larger than this (or `default`).
+        #[arg(long)]
+        retention_bytes: Option<String>,
+        /// Segment size, a multiple of 4096 (or `default`); new segments get it.
+        #[arg(long)]
+        segment_bytes: Option<String>,
+        /// always, never, interval:<ms> (or `default`).
+        #[arg(long)]
+        durability: Option<String>,
+    },
     /// Grow a topic to a larger partition count.
     AddPartitions {
         /// Topic name.
@@ -74,12 +92,13 @@ pub fn run(broker: &str, cmd: TopicCommand) -> anyhow::Result<()> {
         TopicCommand::Describe { name } => match client.call(&RequestBody::DescribeTopic { name }, &[])?.0 {
             ResponseBody::Topic { name, settings, partitions } => {
                 println!("topic {name}: {} partitions", partitions.len());
+                let shown = |v: Option<String>| v.unwrap_or_else(|| "default".to_string());
                 println!(
-                    "settings: segment_bytes={:?} retention_ms={:?} retention_bytes={:?} durability={:?}",
-                    settings.segment_bytes,
-                    settings.retention_ms,
-                    settings.retention_bytes,
-                    settings.durability
+                    "settings: segment_bytes={} retention_ms={} retention_bytes={} durability={}",
+                    shown(settings.segment_bytes.map(|v| v.to_string())),
+                    shown(settings.retention_ms.map(|v| v.to_string())),
+                    shown(settings.retention_bytes.map(|v| v.to_string())),
+                    shown(settings.durability)
                 );
                 println!("{:>9} {:>5} {:>14} {:>14}", "partition", "shard", "start", "end");
                 for p in partitions {
@@ -93,9 +112,38 @@ pub fn run(broker: &str, cmd: TopicCommand) -> anyhow::Result<()> {
             client.call_status(&RequestBody::DeleteTopic { name: name.clone() })?;
             println!("deleted topic {name}");
         }
+        TopicCommand::Alter { name, retention_ms, retention_bytes, segment_bytes, durability } => {
+            let mut settings = match client.call(&RequestBody::DescribeTopic { name: name.clone() }, &[])?.0 {
+                ResponseBody::Topic { settings, .. } => settings,
+                ResponseBody::Status { error, message } => bail!("{error:?}: {message}"),
+                other => bail!("unexpected response {other:?}"),
+            };
+            alter_number(&mut settings.retention_ms, "--retention-ms", retention_ms)?;
+            alter_number(&mut settings.retention_bytes, "--retention-bytes", retention_bytes)?;
+            alter_number(&mut settings.segment_bytes, "--segment-bytes", segment_bytes)?;
+            if let Some(d) = durability {
+                settings.durability = (d != "default").then_some(d);
+            }
+            client.call_status(&RequestBody::AlterTopic { name: name.clone(), settings })?;
+            println!("altered topic {name}");
+        }
         TopicCommand::AddPartitions { name, total } => {
             client.call_status(&RequestBody::AddPartitions { name: name.clone(), total })?;
             println!("topic {name} now has {total} partitions");
+        }
+    }
+    Ok(())
+}
+
+/// Applies one `rill topic alter` flag: a number sets the setting, `default` clears it.
+fn alter_number(setting: &mut Option<u64>, flag: &str, value: Option<String>) -> anyhow::Result<()> {
+    match value.as_deref() {
+        None => {}
+        Some("default") => *setting = None,
+        Some(v) => {
+            *setting = Some(
+                v.parse().map_err(|_| anyhow::anyhow!("{flag}: {v:?} is neither a number nor `default`"))?,
+            )
         }
     }
     Ok(())

@@ -534,3 +534,68 @@ fn topics_are_auto_created_only_when_enabled_and_asked_for() {
         .unwrap();
     assert_eq!(broker.rill(&["topic", "list"], None), "fresh\n", "the consumer created nothing");
 }
+
+#[test]
+fn admin_clients_alter_topic_configs_and_they_take_effect() {
+    let (tmp, dir) = data_dir();
+    // Small batches and a quick retention check, so segments are small and deletions prompt.
+    let profile = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning/profiles/small-vm.toml"),
+    )
+    .unwrap()
+    .replace("batch_bytes_max = 8388608", "batch_bytes_max = 1048576")
+    .replace("retention_check_interval_ms = 30000", "retention_check_interval_ms = 200")
+    .replace("name = \"small-vm\"", "name = \"quick-retention\"");
+    assert!(
+        profile.contains("batch_bytes_max = 1048576") && profile.contains("= 200\n"),
+        "the test edits the profile"
+    );
+    let path = tmp.path().join("quick-retention.toml");
+    std::fs::write(&path, profile).unwrap();
+    let broker = Broker::start_with_profile(&dir, &path);
+    let out = client("python3", &[&script("confluent_alter_configs.py"), &broker.kafka], None);
+    assert!(out.starts_with("ok "), "{out}");
+    eprintln!("alter configs: {out}");
+    // The altered settings are the topic's from now on, across a restart.
+    let describe = broker.rill(&["topic", "describe", "altered"], None);
+    assert!(describe.contains("retention_bytes=4194304"), "{describe}");
+    broker.stop();
+    let broker = Broker::start_with_profile(&dir, &path);
+    let describe = broker.rill(&["topic", "describe", "altered"], None);
+    assert!(
+        describe.contains("retention_bytes=4194304 ") && describe.contains("segment_bytes=default"),
+        "{describe}"
+    );
+    // The same through the native protocol: `rill topic alter` changes only what it names.
+    broker.rill(
+        &["topic", "alter", "altered", "--retention-ms", "3600000", "--durability", "interval:5"],
+        None,
+    );
+    let describe = broker.rill(&["topic", "describe", "altered"], None);
+    let settings = describe.lines().nth(1).unwrap();
+    assert_eq!(
+        settings,
+        "settings: segment_bytes=default retention_ms=3600000 retention_bytes=4194304 durability=interval:5"
+    );
+    broker.rill(&["topic", "alter", "altered", "--retention-bytes", "default"], None);
+    let describe = broker.rill(&["topic", "describe", "altered"], None);
+    assert!(describe.contains(" retention_bytes=default "), "{describe}");
+    let input: String = (0..10).map(|i| format!("{i}\n")).collect();
+    broker.rill(&["produce", "--topic", "altered"], Some(&input));
+    assert!(broker.rill(&["consume", "--topic", "altered"], None).ends_with("9\n"), "still serving");
+    // Bad values are refused with one clear line, and change nothing.
+    for bad in [&["--segment-bytes", "1000"][..], &["--durability", "sometimes"], &["--retention-ms", "soon"]]
+    {
+        let out = Command::new(RILL)
+            .args(["--broker", &broker.addr, "topic", "alter", "altered"])
+            .args(bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad:?} accepted");
+        assert!(String::from_utf8_lossy(&out.stderr).starts_with("rill: "), "{bad:?}");
+    }
+    assert_eq!(
+        broker.rill(&["topic", "describe", "altered"], None).lines().nth(1).unwrap(),
+        settings.replace(" retention_bytes=4194304", " retention_bytes=default")
+    );
+}
