@@ -38,7 +38,12 @@ pub(crate) async fn run(shard: &Rc<Shard>, op: AdminOp) -> Result<(), (ErrorCode
         }
         AdminOp::Delete { name } => metadata.delete_topic(&name).map(|_| ()),
         AdminOp::AddPartitions { name, total } => metadata.add_partitions(&name, total).map(|_| ()),
-        AdminOp::Alter { name, settings } => {
+        AdminOp::Alter { name, change } => {
+            // Computed here, under the admin lock, from the settings as they are now: two
+            // concurrent incremental changes both land.
+            let current = metadata.topics.get(&name).map(|t| t.settings.clone());
+            let current = current.ok_or_else(|| (ErrorCode::UnknownTopic, format!("no topic {name}")))?;
+            let settings = change.apply(current).map_err(|m| (ErrorCode::InvalidConfig, m))?;
             profile_check(&settings)?;
             metadata.alter_topic(&name, settings).map(|_| ())
         }

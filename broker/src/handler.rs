@@ -24,8 +24,8 @@ fn status(error: ErrorCode, message: impl Into<String>) -> Response {
 fn settings_of(s: rill_net::message::TopicSettings) -> crate::metadata::TopicSettings {
     crate::metadata::TopicSettings {
         segment_bytes: s.segment_bytes,
-        retention_ms: s.retention_ms,
-        retention_bytes: s.retention_bytes,
+        retention_ms: s.retention_ms.map(|v| v.min(crate::metadata::UNLIMITED)),
+        retention_bytes: s.retention_bytes.map(|v| v.min(crate::metadata::UNLIMITED)),
         durability: s.durability,
     }
 }
@@ -47,7 +47,10 @@ pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes) ->
         RequestBody::AlterTopic { name, settings } => {
             let settings = settings_of(settings);
             match TopicName::new(&name) {
-                Ok(name) => admin(shard, AdminOp::Alter { name, settings }).await,
+                Ok(name) => {
+                    let change = crate::kafka_configs::SettingsChange::Replace(settings);
+                    admin(shard, AdminOp::Alter { name, change }).await
+                }
                 Err(e) => status(ErrorCode::UnknownTopic, e.to_string()),
             }
         }

@@ -41,7 +41,7 @@ use rill_net::record_batch::{self, BatchError};
 
 use crate::handler::{admin_op, fetch_outcomes, route};
 use crate::kafka_groups as groups;
-use crate::metadata::{TopicName, TopicSettings};
+use crate::metadata::{TopicName, TopicSettings, UNLIMITED};
 use crate::shard::{AdminOp, Shard, ShardReply, ShardRequest};
 
 /// The one node of a single-node cluster.
@@ -468,10 +468,11 @@ pub(crate) fn topic_settings(configs: &[(String, Option<String>)]) -> Result<Top
         let number =
             || value.parse::<u64>().map_err(|_| format!("{name}={value} is not a non-negative integer"));
         match name.as_str() {
-            "retention.ms" if value == "-1" => settings.retention_ms = None,
-            "retention.ms" => settings.retention_ms = Some(number()?),
-            "retention.bytes" if value == "-1" => settings.retention_bytes = None,
-            "retention.bytes" => settings.retention_bytes = Some(number()?),
+            // Kafka's -1: no limit.
+            "retention.ms" if value == "-1" => settings.retention_ms = Some(UNLIMITED),
+            "retention.ms" => settings.retention_ms = Some(number()?.min(UNLIMITED)),
+            "retention.bytes" if value == "-1" => settings.retention_bytes = Some(UNLIMITED),
+            "retention.bytes" => settings.retention_bytes = Some(number()?.min(UNLIMITED)),
             "segment.bytes" => settings.segment_bytes = Some(number()?),
             "rill.durability" => settings.durability = Some(value.to_string()),
             "cleanup.policy" if value == "delete" => {}
@@ -633,25 +634,22 @@ fn describe_configs(shard: &Rc<Shard>, r: DescribeConfigsRequest, v: i16) -> Des
                     Some(topic) => {
                         let s = &topic.settings;
                         let source = |set: bool| if set { SOURCE_DYNAMIC_TOPIC } else { SOURCE_DEFAULT };
-                        let retention_ms = s
-                            .retention_ms
-                            .map(|v| v as i64)
-                            .or(defaults.retention_age_ms_max.map(|v| v as i64));
-                        let retention_bytes = s
-                            .retention_bytes
-                            .map(|v| v as i64)
-                            .or(defaults.retention_bytes_max.map(|v| v as i64));
+                        // What the log runs with: the topic's setting, else the default;
+                        // -1 for no limit either way.
+                        let limit = |set: Option<u64>, default: Option<u64>| match set {
+                            Some(UNLIMITED) => -1,
+                            Some(v) => v as i64,
+                            None => default.map_or(-1, |v| v as i64),
+                        };
+                        let retention_ms = limit(s.retention_ms, defaults.retention_age_ms_max);
+                        let retention_bytes = limit(s.retention_bytes, defaults.retention_bytes_max);
                         Ok(vec![
                             ("cleanup.policy", "delete".to_string(), SOURCE_DEFAULT),
                             ("compression.type", "producer".to_string(), SOURCE_DEFAULT),
-                            (
-                                "retention.ms",
-                                retention_ms.unwrap_or(-1).to_string(),
-                                source(s.retention_ms.is_some()),
-                            ),
+                            ("retention.ms", retention_ms.to_string(), source(s.retention_ms.is_some())),
                             (
                                 "retention.bytes",
-                                retention_bytes.unwrap_or(-1).to_string(),
+                                retention_bytes.to_string(),
                                 source(s.retention_bytes.is_some()),
                             ),
                             (

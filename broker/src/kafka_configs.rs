@@ -1,12 +1,13 @@
 //! Kafka's AlterConfigs and IncrementalAlterConfigs for topics: what `kafka-configs --alter`,
 //! `rpk topic alter-config` and the admin clients' `alter_configs` send.
 //!
-//! The new settings are validated like CreateTopics' (the same config names and values) and
-//! against the profile, then replace the topic's settings through the controller; every shard
-//! reopens its partitions of the topic with the new log configuration. Broker configs are
+//! A change is checked here for its form (operations, duplicates), then the controller computes
+//! the new settings from the topic's current ones under its admin lock (so concurrent
+//! incremental changes both land), validates them like CreateTopics' configs and against the
+//! profile, and has every shard reopen its partitions of the topic with them. Broker configs are
 //! static (the configuration file and the tuning profile) and cannot be changed this way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
 use kafka_protocol::messages::{
@@ -17,46 +18,64 @@ use kafka_protocol::protocol::StrBytes;
 use rill_net::kafka::code;
 
 use crate::handler::admin_op;
-use crate::metadata::{TopicName, TopicSettings};
+use crate::metadata::{TopicName, TopicSettings, UNLIMITED};
 use crate::shard::{AdminOp, Shard};
 
 const RESOURCE_TOPIC: i8 = 2;
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// How a topic's settings change.
+#[derive(Clone, Debug)]
+pub(crate) enum SettingsChange {
+    /// The whole set (AlterConfigs, the native AlterTopic): what is not given returns to its
+    /// default.
+    Replace(TopicSettings),
+    /// Kafka config names set (`Some`) or deleted (`None`); the others keep their values.
+    Incremental(Vec<(String, Option<String>)>),
+}
+
+impl SettingsChange {
+    /// The settings after the change; `Err` names what is wrong.
+    pub fn apply(self, current: TopicSettings) -> Result<TopicSettings, String> {
+        match self {
+            SettingsChange::Replace(settings) => Ok(settings),
+            SettingsChange::Incremental(changes) => {
+                let mut configs: BTreeMap<String, Option<String>> = pairs(&current).into_iter().collect();
+                for (name, value) in changes {
+                    match value {
+                        Some(v) => configs.insert(name, Some(v)),
+                        None => configs.remove(&name),
+                    };
+                }
+                crate::kafka::topic_settings(&configs.into_iter().collect::<Vec<_>>())
+            }
+        }
+    }
+}
 
 /// IncrementalAlterConfigs: SET and DELETE per config; the others keep their values.
 pub(crate) async fn incremental_alter_configs(
     shard: &Rc<Shard>,
     r: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
+    let duplicates =
+        duplicate_resources(r.resources.iter().map(|res| (res.resource_type, &res.resource_name)));
     let mut response = IncrementalAlterConfigsResponse::default();
     for resource in r.resources {
-        let changes: Vec<(String, i8, Option<String>)> = resource
-            .configs
-            .iter()
-            .map(|c| (c.name.to_string(), c.config_operation, c.value.as_ref().map(|v| v.to_string())))
-            .collect();
-        let outcome = alter(shard, resource.resource_type, &resource.resource_name, r.validate_only, |current| {
-            let mut configs: BTreeMap<String, Option<String>> = pairs(&current).into_iter().collect();
-            for (name, operation, value) in changes {
-                match operation {
-                    OP_SET => {
-                        configs.insert(name, value);
-                    }
-                    OP_DELETE => {
-                        configs.remove(&name);
-                    }
-                    _ => {
-                        return Err((
-                            code::INVALID_REQUEST,
-                            format!("{name}: APPEND and SUBTRACT apply to list configs, and Rill's topic configs are single values"),
-                        ));
-                    }
+        let outcome = if duplicates.contains(&(resource.resource_type, resource.resource_name.to_string())) {
+            Err((code::INVALID_REQUEST, "the resource is named more than once".to_string()))
+        } else {
+            match incremental_change(&resource.configs) {
+                Ok(change) => {
+                    alter(shard, resource.resource_type, &resource.resource_name, r.validate_only, change)
+                        .await
                 }
+                Err(e) => Err(e),
             }
-            parse(&configs.into_iter().collect::<Vec<_>>())
-        })
-        .await;
+        };
         let mut result = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name;
@@ -69,9 +88,44 @@ pub(crate) async fn incremental_alter_configs(
     response
 }
 
+/// The change an IncrementalAlterConfigs resource asks for, with Kafka's error codes for
+/// malformed ones.
+fn incremental_change(
+    configs: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+) -> Result<SettingsChange, (i16, String)> {
+    let mut seen = HashSet::new();
+    let mut changes = Vec::new();
+    for c in configs {
+        let name = c.name.to_string();
+        if !seen.insert(name.clone()) {
+            return Err((code::INVALID_REQUEST, format!("{name} is named more than once")));
+        }
+        let value = c.value.as_ref().map(|v| v.to_string());
+        match (c.config_operation, value) {
+            (OP_SET, Some(v)) => changes.push((name, Some(v))),
+            (OP_SET, None) => return Err((code::INVALID_REQUEST, format!("SET {name} without a value"))),
+            (OP_DELETE, _) => changes.push((name, None)),
+            (OP_APPEND | OP_SUBTRACT, _) => {
+                return Err((
+                    code::INVALID_CONFIG,
+                    format!(
+                        "{name}: APPEND and SUBTRACT apply to list configs; Rill's topic configs are single values"
+                    ),
+                ));
+            }
+            (op, _) => {
+                return Err((code::INVALID_REQUEST, format!("unknown config operation {op} for {name}")));
+            }
+        }
+    }
+    Ok(SettingsChange::Incremental(changes))
+}
+
 /// AlterConfigs: the configs given become the topic's whole set (the others return to their
 /// defaults), as in Kafka.
 pub(crate) async fn alter_configs(shard: &Rc<Shard>, r: AlterConfigsRequest) -> AlterConfigsResponse {
+    let duplicates =
+        duplicate_resources(r.resources.iter().map(|res| (res.resource_type, &res.resource_name)));
     let mut response = AlterConfigsResponse::default();
     for resource in r.resources {
         let configs: Vec<(String, Option<String>)> = resource
@@ -79,10 +133,21 @@ pub(crate) async fn alter_configs(shard: &Rc<Shard>, r: AlterConfigsRequest) -> 
             .iter()
             .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
             .collect();
-        let outcome = alter(shard, resource.resource_type, &resource.resource_name, r.validate_only, |_| {
-            parse(&configs)
-        })
-        .await;
+        let mut names = HashSet::new();
+        let outcome = if duplicates.contains(&(resource.resource_type, resource.resource_name.to_string())) {
+            Err((code::INVALID_REQUEST, "the resource is named more than once".to_string()))
+        } else if let Some((name, _)) = configs.iter().find(|(n, _)| !names.insert(n.clone())) {
+            Err((code::INVALID_REQUEST, format!("{name} is named more than once")))
+        } else {
+            match crate::kafka::topic_settings(&configs) {
+                Ok(settings) => {
+                    let change = SettingsChange::Replace(settings);
+                    alter(shard, resource.resource_type, &resource.resource_name, r.validate_only, change)
+                        .await
+                }
+                Err(e) => Err((code::INVALID_CONFIG, e)),
+            }
+        };
         let mut result = alter_configs_response::AlterConfigsResourceResponse::default();
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name;
@@ -95,14 +160,27 @@ pub(crate) async fn alter_configs(shard: &Rc<Shard>, r: AlterConfigsRequest) -> 
     response
 }
 
-/// Computes a topic's new settings from its current ones with `change`, checks them, and
-/// (unless `validate_only`) has the controller apply them.
+/// Resources a request names more than once (Kafka refuses each of them).
+fn duplicate_resources<'a>(resources: impl Iterator<Item = (i8, &'a StrBytes)>) -> HashSet<(i8, String)> {
+    let mut seen = HashSet::new();
+    let mut duplicates = HashSet::new();
+    for (kind, name) in resources {
+        let key = (kind, name.to_string());
+        if !seen.insert(key.clone()) {
+            duplicates.insert(key);
+        }
+    }
+    duplicates
+}
+
+/// Checks `change` against the topic's current settings and (unless `validate_only`) has the
+/// controller apply it.
 async fn alter(
     shard: &Rc<Shard>,
     resource_type: i8,
     name: &str,
     validate_only: bool,
-    change: impl FnOnce(TopicSettings) -> Result<TopicSettings, (i16, String)>,
+    change: SettingsChange,
 ) -> Result<(), (i16, String)> {
     if resource_type != RESOURCE_TOPIC {
         return Err((
@@ -118,31 +196,29 @@ async fn alter(
         .get(&topic)
         .map(|t| t.settings.clone())
         .ok_or_else(|| (code::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {name}")))?;
-    let settings = change(current)?;
+    // Checked here for a prompt answer; the controller computes and checks again under its lock.
+    let settings = change.clone().apply(current).map_err(|e| (code::INVALID_CONFIG, e))?;
     crate::shard::log_config(shard.profile(), &settings, 1)
         .map_err(|reason| (code::INVALID_CONFIG, format!("invalid topic settings: {reason}")))?;
     if validate_only {
         return Ok(());
     }
-    admin_op(shard, AdminOp::Alter { name: topic, settings })
+    admin_op(shard, AdminOp::Alter { name: topic, change })
         .await
         .map_err(|(e, m)| (crate::kafka::kafka_code(e), m))
 }
 
-fn parse(configs: &[(String, Option<String>)]) -> Result<TopicSettings, (i16, String)> {
-    crate::kafka::topic_settings(configs).map_err(|e| (code::INVALID_CONFIG, e))
-}
-
 /// The settings a topic has set, as Kafka config pairs.
 fn pairs(s: &TopicSettings) -> Vec<(String, Option<String>)> {
+    let limit = |v: u64| if v == UNLIMITED { "-1".to_string() } else { v.to_string() };
     let mut out = Vec::new();
     let mut push = |name: &str, value: Option<String>| {
         if value.is_some() {
             out.push((name.to_string(), value));
         }
     };
-    push("retention.ms", s.retention_ms.map(|v| v.to_string()));
-    push("retention.bytes", s.retention_bytes.map(|v| v.to_string()));
+    push("retention.ms", s.retention_ms.map(limit));
+    push("retention.bytes", s.retention_bytes.map(limit));
     push("segment.bytes", s.segment_bytes.map(|v| v.to_string()));
     push("rill.durability", s.durability.clone());
     out

@@ -114,13 +114,17 @@ impl From<TopicName> for String {
 pub struct TopicSettings {
     /// Segment size.
     pub segment_bytes: Option<u64>,
-    /// Retention by age.
+    /// Retention by age; [`UNLIMITED`] keeps everything (Kafka's -1), `None` is the default.
     pub retention_ms: Option<u64>,
-    /// Retention by size, per partition.
+    /// Retention by size, per partition; [`UNLIMITED`] and `None` as for `retention_ms`.
     pub retention_bytes: Option<u64>,
     /// `always`, `never` or `interval:<ms>`.
     pub durability: Option<String>,
 }
+
+/// A retention setting that keeps everything (Kafka's `-1`). `i64::MAX`, as the metadata file
+/// (TOML) holds signed 64-bit integers.
+pub const UNLIMITED: u64 = rill_net::message::RETENTION_UNLIMITED;
 
 /// A topic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -75,10 +75,10 @@ pub(crate) enum AdminOp {
         name: TopicName,
         total: u32,
     },
-    /// Replace a topic's settings.
+    /// Change a topic's settings.
     Alter {
         name: TopicName,
-        settings: TopicSettings,
+        change: crate::kafka_configs::SettingsChange,
     },
 }
 
@@ -488,14 +488,22 @@ impl Shard {
             })
             .cloned()
             .collect();
-        for key in altered {
-            let log = self.logs.borrow_mut().remove(&key);
+        // One at a time, so each partition is offline only for its own close and open.
+        for (topic, partition) in altered {
+            let log = self.logs.borrow_mut().remove(&(topic.clone(), partition));
             if let Some(log) = log {
                 if let Err(error) = log.close().await {
-                    tracing::error!(topic = %key.0, partition = key.1, %error, "closing a partition to reconfigure it");
+                    tracing::error!(%topic, partition, %error, "closing a partition to reconfigure it");
                 }
             }
-            // Opened again below, with the new settings.
+            match self.open_log(&metadata, &topic, partition).await {
+                Ok(log) => {
+                    self.logs.borrow_mut().insert((topic, partition), log);
+                }
+                Err(error) => {
+                    tracing::error!(%topic, partition, %error, "partition failed to reopen with new settings; it stays offline")
+                }
+            }
         }
         for (topic, partition) in owned {
             if self.logs.borrow().contains_key(&(topic.clone(), partition)) {
@@ -656,11 +664,12 @@ pub(crate) fn log_config(
     if let Some(bytes) = settings.segment_bytes {
         config.segment_size_bytes_max = bytes;
     }
+    let limit = |v: u64| (v != crate::metadata::UNLIMITED).then_some(v);
     if let Some(ms) = settings.retention_ms {
-        config.retention_age_ms_max = Some(ms);
+        config.retention_age_ms_max = limit(ms);
     }
     if let Some(bytes) = settings.retention_bytes {
-        config.retention_bytes_max = Some(bytes);
+        config.retention_bytes_max = limit(bytes);
     }
     if let Some(d) = &settings.durability {
         config.durability = rill_tuning::parse_durability(d)

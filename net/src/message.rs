@@ -132,13 +132,16 @@ pub enum ErrorCode {
 pub struct TopicSettings {
     /// Segment size.
     pub segment_bytes: Option<u64>,
-    /// Retention by age.
+    /// Retention by age; [`RETENTION_UNLIMITED`] keeps everything, `None` is the default.
     pub retention_ms: Option<u64>,
-    /// Retention by size per partition.
+    /// Retention by size per partition; as `retention_ms`.
     pub retention_bytes: Option<u64>,
     /// `always`, `never` or `interval:<ms>`.
     pub durability: Option<String>,
 }
+
+/// A retention setting that keeps everything (Kafka's `-1`); larger values mean the same.
+pub const RETENTION_UNLIMITED: u64 = i64::MAX as u64;
 
 /// When a produce is acknowledged.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 use clap::Subcommand;
-use rill_net::message::{RequestBody, ResponseBody, TopicSettings};
+use rill_net::message::{RETENTION_UNLIMITED, RequestBody, ResponseBody, TopicSettings};
 
 use crate::client::Client;
 
@@ -46,11 +46,11 @@ pub enum TopicCommand {
     Alter {
         /// Topic name.
         name: String,
-        /// Delete sealed segments older than this many ms (or `default`).
-        #[arg(long)]
+        /// Delete sealed segments older than this many ms (-1: never; `default`).
+        #[arg(long, allow_negative_numbers = true)]
         retention_ms: Option<String>,
-        /// Delete oldest segments while a partition is larger than this (or `default`).
-        #[arg(long)]
+        /// Delete oldest segments while a partition is larger than this (-1: never; `default`).
+        #[arg(long, allow_negative_numbers = true)]
         retention_bytes: Option<String>,
         /// Segment size, a multiple of 4096 (or `default`); new segments get it.
         #[arg(long)]
@@ -93,11 +93,13 @@ pub fn run(broker: &str, cmd: TopicCommand) -> anyhow::Result<()> {
             ResponseBody::Topic { name, settings, partitions } => {
                 println!("topic {name}: {} partitions", partitions.len());
                 let shown = |v: Option<String>| v.unwrap_or_else(|| "default".to_string());
+                let limit =
+                    |v: u64| if v >= RETENTION_UNLIMITED { "unlimited".to_string() } else { v.to_string() };
                 println!(
                     "settings: segment_bytes={} retention_ms={} retention_bytes={} durability={}",
                     shown(settings.segment_bytes.map(|v| v.to_string())),
-                    shown(settings.retention_ms.map(|v| v.to_string())),
-                    shown(settings.retention_bytes.map(|v| v.to_string())),
+                    shown(settings.retention_ms.map(limit)),
+                    shown(settings.retention_bytes.map(limit)),
                     shown(settings.durability)
                 );
                 println!("{:>9} {:>5} {:>14} {:>14}", "partition", "shard", "start", "end");
@@ -118,8 +120,10 @@ pub fn run(broker: &str, cmd: TopicCommand) -> anyhow::Result<()> {
                 ResponseBody::Status { error, message } => bail!("{error:?}: {message}"),
                 other => bail!("unexpected response {other:?}"),
             };
-            alter_number(&mut settings.retention_ms, "--retention-ms", retention_ms)?;
-            alter_number(&mut settings.retention_bytes, "--retention-bytes", retention_bytes)?;
+            let unlimited =
+                |v: Option<String>| v.map(|v| if v == "-1" { RETENTION_UNLIMITED.to_string() } else { v });
+            alter_number(&mut settings.retention_ms, "--retention-ms", unlimited(retention_ms))?;
+            alter_number(&mut settings.retention_bytes, "--retention-bytes", unlimited(retention_bytes))?;
             alter_number(&mut settings.segment_bytes, "--segment-bytes", segment_bytes)?;
             if let Some(d) = durability {
                 settings.durability = (d != "default").then_some(d);

@@ -598,4 +598,7 @@ fn admin_clients_alter_topic_configs_and_they_take_effect() {
         broker.rill(&["topic", "describe", "altered"], None).lines().nth(1).unwrap(),
         settings.replace(" retention_bytes=4194304", " retention_bytes=default")
     );
+    broker.rill(&["topic", "alter", "altered", "--retention-ms", "-1"], None);
+    let describe = broker.rill(&["topic", "describe", "altered"], None);
+    assert!(describe.contains(" retention_ms=unlimited "), "{describe}");
 }
