@@ -16,11 +16,11 @@ pub enum TopicCommand {
         /// Partition count.
         #[arg(long, default_value_t = 1)]
         partitions: u32,
-        /// Delete sealed segments older than this.
-        #[arg(long)]
+        /// Delete sealed segments older than this many ms (-1: never).
+        #[arg(long, allow_negative_numbers = true, value_parser = parse_limit)]
         retention_ms: Option<u64>,
-        /// Delete oldest segments while a partition is larger than this.
-        #[arg(long)]
+        /// Delete oldest segments while a partition is larger than this (-1: never).
+        #[arg(long, allow_negative_numbers = true, value_parser = parse_limit)]
         retention_bytes: Option<u64>,
         /// Segment size (a multiple of 4096).
         #[arg(long)]
@@ -120,10 +120,8 @@ pub fn run(broker: &str, cmd: TopicCommand) -> anyhow::Result<()> {
                 ResponseBody::Status { error, message } => bail!("{error:?}: {message}"),
                 other => bail!("unexpected response {other:?}"),
             };
-            let unlimited =
-                |v: Option<String>| v.map(|v| if v == "-1" { RETENTION_UNLIMITED.to_string() } else { v });
-            alter_number(&mut settings.retention_ms, "--retention-ms", unlimited(retention_ms))?;
-            alter_number(&mut settings.retention_bytes, "--retention-bytes", unlimited(retention_bytes))?;
+            alter_number(&mut settings.retention_ms, "--retention-ms", retention_ms)?;
+            alter_number(&mut settings.retention_bytes, "--retention-bytes", retention_bytes)?;
             alter_number(&mut settings.segment_bytes, "--segment-bytes", segment_bytes)?;
             if let Some(d) = durability {
                 settings.durability = (d != "default").then_some(d);
@@ -139,18 +137,25 @@ pub fn run(broker: &str, cmd: TopicCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Applies one `rill topic alter` flag: a number sets the setting, `default` clears it.
+/// Applies one `rill topic alter` flag: a number (-1: no limit) sets the setting, `default`
+/// clears it.
 fn alter_number(setting: &mut Option<u64>, flag: &str, value: Option<String>) -> anyhow::Result<()> {
     match value.as_deref() {
         None => {}
         Some("default") => *setting = None,
         Some(v) => {
-            *setting = Some(
-                v.parse().map_err(|_| anyhow::anyhow!("{flag}: {v:?} is neither a number nor `default`"))?,
-            )
+            *setting = Some(parse_limit(v).map_err(|e| anyhow::anyhow!("{flag}: {e}, nor `default`"))?)
         }
     }
     Ok(())
+}
+
+/// A size or age limit: a number, or -1 for none.
+fn parse_limit(v: &str) -> Result<u64, String> {
+    match v {
+        "-1" => Ok(RETENTION_UNLIMITED),
+        _ => v.parse::<u64>().map_err(|_| format!("{v:?} is neither a number nor -1")),
+    }
 }
 
 /// Partition count of a topic.

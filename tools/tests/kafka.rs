@@ -601,4 +601,7 @@ fn admin_clients_alter_topic_configs_and_they_take_effect() {
     broker.rill(&["topic", "alter", "altered", "--retention-ms", "-1"], None);
     let describe = broker.rill(&["topic", "describe", "altered"], None);
     assert!(describe.contains(" retention_ms=unlimited "), "{describe}");
+    broker.rill(&["topic", "create", "forever", "--retention-bytes", "-1"], None);
+    let describe = broker.rill(&["topic", "describe", "forever"], None);
+    assert!(describe.contains(" retention_bytes=unlimited "), "{describe}");
 }
