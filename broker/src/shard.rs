@@ -493,7 +493,11 @@ impl Shard {
             let log = self.logs.borrow_mut().remove(&(topic.clone(), partition));
             if let Some(log) = log {
                 if let Err(error) = log.close().await {
-                    tracing::error!(%topic, partition, %error, "closing a partition to reconfigure it");
+                    // Not reopened beside a log that may still be in use: the partition keeps
+                    // its old settings until the next start.
+                    tracing::error!(%topic, partition, %error, "closing a partition to reconfigure it failed");
+                    self.logs.borrow_mut().insert((topic, partition), log);
+                    continue;
                 }
             }
             match self.open_log(&metadata, &topic, partition).await {

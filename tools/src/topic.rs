@@ -122,7 +122,14 @@ pub fn run(broker: &str, cmd: TopicCommand) -> anyhow::Result<()> {
             };
             alter_number(&mut settings.retention_ms, "--retention-ms", retention_ms)?;
             alter_number(&mut settings.retention_bytes, "--retention-bytes", retention_bytes)?;
-            alter_number(&mut settings.segment_bytes, "--segment-bytes", segment_bytes)?;
+            if let Some(v) = segment_bytes {
+                settings.segment_bytes = match v.as_str() {
+                    "default" => None,
+                    _ => Some(v.parse().map_err(|_| {
+                        anyhow::anyhow!("--segment-bytes: {v:?} is neither a number nor `default`")
+                    })?),
+                };
+            }
             if let Some(d) = durability {
                 settings.durability = (d != "default").then_some(d);
             }
