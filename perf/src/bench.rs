@@ -443,6 +443,23 @@ impl BatchTemplate {
         head[17..21].copy_from_slice(&crc.to_be_bytes());
         [head.freeze(), self.bytes.slice(stamp_end..)]
     }
+
+    /// Stamps a copy of the template in place (`batch` holds the template's bytes): the same
+    /// bytes as [`BatchTemplate::stamp`], for a client that copies the batch anyway.
+    fn stamp_in_place(&self, batch: &mut [u8], sent_us: u64, spread_us: u64) {
+        assert_eq!(batch.len(), self.bytes.len(), "a copy of the template");
+        let stamp_end = (self.stamp_at + STAMP_BYTES).min(batch.len());
+        let mut stamp = [0u8; STAMP_BYTES];
+        stamp[..8].copy_from_slice(&sent_us.to_le_bytes());
+        stamp[8..].copy_from_slice(&spread_us.to_le_bytes());
+        batch[self.stamp_at..stamp_end].copy_from_slice(&stamp[..stamp_end - self.stamp_at]);
+        let crc = crc32c::crc32c_combine(
+            crc32c::crc32c(&batch[21..stamp_end]),
+            self.suffix_crc,
+            batch.len() - stamp_end,
+        );
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
 }
 
 /// The send time and spread written at the start of a batch's first value.
@@ -494,7 +511,7 @@ async fn produce(
             (messages, Some(Duration::from_secs_f64(messages as f64 / per_producer)))
         }
     };
-    let template = BatchTemplate::new(&w, messages as u32);
+    let template = Rc::new(BatchTemplate::new(&w, messages as u32));
     let inflight = Rc::new(glommio::sync::Semaphore::new(w.inflight_per_producer as u64));
     let mut turn = index as usize;
     let mut batch_open = Instant::now();
@@ -546,7 +563,16 @@ async fn produce(
             inflight.acquire_static_permit(1).await.map_err(|_| anyhow::anyhow!("semaphore closed"))?;
         let sent_us = opened_us;
         let spread_us = interval.map_or(0, |i| i.as_micros() as u64);
-        let batch = template.stamp(sent_us, spread_us);
+        // The native client sends the pieces as they are; the Kafka codec copies the batch into
+        // the request anyway, so it gets the template and stamps its copy there.
+        let (batch, patch): (Vec<Bytes>, Option<crate::client::Patch>) = match &*client {
+            Client::Native(_) => (template.stamp(sent_us, spread_us).to_vec(), None),
+            Client::Kafka(_) => {
+                let t = template.clone();
+                let stamp: crate::client::Patch = Box::new(move |b| t.stamp_in_place(b, sent_us, spread_us));
+                (vec![template.bytes.clone()], Some(stamp))
+            }
+        };
         let (client, counters) = (client.clone(), counters.clone());
         let message_bytes = w.message_bytes as u64;
         glommio::spawn_local(async move {
@@ -556,8 +582,8 @@ async fn produce(
             let body = RequestBody::Produce { acks, timeout_ms: 30_000, parts };
             let started = opened;
             let ok = match acks {
-                Acks::None => client.send_only(&body, &batch).await.is_ok(),
-                _ => match client.call(&body, &batch).await {
+                Acks::None => client.send_only_patched(&body, &batch, patch).await.is_ok(),
+                _ => match client.call_patched(&body, &batch, patch).await {
                     Ok((ResponseBody::Produced { parts }, _)) => {
                         parts.iter().all(|p| p.error == ErrorCode::None)
                     }
@@ -782,6 +808,9 @@ mod tests {
             let template = BatchTemplate::new(&w, messages);
             let [head, rest] = template.stamp(0x0102_0304_0506_0708, 4242);
             let batch = Bytes::from([&head[..], &rest[..]].concat());
+            let mut in_place = template.bytes.to_vec();
+            template.stamp_in_place(&mut in_place, 0x0102_0304_0506_0708, 4242);
+            assert_eq!(in_place, batch, "both stampings give the same bytes");
             assert_eq!(batch.len(), template.bytes.len(), "stamping keeps the size");
             let header = rill_net::record_batch::parse_batch(&batch).expect("the CRC holds");
             assert_eq!(header.records_count as u32, messages);

@@ -29,6 +29,9 @@ impl std::str::FromStr for Protocol {
     }
 }
 
+/// A change to a produce's records, applied to them where they lie in the encoded request.
+pub type Patch = Box<dyn FnOnce(&mut [u8])>;
+
 /// One connection.
 pub enum Client {
     /// Native protocol.
@@ -48,17 +51,41 @@ impl Client {
 
     /// Sends a request and waits for its response.
     pub async fn call(&self, body: &RequestBody, data: &[Bytes]) -> anyhow::Result<(ResponseBody, Bytes)> {
+        self.call_patched(body, data, None).await
+    }
+
+    /// [`Client::call`] of a produce whose one data piece is changed by `patch` where it lies in
+    /// the encoded frame, so a client whose codec copies the records anyway (Kafka) copies them
+    /// once. The native client sends data pieces without copying and takes no patch.
+    pub async fn call_patched(
+        &self,
+        body: &RequestBody,
+        data: &[Bytes],
+        patch: Option<Patch>,
+    ) -> anyhow::Result<(ResponseBody, Bytes)> {
         match self {
-            Client::Native(c) => c.call(body, data).await,
-            Client::Kafka(c) => c.call(body, data).await,
+            Client::Native(c) => {
+                anyhow::ensure!(patch.is_none(), "the native client sends data pieces as they are");
+                c.call(body, data).await
+            }
+            Client::Kafka(c) => c.call(body, data, patch).await,
         }
     }
 
-    /// Sends a request that gets no response (produce with acks none).
-    pub async fn send_only(&self, body: &RequestBody, data: &[Bytes]) -> anyhow::Result<()> {
+    /// Sends a request that gets no response (produce with acks none), with an optional
+    /// patch as in [`Client::call_patched`].
+    pub async fn send_only_patched(
+        &self,
+        body: &RequestBody,
+        data: &[Bytes],
+        patch: Option<Patch>,
+    ) -> anyhow::Result<()> {
         match self {
-            Client::Native(c) => c.send_only(body, data).await,
-            Client::Kafka(c) => c.send_only(body, data).await,
+            Client::Native(c) => {
+                anyhow::ensure!(patch.is_none(), "the native client sends data pieces as they are");
+                c.send_only(body, data).await
+            }
+            Client::Kafka(c) => c.send_only(body, data, patch).await,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+use crate::client::Patch;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::io::AsyncReadExt;
 use glommio::channels::local_channel::{self, LocalSender};
@@ -67,15 +68,22 @@ impl KafkaClient {
     }
 
     /// Sends a produce with acks none (no response comes).
-    pub async fn send_only(&self, body: &RequestBody, data: &[Bytes]) -> anyhow::Result<()> {
+    pub async fn send_only(
+        &self,
+        body: &RequestBody,
+        data: &[Bytes],
+        patch: Option<Patch>,
+    ) -> anyhow::Result<()> {
         let (key, _, _, frame) = self.encode(body, data)?;
         anyhow::ensure!(key == ApiKey::Produce, "only a produce goes unanswered");
+        let frame = patch_records(frame, data, patch)?;
         self.frames.send(frame).await.map_err(|_| anyhow::anyhow!("connection closed"))
     }
 
     /// Sends a request and waits for its response, translated to the native envelope.
-    pub async fn call(&self, body: &RequestBody, data: &[Bytes]) -> Reply {
+    pub async fn call(&self, body: &RequestBody, data: &[Bytes], patch: Option<Patch>) -> Reply {
         let (key, version, correlation_id, frame) = self.encode(body, data)?;
+        let frame = patch_records(frame, data, patch)?;
         let (tx, rx) = local_channel::new_bounded(1);
         self.pending.borrow_mut().push_back(Pending { correlation_id, key, version, reply: tx });
         if self.frames.send(frame).await.is_err() {
@@ -196,6 +204,23 @@ impl Drop for KafkaClient {
             task.cancel();
         }
     }
+}
+
+/// Applies `patch` to the one data piece where the codec copied it into `frame` (it ends the
+/// frame but for a few tag bytes).
+fn patch_records(frame: Bytes, data: &[Bytes], patch: Option<Patch>) -> anyhow::Result<Bytes> {
+    let Some(patch) = patch else { return Ok(frame) };
+    let [records] = data else { anyhow::bail!("a patched produce carries one data piece") };
+    let mut frame = frame.try_into_mut().map_err(|_| anyhow::anyhow!("an encoded frame is not shared"))?;
+    let (len, probe) = (records.len(), records.len().min(64));
+    let last =
+        frame.len().checked_sub(len).ok_or_else(|| anyhow::anyhow!("records longer than the frame"))?;
+    let at = (last.saturating_sub(16)..=last)
+        .rev()
+        .find(|&p| frame[p..p + probe] == records[..probe])
+        .ok_or_else(|| anyhow::anyhow!("records not found at the end of the frame"))?;
+    patch(&mut frame[at..at + len]);
+    Ok(frame.freeze())
 }
 
 fn frame<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &R) -> anyhow::Result<Bytes> {
