@@ -400,7 +400,7 @@ async fn list_offsets(shard: &Rc<Shard>, r: ListOffsetsRequest, v: i16) -> ListO
         for p in topic.partitions {
             let mut part = ListOffsetsPartitionResponse::default();
             part.partition_index = p.partition_index;
-            let result = list_offset(shard, &name, p.partition_index as u32, p.timestamp).await;
+            let result = list_offset(shard, &name, p.partition_index as u32, p.timestamp, v).await;
             match result {
                 Ok((timestamp, offset)) => {
                     part.timestamp = timestamp;
@@ -423,17 +423,20 @@ async fn list_offsets(shard: &Rc<Shard>, r: ListOffsetsRequest, v: i16) -> ListO
 }
 
 /// `(timestamp, offset)` for a ListOffsets query: -2 earliest (-4 earliest local), -1 latest,
-/// otherwise the first record whose timestamp is at least the given one.
+/// -3 (v7+) the record with the largest timestamp, otherwise the first record whose timestamp
+/// is at least the given one.
 async fn list_offset(
     shard: &Rc<Shard>,
     topic: &str,
     partition: u32,
     timestamp: i64,
+    v: i16,
 ) -> Result<(i64, i64), i16> {
     let (name, owner) = route(shard, topic, partition).map_err(kafka_code)?;
     let spec = match timestamp {
         -2 | -4 => OffsetSpec::Earliest,
         -1 => OffsetSpec::Latest,
+        -3 if v >= 7 => OffsetSpec::MaxTimestamp,
         ts if ts >= 0 => OffsetSpec::Timestamp(ts),
         _ => return Err(code::UNSUPPORTED_VERSION),
     };
@@ -442,7 +445,11 @@ async fn list_offset(
         ShardReply::Offset(r) => r.map_err(kafka_code)?,
         _ => return Err(kafka_code(ErrorCode::ShuttingDown)),
     };
-    let OffsetSpec::Timestamp(target) = spec else { return Ok((-1, offset)) };
+    let target = match spec {
+        OffsetSpec::Timestamp(target) => Some(target),
+        OffsetSpec::MaxTimestamp => None,
+        _ => return Ok((-1, offset)),
+    };
     if offset < 0 {
         return Ok((-1, -1));
     }
@@ -452,6 +459,18 @@ async fn list_offset(
     let batch = match shard.call(owner, request).await {
         ShardReply::Fetched(outcome) => outcome.batches.into_iter().next(),
         _ => None,
+    };
+    let Some(target) = target else {
+        // The largest timestamp: its first record, or for a compressed batch (not searched
+        // without decompressing) the batch's last offset, as Kafka's shallow index has it.
+        let Some(batch) = batch else { return Ok((-1, -1)) };
+        let header = record_batch::parse_header(&batch).map_err(|_| code::CORRUPT_MESSAGE)?;
+        let found = record_batch::decode_records(&batch).ok().and_then(|records| {
+            let max = records.iter().map(|(_, r)| r.timestamp_ms).max()?;
+            records.into_iter().find(|(_, r)| r.timestamp_ms == max).map(|(o, r)| (r.timestamp_ms, o))
+        });
+        let last = header.base_offset + header.last_offset_delta as i64;
+        return Ok(found.unwrap_or((header.max_timestamp, last)));
     };
     let found = batch.and_then(|b| record_batch::decode_records(&b).ok()).and_then(|records| {
         records.into_iter().find(|(_, r)| r.timestamp_ms >= target).map(|(o, r)| (r.timestamp_ms, o))

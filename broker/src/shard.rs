@@ -439,6 +439,12 @@ impl Shard {
             OffsetSpec::Timestamp(ts) => {
                 Ok(log.offset_for_timestamp(ts).await.map_err(storage_error)?.map_or(-1, |o| o as i64))
             }
+            OffsetSpec::MaxTimestamp => match log.max_timestamp_ms() {
+                None => Ok(-1),
+                Some(ts) => {
+                    Ok(log.offset_for_timestamp(ts).await.map_err(storage_error)?.map_or(-1, |o| o as i64))
+                }
+            },
         }
     }
 

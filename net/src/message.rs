@@ -177,6 +177,8 @@ pub enum OffsetSpec {
     Latest,
     /// The first offset whose batch max timestamp reaches this.
     Timestamp(i64),
+    /// The base offset of the first batch holding the log's largest timestamp (Kafka's -3).
+    MaxTimestamp,
 }
 
 /// One partition of a fetch request.

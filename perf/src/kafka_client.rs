@@ -184,6 +184,7 @@ impl KafkaClient {
                         OffsetSpec::Earliest => -2,
                         OffsetSpec::Latest => -1,
                         OffsetSpec::Timestamp(ts) => *ts,
+                        OffsetSpec::MaxTimestamp => -3,
                     };
                     let mut t = ListOffsetsTopic::default();
                     t.name = name(topic);

@@ -531,6 +531,11 @@ impl Log {
         Ok(None)
     }
 
+    /// The largest record timestamp of the written batches, if there are any.
+    pub fn max_timestamp_ms(&self) -> Option<i64> {
+        self.inner.state.borrow().segments.values().filter_map(|s| s.max_timestamp_ms.get()).max()
+    }
+
     /// The first offset still in the log.
     pub fn log_start_offset(&self) -> u64 {
         self.inner.state.borrow().log_start

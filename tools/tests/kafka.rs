@@ -605,3 +605,11 @@ fn admin_clients_alter_topic_configs_and_they_take_effect() {
     let describe = broker.rill(&["topic", "describe", "forever"], None);
     assert!(describe.contains(" retention_bytes=unlimited "), "{describe}");
 }
+
+#[test]
+fn list_offsets_finds_the_record_with_the_largest_timestamp() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    let out = client("python3", &[&script("confluent_max_timestamp.py"), &broker.kafka], None);
+    assert_eq!(out.trim(), "ok");
+}
