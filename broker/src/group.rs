@@ -821,22 +821,39 @@ impl Coordinator {
 
     /// [`Coordinator::tombstone`] for a caller that holds gate permits.
     async fn write_tombstones(self: &Rc<Self>, group: &str, keys: &[(String, i32)]) -> Result<(), i16> {
+        self.write_tombstones_of(&[(group.to_string(), keys.to_vec())]).await
+    }
+
+    /// Deletions for many groups at once, a batch (and one fsync) per thousand keys.
+    pub(crate) async fn write_tombstones_of(
+        self: &Rc<Self>,
+        deletions: &[(String, Vec<(String, i32)>)],
+    ) -> Result<(), i16> {
         let log = self.log.borrow().clone().ok_or(code::KAFKA_STORAGE_ERROR)?;
         let now = now_ms();
-        let records = keys
+        let keys: Vec<(&str, &str, i32)> = deletions
             .iter()
-            .map(|(t, p)| Record {
-                timestamp_ms: now,
-                key: Some(encode_key(group, t, *p)),
-                value: None,
-                headers: vec![],
-            })
+            .flat_map(|(g, keys)| keys.iter().map(move |(t, p)| (g.as_str(), t.as_str(), *p)))
             .collect();
-        let batch = records_batch(records).map_err(|_| code::UNKNOWN_SERVER_ERROR)?;
-        log.append(batch).await.map_err(|_| code::KAFKA_STORAGE_ERROR)?;
-        if let Some(m) = self.offsets.borrow_mut().get_mut(group) {
-            for k in keys {
-                m.remove(k);
+        for chunk in keys.chunks(1000) {
+            let records = chunk
+                .iter()
+                .map(|(g, t, p)| Record {
+                    timestamp_ms: now,
+                    key: Some(encode_key(g, t, *p)),
+                    value: None,
+                    headers: vec![],
+                })
+                .collect();
+            let batch = records_batch(records).map_err(|_| code::UNKNOWN_SERVER_ERROR)?;
+            log.append(batch).await.map_err(|_| code::KAFKA_STORAGE_ERROR)?;
+        }
+        let mut offsets = self.offsets.borrow_mut();
+        for (group, keys) in deletions {
+            if let Some(m) = offsets.get_mut(group) {
+                for k in keys {
+                    m.remove(k);
+                }
             }
         }
         Ok(())

@@ -23,15 +23,9 @@ impl Coordinator {
             })
             .filter(|(_, keys)| !keys.is_empty())
             .collect();
-        let mut removed = 0;
-        for (group, keys) in stale {
-            self.write_tombstones(&group, &keys).await?;
-            removed += keys.len();
-            let empty = self.offsets.borrow().get(&group).is_some_and(|m| m.is_empty());
-            if empty {
-                self.offsets.borrow_mut().remove(&group);
-            }
-        }
+        self.write_tombstones_of(&stale).await?;
+        let removed = stale.iter().map(|(_, keys)| keys.len()).sum();
+        self.offsets.borrow_mut().retain(|_, m| !m.is_empty());
         Ok(removed)
     }
 
@@ -69,11 +63,8 @@ impl Coordinator {
                 })
                 .collect()
         };
-        let mut offsets = 0;
-        for (group, keys) in &expired {
-            self.write_tombstones(group, keys).await?;
-            offsets += keys.len();
-        }
+        self.write_tombstones_of(&expired).await?;
+        let offsets = expired.iter().map(|(_, keys)| keys.len()).sum();
         self.offsets.borrow_mut().retain(|_, m| !m.is_empty());
         let grace = retention_ms.min(DEAD_GROUP_GRACE_MS);
         let dead: Vec<String> = self
