@@ -77,12 +77,8 @@ pub(crate) async fn incremental_alter_configs(
             }
         };
         let mut result = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
-        result.resource_type = resource.resource_type;
-        result.resource_name = resource.resource_name;
-        if let Err((error, message)) = outcome {
-            result.error_code = error;
-            result.error_message = Some(StrBytes::from_string(message));
-        }
+        (result.resource_type, result.resource_name) = (resource.resource_type, resource.resource_name);
+        (result.error_code, result.error_message) = error_fields(outcome);
         response.responses.push(result);
     }
     response
@@ -149,15 +145,19 @@ pub(crate) async fn alter_configs(shard: &Rc<Shard>, r: AlterConfigsRequest) -> 
             }
         };
         let mut result = alter_configs_response::AlterConfigsResourceResponse::default();
-        result.resource_type = resource.resource_type;
-        result.resource_name = resource.resource_name;
-        if let Err((error, message)) = outcome {
-            result.error_code = error;
-            result.error_message = Some(StrBytes::from_string(message));
-        }
+        (result.resource_type, result.resource_name) = (resource.resource_type, resource.resource_name);
+        (result.error_code, result.error_message) = error_fields(outcome);
         response.responses.push(result);
     }
     response
+}
+
+/// A resource's error code and message.
+fn error_fields(outcome: Result<(), (i16, String)>) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (code::NONE, None),
+        Err((error, message)) => (error, Some(StrBytes::from_string(message))),
+    }
 }
 
 /// Resources a request names more than once (Kafka refuses each of them).

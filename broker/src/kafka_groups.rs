@@ -231,7 +231,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, op: GroupOp) -> GroupReply {
 /// Whether a topic named so exists in this shard's metadata now.
 fn live_topics(shard: &Shard) -> impl Fn(&str) -> bool {
     let metadata = shard.metadata();
-    move |t: &str| crate::metadata::TopicName::new(t).is_ok_and(|name| metadata.topics.contains_key(&name))
+    move |t: &str| metadata.has_topic(t)
 }
 
 async fn call(shard: &Rc<Shard>, group: &str, op: GroupOp) -> Option<GroupReply> {

@@ -147,6 +147,11 @@ pub struct Metadata {
 }
 
 impl Metadata {
+    /// Whether a topic of this name exists (an invalid name never does).
+    pub fn has_topic(&self, name: &str) -> bool {
+        TopicName::new(name).is_ok_and(|n| self.topics.contains_key(&n))
+    }
+
     /// Empty metadata for `shard_count` shards.
     pub fn new(shard_count: u32) -> Metadata {
         assert!(shard_count > 0, "a broker has at least one shard");

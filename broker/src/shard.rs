@@ -506,26 +506,25 @@ impl Shard {
                     continue;
                 }
             }
-            match self.open_log(&metadata, &topic, partition).await {
-                Ok(log) => {
-                    self.logs.borrow_mut().insert((topic, partition), log);
-                }
-                Err(error) => {
-                    tracing::error!(%topic, partition, %error, "partition failed to reopen with new settings; it stays offline")
-                }
-            }
+            self.open_partition(&metadata, topic, partition).await;
         }
         for (topic, partition) in owned {
             if self.logs.borrow().contains_key(&(topic.clone(), partition)) {
                 continue;
             }
-            match self.open_log(&metadata, &topic, partition).await {
-                Ok(log) => {
-                    self.logs.borrow_mut().insert((topic, partition), log);
-                }
-                Err(error) => {
-                    tracing::error!(%topic, partition, %error, "partition log failed to open; it stays offline")
-                }
+            self.open_partition(&metadata, topic, partition).await;
+        }
+    }
+
+    /// Opens a partition's log into the shard's map; a failure is logged and the partition
+    /// stays offline.
+    async fn open_partition(&self, metadata: &Metadata, topic: TopicName, partition: u32) {
+        match self.open_log(metadata, &topic, partition).await {
+            Ok(log) => {
+                self.logs.borrow_mut().insert((topic, partition), log);
+            }
+            Err(error) => {
+                tracing::error!(%topic, partition, %error, "partition log failed to open; it stays offline")
             }
         }
     }
@@ -560,8 +559,7 @@ impl Shard {
     /// has (each shard does this for its own groups when a deletion is applied, and at start-up
     /// for a deletion that a crash interrupted).
     async fn forget_deleted_topics(&self, metadata: &Metadata) {
-        let exists = |t: &str| TopicName::new(t).is_ok_and(|name| metadata.topics.contains_key(&name));
-        match self.groups.forget_topics(exists).await {
+        match self.groups.forget_topics(|t| metadata.has_topic(t)).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(shard = self.index, offsets = n, "removed committed offsets of deleted topics")
@@ -587,8 +585,7 @@ impl Shard {
         let metadata = self.metadata();
         self.forget_deleted_topics(&metadata).await;
         let mut by_owner: HashMap<usize, Vec<_>> = HashMap::new();
-        let live = |t: &str| TopicName::new(t).is_ok_and(|name| metadata.topics.contains_key(&name));
-        for entry in foreign.into_iter().filter(|e| live(&e.1)) {
+        for entry in foreign.into_iter().filter(|e| metadata.has_topic(&e.1)) {
             by_owner.entry(crate::group::coordinator_shard(&entry.0, self.count)).or_default().push(entry);
         }
         for (owner, entries) in by_owner {

@@ -431,16 +431,9 @@ impl BatchTemplate {
     /// copy of the bytes up to the stamp and the template's unchanged rest, shared. The batch
     /// CRC is that of the fresh head combined with the rest's, computed once.
     fn stamp(&self, sent_us: u64, spread_us: u64) -> [Bytes; 2] {
-        let stamp_end = (self.stamp_at + STAMP_BYTES).min(self.bytes.len());
+        let stamp_end = self.stamp_end();
         let mut head = bytes::BytesMut::from(&self.bytes[..stamp_end]);
-        let mut stamp = [0u8; STAMP_BYTES];
-        stamp[..8].copy_from_slice(&sent_us.to_le_bytes());
-        stamp[8..].copy_from_slice(&spread_us.to_le_bytes());
-        let room = stamp_end - self.stamp_at;
-        head[self.stamp_at..].copy_from_slice(&stamp[..room]);
-        let tail_len = self.bytes.len() - stamp_end;
-        let crc = crc32c::crc32c_combine(crc32c::crc32c(&head[21..]), self.suffix_crc, tail_len);
-        head[17..21].copy_from_slice(&crc.to_be_bytes());
+        self.stamp_head(&mut head, sent_us, spread_us);
         [head.freeze(), self.bytes.slice(stamp_end..)]
     }
 
@@ -448,17 +441,25 @@ impl BatchTemplate {
     /// bytes as [`BatchTemplate::stamp`], for a client that copies the batch anyway.
     fn stamp_in_place(&self, batch: &mut [u8], sent_us: u64, spread_us: u64) {
         assert_eq!(batch.len(), self.bytes.len(), "a copy of the template");
-        let stamp_end = (self.stamp_at + STAMP_BYTES).min(batch.len());
+        let stamp_end = self.stamp_end();
+        self.stamp_head(&mut batch[..stamp_end], sent_us, spread_us);
+    }
+
+    fn stamp_end(&self) -> usize {
+        (self.stamp_at + STAMP_BYTES).min(self.bytes.len())
+    }
+
+    /// Writes the stamp into `head` (the batch's bytes up to the stamp's end) and the batch CRC:
+    /// that of `head`'s covered bytes combined with the unchanged rest's.
+    fn stamp_head(&self, head: &mut [u8], sent_us: u64, spread_us: u64) {
         let mut stamp = [0u8; STAMP_BYTES];
         stamp[..8].copy_from_slice(&sent_us.to_le_bytes());
         stamp[8..].copy_from_slice(&spread_us.to_le_bytes());
-        batch[self.stamp_at..stamp_end].copy_from_slice(&stamp[..stamp_end - self.stamp_at]);
-        let crc = crc32c::crc32c_combine(
-            crc32c::crc32c(&batch[21..stamp_end]),
-            self.suffix_crc,
-            batch.len() - stamp_end,
-        );
-        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        let room = head.len() - self.stamp_at;
+        head[self.stamp_at..].copy_from_slice(&stamp[..room]);
+        let tail_len = self.bytes.len() - head.len();
+        let crc = crc32c::crc32c_combine(crc32c::crc32c(&head[21..]), self.suffix_crc, tail_len);
+        head[17..21].copy_from_slice(&crc.to_be_bytes());
     }
 }
 
