@@ -173,7 +173,7 @@ async fn produce(
         tasks.push(glommio::spawn_local(async move {
             let result = async {
                 let (name, owner) = route(&shard, &part.topic, part.partition)?;
-                let batches = record_batch::split_batches(&records).map_err(|_| ErrorCode::CorruptBatch)?;
+                let batches = record_batch::split_produced(&records).map_err(|_| ErrorCode::CorruptBatch)?;
                 if batches.is_empty() {
                     return Err(ErrorCode::CorruptBatch);
                 }
@@ -212,7 +212,10 @@ async fn fetch(
 }
 
 /// Reads every part (each from its owner), waiting up to `max_wait_ms` for `min_bytes` as
-/// Kafka's fetch does; one outcome per part, in order.
+/// Kafka's fetch does; one outcome per part, in order. The batches returned total at most
+/// `max_bytes`, and each part's at most its own `max_bytes`, except that the first batch of
+/// the response comes back whatever its size (Kafka's rule, so a consumer always progresses),
+/// however many parts the request names and however often it repeats one.
 pub(crate) async fn fetch_outcomes(
     shard: &Rc<Shard>,
     parts: &[FetchPart],
@@ -224,41 +227,84 @@ pub(crate) async fn fetch_outcomes(
     let max_bytes = max_bytes.min(network.fetch_response_bytes_max);
     let max_wait_ms = max_wait_ms.min(network.fetch_wait_ms_max);
     let deadline = Instant::now() + Duration::from_millis(max_wait_ms as u64);
-    let mut outcomes = fetch_round(shard, parts, max_bytes, 0).await;
-    let available: usize = outcomes.iter().map(|o| o.batches.iter().map(Bytes::len).sum::<usize>()).sum();
+    let mut outcomes = fetch_round(shard, parts, max_bytes).await;
+    let available: usize = outcomes.iter().map(FetchOutcome::bytes).sum();
     let errors = outcomes.iter().any(|o| o.error != ErrorCode::None);
     if available < (min_bytes as usize).max(1) && !errors && max_wait_ms > 0 {
         let remaining = deadline.saturating_duration_since(Instant::now());
         wait_any(shard, parts, remaining).await;
-        outcomes = fetch_round(shard, parts, max_bytes, 0).await;
+        outcomes = fetch_round(shard, parts, max_bytes).await;
     }
+    trim(parts, &mut outcomes, max_bytes as usize);
     outcomes
 }
 
-async fn fetch_round(
-    shard: &Rc<Shard>,
-    parts: &[FetchPart],
-    max_bytes: u32,
-    wait_ms: u32,
-) -> Vec<FetchOutcome> {
+/// Reads all parts at once, each within its share of the budget (batches that do not fit stay
+/// behind). If that finds nothing while some part has data (its next batch is larger than its
+/// share), the first such part is read again allowed one batch of any size.
+async fn fetch_round(shard: &Rc<Shard>, parts: &[FetchPart], max_bytes: u32) -> Vec<FetchOutcome> {
     let mut tasks = Vec::new();
-    // The first partition may exceed the budget by one batch (as in Kafka); once the budget is
-    // spent, later partitions only report their offsets (a budget of 0 reads nothing).
-    let mut budget = max_bytes.max(1);
+    // Shares are handed out in request order; once the budget is spent, later parts only
+    // report their offsets (a share of 0 reads nothing).
+    let mut budget = max_bytes;
+    let mut shares = Vec::with_capacity(parts.len());
     for part in parts {
         let (shard, part) = (shard.clone(), part.clone());
-        let part_budget = part.max_bytes.min(budget);
-        budget = budget.saturating_sub(part_budget);
-        tasks.push(glommio::spawn_local(async move { fetch_one(&shard, &part, part_budget, wait_ms).await }));
+        let share = part.max_bytes.min(budget);
+        budget -= share;
+        shares.push(share);
+        tasks.push(glommio::spawn_local(async move { fetch_one(&shard, &part, share, false, 0).await }));
     }
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(tasks.len());
     for t in tasks {
         out.push(t.await);
+    }
+    if out.iter().all(|o| o.batches.is_empty()) {
+        let first_with_data = parts
+            .iter()
+            .zip(&out)
+            .position(|(part, o)| o.error == ErrorCode::None && o.high_watermark > part.offset);
+        if let Some(i) = first_with_data {
+            let share = parts[i].max_bytes.min(max_bytes).max(1);
+            out[i] = fetch_one(shard, &parts[i], share, true, 0).await;
+        }
     }
     out
 }
 
-async fn fetch_one(shard: &Rc<Shard>, part: &FetchPart, max_bytes: u32, wait_ms: u32) -> FetchOutcome {
+/// Enforces the response's size rule on whatever the owners returned: each part keeps the
+/// prefix of its batches that fits both its own limit and what is left of `max_bytes`, except
+/// that the response's first batch is always kept.
+fn trim(parts: &[FetchPart], outcomes: &mut [FetchOutcome], max_bytes: usize) {
+    let mut used = 0usize;
+    for (part, outcome) in parts.iter().zip(outcomes.iter_mut()) {
+        let mut part_used = 0usize;
+        let keep = outcome
+            .batches
+            .iter()
+            .take_while(|b| {
+                let first = used == 0;
+                let fits = used + b.len() <= max_bytes && part_used + b.len() <= part.max_bytes as usize;
+                if first || fits {
+                    used += b.len();
+                    part_used += b.len();
+                    true
+                } else {
+                    false
+                }
+            })
+            .count();
+        outcome.batches.truncate(keep);
+    }
+}
+
+async fn fetch_one(
+    shard: &Rc<Shard>,
+    part: &FetchPart,
+    max_bytes: u32,
+    min_one: bool,
+    wait_ms: u32,
+) -> FetchOutcome {
     let empty = |error| FetchOutcome { error, log_start: 0, high_watermark: 0, batches: Vec::new() };
     let (name, owner) = match route(shard, &part.topic, part.partition) {
         Ok(r) => r,
@@ -269,6 +315,7 @@ async fn fetch_one(shard: &Rc<Shard>, part: &FetchPart, max_bytes: u32, wait_ms:
         partition: part.partition,
         offset: part.offset,
         max_bytes,
+        min_one,
         wait_ms,
     };
     match shard.call(owner, request).await {
@@ -287,7 +334,7 @@ async fn wait_any(shard: &Rc<Shard>, parts: &[FetchPart], timeout: Duration) {
         let (shard, part, tx) = (shard.clone(), part.clone(), tx.clone());
         tasks.push(glommio::spawn_local(async move {
             // Wait without reading: the owner answers with offsets once data is there.
-            let outcome = fetch_one(&shard, &part, 0, wait_ms).await;
+            let outcome = fetch_one(&shard, &part, 0, false, wait_ms).await;
             let _ = tx.try_send(outcome.error != ErrorCode::None || outcome.high_watermark > part.offset);
         }));
     }
@@ -311,18 +358,24 @@ fn assemble(parts: Vec<FetchPart>, outcomes: Vec<FetchOutcome>) -> Response {
     let mut data = Vec::new();
     let mut at = 0u64;
     let mut results = Vec::new();
-    for (part, outcome) in parts.into_iter().zip(outcomes) {
-        let len: usize = outcome.batches.iter().map(Bytes::len).sum();
+    for (part, mut outcome) in parts.into_iter().zip(outcomes) {
+        let mut len = outcome.bytes() as u64;
+        // `fetch_outcomes` bounds the response by the profile's maximum; should a part still not
+        // fit the envelope's 32-bit ranges, it goes without its batches rather than panicking.
+        if at + len > u32::MAX as u64 {
+            outcome.batches.clear();
+            len = 0;
+        }
         results.push(FetchResult {
             topic: part.topic,
             partition: part.partition,
             error: outcome.error,
             log_start: outcome.log_start,
             high_watermark: outcome.high_watermark,
-            records_at: u32::try_from(at).expect("fetch responses are capped far below 4 GiB"),
+            records_at: at as u32,
             records_len: len as u32,
         });
-        at += len as u64;
+        at += len;
         data.extend(outcome.batches);
     }
     (ResponseBody::Fetched { parts: results }, data)

@@ -257,6 +257,8 @@ async fn auto_create(
 fn batch_error_code(e: BatchError) -> i16 {
     match e {
         BatchError::UnsupportedMagic(_) => code::UNSUPPORTED_VERSION,
+        // Kafka's InvalidRecordException: well-formed bytes whose contents break the rules.
+        BatchError::Inconsistent(_) | BatchError::BadRecord(_) => code::INVALID_RECORD,
         _ => code::CORRUPT_MESSAGE,
     }
 }
@@ -279,7 +281,7 @@ async fn produce(shard: &Rc<Shard>, r: ProduceRequest, v: i16) -> ProduceRespons
                     let acks = acks.ok_or(code::INVALID_REQUIRED_ACKS)?;
                     let (topic, owner) = route(&shard, &name, index as u32).map_err(kafka_code)?;
                     let records = part.records.unwrap_or_default();
-                    let batches = record_batch::split_batches(&records).map_err(batch_error_code)?;
+                    let batches = record_batch::split_produced(&records).map_err(batch_error_code)?;
                     if batches.is_empty() {
                         return Err(code::CORRUPT_MESSAGE);
                     }
@@ -454,8 +456,14 @@ async fn list_offset(
         return Ok((-1, -1));
     }
     // The log knows the first batch reaching the timestamp; find the record within it.
-    let request =
-        ShardRequest::Fetch { topic: name, partition, offset: offset as u64, max_bytes: 1, wait_ms: 0 };
+    let request = ShardRequest::Fetch {
+        topic: name,
+        partition,
+        offset: offset as u64,
+        max_bytes: 1,
+        min_one: true,
+        wait_ms: 0,
+    };
     let batch = match shard.call(owner, request).await {
         ShardReply::Fetched(outcome) => outcome.batches.into_iter().next(),
         _ => None,

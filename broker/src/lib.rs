@@ -15,6 +15,7 @@ mod kafka;
 mod kafka_configs;
 mod kafka_groups;
 pub mod metadata;
+mod process;
 mod producer;
 mod server;
 mod shard;
@@ -22,4 +23,5 @@ mod signal;
 
 pub use crate::config::{BrokerConfig, ConfigFile, DEFAULT_CONFIG, OffsetsRetention};
 pub use crate::error::{BrokerError, Result};
+pub use crate::process::{exit_on_panic, raise_open_file_limit};
 pub use crate::server::{RunningBroker, start};

@@ -35,7 +35,7 @@ pub(crate) enum ShardRequest {
     Produce {
         topic: TopicName,
         partition: u32,
-        /// As `record_batch::split_batches` returned them: each batch's CRC was checked.
+        /// As `record_batch::split_produced` returned them: each batch's CRC and counts were checked.
         batches: Vec<(BatchHeader, Bytes)>,
         acks: Acks,
     },
@@ -44,6 +44,9 @@ pub(crate) enum ShardRequest {
         partition: u32,
         offset: u64,
         max_bytes: u32,
+        /// Whether the first batch comes back even when it is larger than `max_bytes` (Kafka's
+        /// rule for the first partition with data); otherwise only batches that fit.
+        min_one: bool,
         wait_ms: u32,
     },
     ListOffset {
@@ -88,6 +91,28 @@ pub(crate) struct FetchOutcome {
     pub log_start: u64,
     pub high_watermark: u64,
     pub batches: Vec<Bytes>,
+}
+
+impl FetchOutcome {
+    /// Bytes of the batches.
+    pub fn bytes(&self) -> usize {
+        self.batches.iter().map(Bytes::len).sum()
+    }
+
+    /// Keeps the longest prefix of the batches that fits in `max_bytes`.
+    pub fn within(mut self, max_bytes: usize) -> FetchOutcome {
+        let mut used = 0usize;
+        let keep = self
+            .batches
+            .iter()
+            .take_while(|b| {
+                used = used.saturating_add(b.len());
+                used <= max_bytes
+            })
+            .count();
+        self.batches.truncate(keep);
+        self
+    }
 }
 
 pub(crate) enum ShardReply {
@@ -310,8 +335,9 @@ impl Shard {
             ShardRequest::Produce { topic, partition, batches, acks } => {
                 ShardReply::Produced(self.produce_local(&topic, partition, batches, acks).await)
             }
-            ShardRequest::Fetch { topic, partition, offset, max_bytes, wait_ms } => {
-                ShardReply::Fetched(self.fetch_local(&topic, partition, offset, max_bytes, wait_ms).await)
+            ShardRequest::Fetch { topic, partition, offset, max_bytes, min_one, wait_ms } => {
+                let fetched = self.fetch_local(&topic, partition, offset, max_bytes, wait_ms).await;
+                ShardReply::Fetched(if min_one { fetched } else { fetched.within(max_bytes as usize) })
             }
             ShardRequest::ListOffset { topic, partition, spec } => {
                 ShardReply::Offset(self.offset_local(&topic, partition, spec).await)
@@ -347,7 +373,7 @@ impl Shard {
         let batches: Vec<Batch> = batches
             .into_iter()
             .map(|(header, payload)| Batch {
-                // `split_batches` checked the CRC field against the bytes it covers.
+                // `split_produced` checked the CRC field against the bytes it covers.
                 known_suffix_crc: rill_net::record_batch::crc_field(&payload)
                     .ok()
                     .map(|crc| (rill_net::record_batch::CRC_COVERS_FROM, crc)),

@@ -155,6 +155,19 @@ pub fn parse_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
 /// Splits a buffer of concatenated batches (a produce request's records) into validated
 /// batches, each a zero-copy slice.
 pub fn split_batches(records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, BatchError> {
+    split_with(records, parse_batch)
+}
+
+/// Splits a producer's records as [`split_batches`] does, holding each batch to what Kafka's
+/// `LogValidator` accepts from a producer ([`validate_produced`]).
+pub fn split_produced(records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, BatchError> {
+    split_with(records, validate_produced)
+}
+
+fn split_with(
+    records: &Bytes,
+    check: fn(&[u8]) -> Result<BatchHeader, BatchError>,
+) -> Result<Vec<(BatchHeader, Bytes)>, BatchError> {
     let mut out = Vec::new();
     let mut at = 0usize;
     while at < records.len() {
@@ -164,11 +177,105 @@ pub fn split_batches(records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, Batch
             .filter(|e| *e <= records.len())
             .ok_or(BatchError::BadLength)?;
         let batch = records.slice(at..end);
-        parse_batch(&batch)?;
+        check(&batch)?;
         out.push((header, batch));
         at = end;
     }
     Ok(out)
+}
+
+/// The fewest bytes one record can take: length, attributes, timestamp delta, offset delta,
+/// key length, value length and header count, one byte each.
+const RECORD_BYTES_MIN: usize = 7;
+
+/// Validates a batch as it arrives from a producer, as Kafka's `LogValidator` does, on top of
+/// [`parse_batch`]: the record count must equal the offsets the batch spans
+/// (`last_offset_delta + 1`), and for an uncompressed batch every record must lie within the
+/// batch, carry offset delta 0, 1, 2, ... in order, and have length fields that agree with its
+/// contents, with nothing after the last record. (Stored batches may have gaps after
+/// compaction; this check is for produced ones only.) Allocates nothing.
+pub fn validate_produced(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = parse_batch(bytes)?;
+    if header.last_offset_delta as i64 + 1 != header.records_count as i64 {
+        return Err(BatchError::Inconsistent("record count differs from the offsets the batch spans"));
+    }
+    if header.compression() != 0 {
+        return Ok(header);
+    }
+    let records = header.records_count as usize;
+    if records > (bytes.len() - BATCH_HEADER_BYTES) / RECORD_BYTES_MIN {
+        return Err(BatchError::Inconsistent("more records than the batch has bytes for"));
+    }
+    let mut at = BATCH_HEADER_BYTES;
+    for index in 0..records {
+        let len = read_varlong(bytes, &mut at)?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| at.checked_add(len))
+            .filter(|end| *end <= bytes.len())
+            .ok_or(BatchError::BadRecord("record length runs past the batch"))?;
+        let record = &bytes[..end];
+        if at >= end {
+            return Err(BatchError::BadRecord("empty record"));
+        }
+        at += 1; // attributes
+        read_varlong(record, &mut at)?; // timestamp delta
+        if read_varlong(record, &mut at)? != index as i64 {
+            return Err(BatchError::BadRecord("record offset deltas are not 0, 1, 2, ..."));
+        }
+        skip_nullable(record, &mut at)?; // key
+        skip_nullable(record, &mut at)?; // value
+        let headers = read_varlong(record, &mut at)?;
+        if headers < 0 {
+            return Err(BatchError::BadRecord("negative header count"));
+        }
+        for _ in 0..headers {
+            if at >= end {
+                return Err(BatchError::BadRecord("header count runs past the record"));
+            }
+            if !skip_nullable(record, &mut at)? {
+                return Err(BatchError::BadRecord("null header key"));
+            }
+            skip_nullable(record, &mut at)?;
+        }
+        if at != end {
+            return Err(BatchError::BadRecord("record length disagrees with its fields"));
+        }
+    }
+    if at != bytes.len() {
+        return Err(BatchError::BadRecord("bytes after the last record"));
+    }
+    Ok(header)
+}
+
+/// Reads a zigzag varlong at `*at` of `bytes`, moving `*at` past it.
+fn read_varlong(bytes: &[u8], at: &mut usize) -> Result<i64, BatchError> {
+    let mut value = 0u64;
+    for shift in (0..70).step_by(7) {
+        let byte = *bytes.get(*at).ok_or(BatchError::BadRecord("truncated varint"))?;
+        *at += 1;
+        value |= ((byte & 0x7f) as u64) << shift;
+        if byte & 0x80 == 0 {
+            return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
+        }
+    }
+    Err(BatchError::BadRecord("varint too long"))
+}
+
+/// Skips a varlong-length-prefixed field (-1: null) within `bytes`; whether it was non-null.
+fn skip_nullable(bytes: &[u8], at: &mut usize) -> Result<bool, BatchError> {
+    match read_varlong(bytes, at)? {
+        -1 => Ok(false),
+        n if n >= 0 => {
+            *at = usize::try_from(n)
+                .ok()
+                .and_then(|n| at.checked_add(n))
+                .filter(|end| *end <= bytes.len())
+                .ok_or(BatchError::BadRecord("field runs past the record"))?;
+            Ok(true)
+        }
+        _ => Err(BatchError::BadRecord("negative length")),
+    }
 }
 
 /// One record, as the tools see it.
@@ -287,7 +394,9 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<(i64, Record)>, BatchError> {
         return Err(BatchError::Compressed(header.compression()));
     }
     let mut cursor = Cursor { bytes: batch, at: BATCH_HEADER_BYTES };
-    let mut out = Vec::with_capacity(header.records_count as usize);
+    // The count is the batch's claim: capacity is bounded by the records its bytes can hold.
+    let fits = (batch.len() - BATCH_HEADER_BYTES) / RECORD_BYTES_MIN;
+    let mut out = Vec::with_capacity((header.records_count as usize).min(fits));
     for _ in 0..header.records_count {
         let len = cursor.varlong()?;
         let end = cursor.at.checked_add(usize::try_from(len).map_err(|_| BatchError::BadRecord("length"))?);
@@ -301,7 +410,8 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<(i64, Record)>, BatchError> {
         if !(0..=1_000_000).contains(&count) {
             return Err(BatchError::BadRecord("header count"));
         }
-        let mut headers = Vec::with_capacity(count as usize);
+        // Each header takes at least two bytes (key and value lengths).
+        let mut headers = Vec::with_capacity((count as usize).min(end.saturating_sub(cursor.at) / 2));
         for _ in 0..count {
             let k = cursor.nullable()?.ok_or(BatchError::BadRecord("null header key"))?;
             let k = String::from_utf8(k.to_vec()).map_err(|_| BatchError::BadRecord("header key utf-8"))?;
@@ -334,16 +444,7 @@ impl Cursor<'_> {
     }
 
     fn varlong(&mut self) -> Result<i64, BatchError> {
-        let mut value = 0u64;
-        for shift in (0..70).step_by(7) {
-            let byte = *self.bytes.get(self.at).ok_or(BatchError::BadRecord("truncated varint"))?;
-            self.at += 1;
-            value |= ((byte & 0x7f) as u64) << shift;
-            if byte & 0x80 == 0 {
-                return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
-            }
-        }
-        Err(BatchError::BadRecord("varint too long"))
+        read_varlong(self.bytes, &mut self.at)
     }
 
     fn nullable(&mut self) -> Result<Option<Bytes>, BatchError> {
@@ -421,6 +522,60 @@ mod tests {
         let mut v1 = batch.to_vec();
         v1[16] = 1;
         assert_eq!(parse_batch(&v1), Err(BatchError::UnsupportedMagic(1)));
+    }
+
+    /// `batch` with bytes `at..` replaced by `with` (the batch length and CRC fixed up), as a
+    /// hostile producer would send it: valid CRC, lying contents.
+    fn forged(batch: &[u8], at: usize, with: &[u8], truncate_to: Option<usize>) -> Vec<u8> {
+        let mut out = batch.to_vec();
+        out[at..at + with.len()].copy_from_slice(with);
+        if let Some(len) = truncate_to {
+            out.truncate(len);
+        }
+        let len = (out.len() - 12) as i32;
+        out[8..12].copy_from_slice(&len.to_be_bytes());
+        let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
+        out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn produced_batches_are_held_to_kafkas_rules() {
+        let mut builder = BatchBuilder::new();
+        for i in 0..3 {
+            builder.push(&record(i));
+        }
+        let batch = builder.build();
+        assert_eq!(validate_produced(&batch).unwrap().records_count, 3);
+        let max = i32::MAX.to_be_bytes();
+        // Both counts at 2^31-1: consistent with each other, not with the bytes.
+        let mut lying = forged(&batch, 23, &max, None);
+        lying = forged(&lying, 57, &max, None);
+        assert!(parse_batch(&lying).is_ok(), "the header alone cannot tell");
+        assert!(matches!(validate_produced(&lying), Err(BatchError::Inconsistent(_))));
+        // decode_records refuses it without sizing anything from the claim.
+        assert!(decode_records(&Bytes::from(lying)).is_err());
+        // One record claiming 2^31 offsets.
+        let wide = forged(&batch, 23, &max, None);
+        assert!(matches!(validate_produced(&wide), Err(BatchError::Inconsistent(_))));
+        // Fewer records claimed than present, with a matching delta: trailing bytes.
+        let short = forged(&forged(&batch, 23, &1i32.to_be_bytes(), None), 57, &2i32.to_be_bytes(), None);
+        assert!(matches!(validate_produced(&short), Err(BatchError::BadRecord(_))));
+        // A record whose offset delta is not its index (record 0's delta is at 61 + 3).
+        let mut moved = batch.to_vec();
+        assert_eq!(moved[BATCH_HEADER_BYTES + 3], 0, "record 0: delta 0, zigzag 0");
+        moved[BATCH_HEADER_BYTES + 3] = 4; // zigzag 2
+        assert!(matches!(validate_produced(&forged(&moved, 0, &[0], None)), Err(BatchError::BadRecord(_))));
+        // A record length that runs past the batch.
+        let long = forged(&batch, BATCH_HEADER_BYTES, &[0x7e], None);
+        assert!(validate_produced(&long).is_err());
+        // Truncated in the middle of the last record.
+        let cut = forged(&batch, 0, &[0], Some(batch.len() - 3));
+        assert!(validate_produced(&cut).is_err());
+        // A compressed batch is checked by its header only.
+        let mut lz4 = batch.to_vec();
+        lz4[ATTRIBUTES_AT + 1] |= 3;
+        assert!(validate_produced(&forged(&lz4, 0, &[0], None)).is_ok());
     }
 
     #[test]

@@ -58,6 +58,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         default_partitions: args.default_partitions,
         ..ConfigFile::default()
     };
+    rill_broker::exit_on_panic();
+    match rill_broker::raise_open_file_limit() {
+        Ok((before, after)) => tracing::info!(before, after, "open-file limit (RLIMIT_NOFILE)"),
+        Err(error) => tracing::warn!(%error, "raising the open-file limit failed"),
+    }
     let host = HostFacts::read().context("reading host facts")?;
     let config = file.overlay(flags).resolve(&host)?;
     tracing::info!(profile = %config.profile.to_toml(), "tuning profile");

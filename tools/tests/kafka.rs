@@ -6,15 +6,16 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use common::raw::*;
 use common::*;
 use kafka_protocol::messages::ApiKey;
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 
 const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka");
 
@@ -186,25 +187,6 @@ fn the_same_data_through_both_protocols() {
     assert_eq!(kafka, ["a:from kcat 1", "b:from kcat 2", "c:from rill 3"]);
 }
 
-/// One request frame: header and body as a client encodes them.
-fn request<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &R) -> Vec<u8> {
-    rill_net::kafka::encode_request(key, version, correlation_id, "raw", body).unwrap().to_vec()
-}
-
-/// Reads one response frame; `None` if the broker closed the connection.
-fn response(stream: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).ok()?;
-    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-    stream.read_exact(&mut body).ok()?;
-    Some(body)
-}
-
-fn closed(stream: &mut TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(stream.read(&mut byte), Ok(0) | Err(_))
-}
-
 #[test]
 fn malformed_kafka_requests_close_only_their_connection_and_write_nothing() {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -342,48 +324,6 @@ fn idempotent_producer_across_a_kill_9_restart_loses_and_duplicates_nothing() {
         let values: Vec<usize> = records.iter().filter(|r| r.0 == p).map(|r| r.3.parse().unwrap()).collect();
         assert!(values.windows(2).all(|w| w[0] < w[1]), "partition {p} in send order");
     }
-}
-
-/// A one-record batch stamped with an idempotent producer's id, epoch and sequence.
-fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, value: &'static [u8]) -> bytes::Bytes {
-    let mut builder = rill_net::record_batch::BatchBuilder::new();
-    builder.push(&rill_net::record_batch::Record {
-        timestamp_ms: 1,
-        key: None,
-        value: Some(bytes::Bytes::from_static(value)),
-        headers: Vec::new(),
-    });
-    let mut bytes = builder.build().to_vec();
-    // RecordBatch v2: producer id at 43, epoch at 51, base sequence at 53; CRC32C at 17 covers
-    // everything from the attributes (21) on.
-    bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
-    bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
-    bytes[53..57].copy_from_slice(&sequence.to_be_bytes());
-    let crc = crc32c::crc32c(&bytes[21..]);
-    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
-    bytes.into()
-}
-
-/// Sends one acks=all produce of `batch` to partition 0 of `topic`; returns (error, base offset).
-fn produce_raw(stream: &mut TcpStream, topic: &str, batch: bytes::Bytes) -> (i16, i64) {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseHeader, TopicName};
-    use kafka_protocol::protocol::Decodable;
-    let mut part = PartitionProduceData::default();
-    part.records = Some(batch);
-    let mut t = TopicProduceData::default();
-    t.name = TopicName(StrBytes::from_string(topic.to_string()));
-    t.partition_data = vec![part];
-    let mut produce = ProduceRequest::default();
-    produce.acks = -1;
-    produce.timeout_ms = 5000;
-    produce.topic_data = vec![t];
-    stream.write_all(&request(ApiKey::Produce, 9, 1, &produce)).unwrap();
-    let mut reply = bytes::Bytes::from(response(stream).expect("a produce response"));
-    ResponseHeader::decode(&mut reply, ApiKey::Produce.response_header_version(9)).unwrap();
-    let decoded = ProduceResponse::decode(&mut reply, 9).unwrap();
-    let p = &decoded.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
 }
 
 #[test]

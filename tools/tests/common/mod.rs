@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: a real `rill serve` process on loopback ports.
 #![allow(dead_code, missing_docs)]
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,34 @@
+//! Process-wide settings of a broker process: a panic on any thread ends the process, and the
+//! open-file limit is raised to what the host allows.
+
+/// Makes a panic on any thread (a shard's executor among them) end the whole process with exit
+/// code 101 after the panic is reported (stderr, and the log): a broker with a dead shard would
+/// keep accepting connections whose calls to that shard never return.
+pub fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        tracing::error!(%thread, panic = %info, "a broker thread panicked; stopping the process");
+        std::process::exit(101);
+    }));
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (each partition's active segment holds a
+/// file open, sealed ones while cached) and returns `(before, after)`.
+pub fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads one rlimit from a valid pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok((before, limit.rlim_cur))
+}
