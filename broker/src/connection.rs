@@ -1,7 +1,9 @@
 //! Drives one client connection of either protocol: socket bytes into the protocol's sans-I/O
 //! core (`net::ServerConnection` for the native protocol, `net::kafka::KafkaConnection` for
 //! Kafka), each request into its own task, responses back to the socket in the order the core
-//! releases them (completion order for native, request order for Kafka).
+//! releases them (completion order for native, request order for Kafka). Each request's effect
+//! waits for the previous request's (an `Order`), so they take effect in arrival order while
+//! their waiting overlaps.
 //!
 //! A reader task feeds the protocol core and spawns request handlers; a writer task sends what
 //! the core queues. Both share the stream through an `Rc<RefCell>` borrowed only inside a poll,
@@ -22,6 +24,7 @@ use rill_net::connection::{ConnectionLimits, Incoming, ServerConnection};
 use rill_net::kafka::{KafkaConnection, KafkaIncoming, KafkaLimits};
 use rill_net::message::{Acks, RequestBody};
 
+use crate::order::Order;
 use crate::shard::Shard;
 
 /// The protocol half of a connection: its sans-I/O core and how its requests are handled.
@@ -34,12 +37,14 @@ pub(crate) trait Protocol: Sized + 'static {
     fn poll_transmit(&mut self) -> Option<Bytes>;
     fn partial_bytes(&self) -> usize;
     fn outgoing_bytes(&self) -> usize;
-    /// Handles one request and queues its answer (if it has one) on `conn`.
+    /// Handles one request and queues its answer (if it has one) on `conn`; its effect waits
+    /// for `order`'s turn and says when it is placed (see `order.rs`).
     fn handle(
         shard: Rc<Shard>,
         conn: Rc<RefCell<Self>>,
         id: u64,
         request: Self::Request,
+        order: Order,
     ) -> impl std::future::Future<Output = ()> + 'static;
 }
 
@@ -79,10 +84,16 @@ impl Protocol for Native {
     fn outgoing_bytes(&self) -> usize {
         self.0.outgoing_bytes()
     }
-    async fn handle(shard: Rc<Shard>, conn: Rc<RefCell<Self>>, id: u64, (body, data): Self::Request) {
+    async fn handle(
+        shard: Rc<Shard>,
+        conn: Rc<RefCell<Self>>,
+        id: u64,
+        (body, data): Self::Request,
+        order: Order,
+    ) {
         let silent = matches!(body, RequestBody::Produce { acks: Acks::None, .. });
         let kind = body.kind();
-        let (response, data) = crate::handler::handle(&shard, body, data).await;
+        let (response, data) = crate::handler::handle(&shard, body, data, order).await;
         let mut c = conn.borrow_mut();
         if silent {
             c.0.complete_silently(id);
@@ -127,9 +138,15 @@ impl Protocol for Kafka {
     fn outgoing_bytes(&self) -> usize {
         self.0.outgoing_bytes()
     }
-    async fn handle(shard: Rc<Shard>, conn: Rc<RefCell<Self>>, id: u64, request: Self::Request) {
+    async fn handle(
+        shard: Rc<Shard>,
+        conn: Rc<RefCell<Self>>,
+        id: u64,
+        request: Self::Request,
+        order: Order,
+    ) {
         let peer = conn.borrow().1.clone();
-        match crate::kafka::handle(&shard, request, &peer).await {
+        match crate::kafka::handle(&shard, request, &peer, order).await {
             Some(frame) => conn.borrow_mut().0.respond(id, frame),
             None => conn.borrow_mut().0.complete_silently(id),
         }
@@ -223,13 +240,16 @@ pub(crate) async fn serve<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, core
         glommio::spawn_local(write_loop(stream.clone(), charge.clone(), wake_rx, writer_failed.clone()));
     let mut buf = vec![0u8; shard.profile().network.socket_read_chunk_bytes as usize];
     let mut reader = stream.clone();
+    // The signal of the last request taken: each request's effect follows the previous one's.
+    let last_order = RefCell::new(None);
     let spawn_handler = |id: u64, request: P::Request, held: usize| {
+        let order = Order::next(&mut last_order.borrow_mut());
         running.set(running.get() + 1);
         charge.inflight_bytes.set(charge.inflight_bytes.get() + held);
         let (shard, conn, wake, running, charge) =
             (shard.clone(), conn.clone(), wake_tx.clone(), running.clone(), charge.clone());
         glommio::spawn_local(async move {
-            P::handle(shard, conn, id, request).await;
+            P::handle(shard, conn, id, request, order).await;
             running.set(running.get() - 1);
             charge.inflight_bytes.set(charge.inflight_bytes.get() - held);
             charge.update();

@@ -11,6 +11,7 @@ use rill_net::message::{
 use rill_net::record_batch;
 
 use crate::metadata::TopicName;
+use crate::order::Order;
 use crate::shard::{AdminOp, CONTROLLER, FetchOutcome, Shard, ShardReply, ShardRequest};
 
 /// A response: its envelope and the data chunks its record ranges point into.
@@ -30,8 +31,23 @@ fn settings_of(s: rill_net::message::TopicSettings) -> crate::metadata::TopicSet
     }
 }
 
-/// Handles one request.
-pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes) -> Response {
+/// Handles one request once `order` gives it its turn. A produce is done with the order once
+/// its appends hold their places; requests that change nothing, at once; the others when they
+/// end (their effect is the whole request).
+pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes, order: Order) -> Response {
+    order.turn().await;
+    let reads_only = matches!(
+        body,
+        RequestBody::Fetch { .. }
+            | RequestBody::ListOffsets { .. }
+            | RequestBody::ListTopics
+            | RequestBody::DescribeTopic { .. }
+            | RequestBody::ListGroups
+            | RequestBody::DescribeGroup { .. }
+    );
+    if reads_only {
+        order.done();
+    }
     match body {
         RequestBody::CreateTopic { name, partitions, settings } => {
             let settings = settings_of(settings);
@@ -63,7 +79,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes) ->
             (ResponseBody::Topics { names }, Vec::new())
         }
         RequestBody::DescribeTopic { name } => describe(shard, &name).await,
-        RequestBody::Produce { parts, acks, .. } => produce(shard, parts, acks, &data).await,
+        RequestBody::Produce { parts, acks, .. } => produce(shard, parts, acks, &data, order).await,
         RequestBody::Fetch { max_wait_ms, min_bytes, max_bytes, parts } => {
             fetch(shard, parts, max_wait_ms, min_bytes, max_bytes).await
         }
@@ -164,13 +180,16 @@ async fn produce(
     parts: Vec<rill_net::message::ProducePart>,
     acks: rill_net::message::Acks,
     data: &Bytes,
+    order: Order,
 ) -> Response {
     let mut tasks = Vec::new();
+    let placements = Rc::new(order).countdown(parts.len());
     for part in parts {
-        let shard = shard.clone();
+        let (shard, placement) = (shard.clone(), placements.clone());
         let records =
             range(data, part.records_at, part.records_len).expect("ranges were validated at decode");
         tasks.push(glommio::spawn_local(async move {
+            let mut placement = Some(placement);
             let result = async {
                 let (name, owner) = route(&shard, &part.topic, part.partition)?;
                 let batches = record_batch::split_produced(&records).map_err(|_| ErrorCode::CorruptBatch)?;
@@ -178,12 +197,16 @@ async fn produce(
                     return Err(ErrorCode::CorruptBatch);
                 }
                 let request = ShardRequest::Produce { topic: name, partition: part.partition, batches, acks };
-                match shard.call(owner, request).await {
+                let placed = placement.take().expect("placed once");
+                match shard.call_placed(owner, request, move || placed.placed()).await {
                     ShardReply::Produced(r) => r,
                     _ => Err(ErrorCode::ShuttingDown),
                 }
             }
             .await;
+            if let Some(refused) = placement {
+                refused.placed();
+            }
             let (error, base_offset) = match result {
                 Ok(base) => (ErrorCode::None, base),
                 Err(e) => (e, 0),

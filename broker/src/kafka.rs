@@ -42,15 +42,40 @@ use rill_net::record_batch::{self, BatchError};
 use crate::handler::{admin_op, fetch_outcomes, route};
 use crate::kafka_groups as groups;
 use crate::metadata::{TopicName, TopicSettings, UNLIMITED};
+use crate::order::Order;
 use crate::shard::{AdminOp, Shard, ShardReply, ShardRequest};
 
 /// The one node of a single-node cluster.
 const NODE_ID: i32 = 0;
 const CLUSTER_ID: &str = "rill-single-node";
 
-/// Handles one request; `None` when it gets no response (produce with acks=0).
-pub(crate) async fn handle(shard: &Rc<Shard>, incoming: KafkaIncoming, peer: &str) -> Option<Bytes> {
+/// Handles one request once `order` gives it its turn; `None` when it gets no response
+/// (produce with acks=0). A produce is done with the order once its appends hold their places;
+/// requests that change nothing, at once; the others (group and admin requests) when they end.
+pub(crate) async fn handle(
+    shard: &Rc<Shard>,
+    incoming: KafkaIncoming,
+    peer: &str,
+    order: Order,
+) -> Option<Bytes> {
     let KafkaIncoming { api_key, api_version: v, correlation_id: id, request, client_id, .. } = incoming;
+    order.turn().await;
+    let reads_only = matches!(
+        request,
+        KafkaRequest::ApiVersions(_)
+            | KafkaRequest::ApiVersionsTooNew
+            | KafkaRequest::Fetch(_)
+            | KafkaRequest::ListOffsets(_)
+            | KafkaRequest::DescribeConfigs(_)
+            | KafkaRequest::DescribeCluster(_)
+            | KafkaRequest::FindCoordinator(_)
+            | KafkaRequest::OffsetFetch(_)
+            | KafkaRequest::ListGroups(_)
+            | KafkaRequest::DescribeGroups(_)
+    );
+    if reads_only {
+        order.done();
+    }
     let frame = match request {
         KafkaRequest::ApiVersions(_) => encode_response(api_key, v, id, &api_versions(code::NONE)),
         KafkaRequest::ApiVersionsTooNew => {
@@ -59,7 +84,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, incoming: KafkaIncoming, peer: &st
         KafkaRequest::Metadata(r) => encode_response(api_key, v, id, &metadata(shard, r, v).await),
         KafkaRequest::Produce(r) => {
             let silent = r.acks == 0;
-            let response = produce(shard, r, v).await;
+            let response = produce(shard, r, v, order).await;
             if silent {
                 return None;
             }
@@ -263,7 +288,7 @@ fn batch_error_code(e: BatchError) -> i16 {
     }
 }
 
-async fn produce(shard: &Rc<Shard>, r: ProduceRequest, v: i16) -> ProduceResponse {
+async fn produce(shard: &Rc<Shard>, r: ProduceRequest, v: i16, order: Order) -> ProduceResponse {
     let acks = match r.acks {
         0 => Some(Acks::None),
         1 => Some(Acks::Leader),
@@ -271,12 +296,15 @@ async fn produce(shard: &Rc<Shard>, r: ProduceRequest, v: i16) -> ProduceRespons
         _ => None,
     };
     let mut tasks = Vec::new();
+    let parts = r.topic_data.iter().map(|t| t.partition_data.len()).sum();
+    let placements = Rc::new(order).countdown(parts);
     for topic in r.topic_data {
         let name = topic.name.0.to_string();
         for part in topic.partition_data {
-            let (shard, name) = (shard.clone(), name.clone());
+            let (shard, name, placement) = (shard.clone(), name.clone(), placements.clone());
             tasks.push(glommio::spawn_local(async move {
                 let index = part.index;
+                let mut placement = Some(placement);
                 let result: Result<u64, i16> = async {
                     let acks = acks.ok_or(code::INVALID_REQUIRED_ACKS)?;
                     let (topic, owner) = route(&shard, &name, index as u32).map_err(kafka_code)?;
@@ -286,12 +314,16 @@ async fn produce(shard: &Rc<Shard>, r: ProduceRequest, v: i16) -> ProduceRespons
                         return Err(code::CORRUPT_MESSAGE);
                     }
                     let request = ShardRequest::Produce { topic, partition: index as u32, batches, acks };
-                    match shard.call(owner, request).await {
+                    let placed = placement.take().expect("placed once");
+                    match shard.call_placed(owner, request, move || placed.placed()).await {
                         ShardReply::Produced(r) => r.map_err(kafka_code),
                         _ => Err(kafka_code(ErrorCode::ShuttingDown)),
                     }
                 }
                 .await;
+                if let Some(refused) = placement {
+                    refused.placed();
+                }
                 let mut response = PartitionProduceResponse::default();
                 response.index = index;
                 match result {

@@ -15,6 +15,7 @@ mod kafka;
 mod kafka_configs;
 mod kafka_groups;
 pub mod metadata;
+mod order;
 mod process;
 mod producer;
 mod server;

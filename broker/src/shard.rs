@@ -137,6 +137,8 @@ pub(crate) struct Shard {
     logs: RefCell<HashMap<(TopicName, u32), Log>>,
     /// Idempotent-producer state of owned partitions (created on first use).
     producers: RefCell<HashMap<(TopicName, u32), Rc<Producers>>>,
+    /// The order of appends to each owned partition (created on first use).
+    sequencers: RefCell<HashMap<(TopicName, u32), Rc<crate::order::Sequencer>>>,
     senders: Senders<Msg>,
     /// Mesh peer id of each shard index.
     peer_of: Vec<usize>,
@@ -181,6 +183,7 @@ impl Shard {
             metadata: RefCell::new(Rc::new(metadata)),
             logs: RefCell::new(HashMap::new()),
             producers: RefCell::new(HashMap::new()),
+            sequencers: RefCell::new(HashMap::new()),
             producer_ids: crate::producer::IdAllocator::new(index),
             groups: Rc::new(crate::group::Coordinator::default()),
             kafka_advertised: RefCell::new((String::new(), 0)),
@@ -312,15 +315,36 @@ impl Shard {
 
     /// Runs `request` on shard `target`: here if it is this shard, else over the mesh.
     pub async fn call(self: &Rc<Self>, target: usize, request: ShardRequest) -> ShardReply {
+        self.call_placed(target, request, || {}).await
+    }
+
+    /// [`Shard::call`], calling `placed` once the request holds its place in the owner's
+    /// order: here, after its first poll (a produce takes its partition's ticket there); on
+    /// another shard, once the message is in the mesh channel, which delivers in order to a
+    /// FIFO task queue (see `order.rs`).
+    pub async fn call_placed(
+        self: &Rc<Self>,
+        target: usize,
+        request: ShardRequest,
+        placed: impl FnOnce(),
+    ) -> ShardReply {
         if target == self.index {
-            return self.handle(request).await;
+            let mut handling = std::pin::pin!(self.handle(request));
+            let first = futures_lite::future::poll_once(handling.as_mut()).await;
+            placed();
+            return match first {
+                Some(reply) => reply,
+                None => handling.await,
+            };
         }
         let token = self.next_token.get();
         self.next_token.set(token + 1);
         let (tx, rx) = local_channel::new_bounded(1);
         self.waiters.borrow_mut().insert(token, tx);
         let msg = Msg::Request { from: self.index, token, request };
-        if self.senders.send_to(self.peer_of[target], msg).await.is_err() {
+        let sent = self.senders.send_to(self.peer_of[target], msg).await;
+        placed();
+        if sent.is_err() {
             self.waiters.borrow_mut().remove(&token);
             return ShardReply::Admin(Err((ErrorCode::ShuttingDown, "shard unavailable".into())));
         }
@@ -368,7 +392,12 @@ impl Shard {
         batches: Vec<(BatchHeader, Bytes)>,
         acks: Acks,
     ) -> Result<u64, ErrorCode> {
+        // The ticket is taken before anything awaits: appends are placed in the order their
+        // requests reached this shard (`order.rs`). It is held until the offsets are assigned.
+        let sequencer = self.sequencers.borrow_mut().entry((topic.clone(), partition)).or_default().clone();
+        let ticket = sequencer.ticket();
         let log = self.log(topic, partition)?;
+        ticket.turn().await;
         let headers: Vec<BatchHeader> = batches.iter().map(|(h, _)| *h).collect();
         let batches: Vec<Batch> = batches
             .into_iter()
@@ -388,7 +417,9 @@ impl Shard {
         let durable = acks == Acks::Durable;
         if !headers.iter().any(|h| h.producer_id >= 0 && h.base_sequence >= 0) {
             // All of a request's batches for one partition go in together, or none does.
-            let bases = log.append_all(batches, durable).await.map_err(storage_error)?;
+            let enqueued = log.enqueue_all(batches).await.map_err(storage_error)?;
+            drop(ticket);
+            let bases = enqueued.wait(durable).await.map_err(storage_error)?;
             return bases.first().copied().ok_or(ErrorCode::InvalidRequest);
         }
         // Idempotent: check sequences and take offsets under the partition's lock, so pipelined
@@ -403,6 +434,7 @@ impl Shard {
             Verdict::Reject(code) => return Err(code),
             Verdict::Duplicate(base) => {
                 drop(permit);
+                drop(ticket);
                 // Acknowledge the first copy only once it meets this request's acks.
                 let count: u64 = headers.iter().map(|h| h.offset_count() as u64).sum();
                 log.wait_stored(base + count, durable).await.map_err(storage_error)?;
@@ -414,6 +446,7 @@ impl Shard {
             producers.record(h, *base);
         }
         drop(permit);
+        drop(ticket);
         let bases = enqueued.wait(durable).await.map_err(storage_error)?;
         bases.first().copied().ok_or(ErrorCode::InvalidRequest)
     }
@@ -495,6 +528,7 @@ impl Shard {
             self.logs.borrow().keys().filter(|k| !metadata.topics.contains_key(&k.0)).cloned().collect();
         for key in gone {
             self.producers.borrow_mut().remove(&key);
+            self.sequencers.borrow_mut().remove(&key);
             let log = self.logs.borrow_mut().remove(&key);
             if let Some(log) = log {
                 let _ = log.close().await;

@@ -553,3 +553,12 @@ fn list_offsets_finds_the_record_with_the_largest_timestamp() {
     let out = client("python3", &[&script("confluent_max_timestamp.py"), &broker.kafka], None);
     assert_eq!(out.trim(), "ok");
 }
+
+#[test]
+fn a_connections_produces_and_commits_take_effect_in_order() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "ordered", "--partitions", "1"], None);
+    let out = client("python3", &[&script("confluent_ordering.py"), &broker.kafka, "ordered"], None);
+    assert_eq!(out.trim(), "ok");
+}
