@@ -37,6 +37,7 @@ pub(crate) mod errors {
     pub const NON_EMPTY_GROUP: i16 = 68;
     pub const MEMBER_ID_REQUIRED: i16 = 79;
     pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
+    pub const FENCED_INSTANCE_ID: i16 = 82;
     pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 }
 use errors::*;
@@ -550,12 +551,15 @@ impl Coordinator {
                 return fail(INCONSISTENT_GROUP_PROTOCOL);
             }
             let mut member_id = r.member_id.clone();
-            // Static members keep their identity across restarts: find them by instance id.
-            if let Some(instance) = &r.instance_id {
-                if let Some(existing) =
-                    group.members.values().find(|m| m.instance_id.as_ref() == Some(instance))
-                {
-                    member_id = existing.id.clone();
+            // Static members keep their identity across restarts (KIP-345): a join without a
+            // member id is a new instance and replaces the one holding the instance id (which
+            // is fenced); a join with another member id than the holder's is the fenced one.
+            if let Some(holder) = r.instance_id.as_deref().and_then(|i| group.static_member(i)) {
+                if member_id.is_empty() {
+                    member_id = format!("{}-{:016x}", r.client_id, rand_id());
+                    group.replace_static_member(&holder, &member_id);
+                } else if member_id != holder {
+                    return JoinResult { error: FENCED_INSTANCE_ID, member_id, ..JoinResult::default() };
                 }
             }
             if member_id.is_empty() {
@@ -658,13 +662,17 @@ impl Coordinator {
         &self,
         group: &str,
         generation: i32,
-        member_id: &str,
+        member: (&str, Option<&str>),
         assignments: Vec<(String, Bytes)>,
     ) -> SyncResult {
+        let (member_id, instance) = member;
         let (tx, rx) = local_channel::new_bounded(1);
         {
             let mut groups = self.groups.borrow_mut();
             let Some(g) = groups.get_mut(group) else { return (UNKNOWN_MEMBER_ID, Bytes::new()) };
+            if g.is_fenced(instance, member_id) {
+                return (FENCED_INSTANCE_ID, Bytes::new());
+            }
             if !g.members.contains_key(member_id) {
                 return (UNKNOWN_MEMBER_ID, Bytes::new());
             }
@@ -701,9 +709,12 @@ impl Coordinator {
         rx.recv().await.unwrap_or((REBALANCE_IN_PROGRESS, Bytes::new()))
     }
 
-    pub fn heartbeat(&self, group: &str, generation: i32, member_id: &str) -> i16 {
+    pub fn heartbeat(&self, group: &str, generation: i32, member_id: &str, instance: Option<&str>) -> i16 {
         let mut groups = self.groups.borrow_mut();
         let Some(g) = groups.get_mut(group) else { return UNKNOWN_MEMBER_ID };
+        if g.is_fenced(instance, member_id) {
+            return FENCED_INSTANCE_ID;
+        }
         let Some(m) = g.members.get_mut(member_id) else { return UNKNOWN_MEMBER_ID };
         m.last_seen = Instant::now();
         if g.phase == Phase::PreparingRebalance {
@@ -723,10 +734,13 @@ impl Coordinator {
             let mut groups = self.groups.borrow_mut();
             let Some(g) = groups.get_mut(group) else { return vec![UNKNOWN_MEMBER_ID; members.len()] };
             for (id, instance) in members {
+                // A replaced instance leaving (its old member id) must not remove the new one.
+                if !id.is_empty() && g.is_fenced(instance.as_deref(), id) {
+                    out.push(FENCED_INSTANCE_ID);
+                    continue;
+                }
                 let id = match instance {
-                    Some(i) => {
-                        g.members.values().find(|m| m.instance_id.as_ref() == Some(i)).map(|m| m.id.clone())
-                    }
+                    Some(i) => g.static_member(i),
                     None => Some(id.clone()),
                 };
                 let removed = id.is_some_and(|id| g.remove_member(&id));
@@ -770,12 +784,15 @@ impl Coordinator {
     }
 
     /// Checks that a commit may be made by this member and generation.
-    pub fn check_commit(&self, group: &str, generation: i32, member_id: &str) -> i16 {
+    pub fn check_commit(&self, group: &str, generation: i32, member_id: &str, instance: Option<&str>) -> i16 {
         let groups = self.groups.borrow();
         let Some(g) = groups.get(group) else {
             // A group nobody joined: commits from standalone consumers.
             return if generation < 0 { 0 } else { ILLEGAL_GENERATION };
         };
+        if g.is_fenced(instance, member_id) {
+            return FENCED_INSTANCE_ID;
+        }
         if generation < 0 && member_id.is_empty() {
             return if g.members.is_empty() { 0 } else { UNKNOWN_MEMBER_ID };
         }
@@ -965,5 +982,6 @@ fn decode_value(b: &[u8]) -> Option<Committed> {
 }
 
 mod expiry;
+mod fencing;
 #[cfg(test)]
 mod tests;

@@ -39,12 +39,14 @@ pub(crate) enum GroupOp {
         group: String,
         generation: i32,
         member_id: String,
+        instance_id: Option<String>,
         assignments: Vec<(String, Bytes)>,
     },
     Heartbeat {
         group: String,
         generation: i32,
         member_id: String,
+        instance_id: Option<String>,
     },
     Leave {
         group: String,
@@ -54,6 +56,7 @@ pub(crate) enum GroupOp {
         group: String,
         generation: i32,
         member_id: String,
+        instance_id: Option<String>,
         entries: Vec<(String, i32, Committed)>,
     },
     Fetch {
@@ -103,15 +106,16 @@ pub(crate) async fn run(shard: &Rc<Shard>, op: GroupOp) -> GroupReply {
     let c = shard.groups.clone();
     match op {
         GroupOp::Join(r) => GroupReply::Join(c.join(r).await),
-        GroupOp::Sync { group, generation, member_id, assignments } => {
-            GroupReply::Sync(c.sync(&group, generation, &member_id, assignments).await)
+        GroupOp::Sync { group, generation, member_id, instance_id, assignments } => {
+            let member = (member_id.as_str(), instance_id.as_deref());
+            GroupReply::Sync(c.sync(&group, generation, member, assignments).await)
         }
-        GroupOp::Heartbeat { group, generation, member_id } => {
-            GroupReply::Code(c.heartbeat(&group, generation, &member_id))
+        GroupOp::Heartbeat { group, generation, member_id, instance_id } => {
+            GroupReply::Code(c.heartbeat(&group, generation, &member_id, instance_id.as_deref()))
         }
         GroupOp::Leave { group, members } => GroupReply::Codes(c.leave(&group, &members)),
-        GroupOp::Commit { group, generation, member_id, entries } => {
-            let check = c.check_commit(&group, generation, &member_id);
+        GroupOp::Commit { group, generation, member_id, instance_id, entries } => {
+            let check = c.check_commit(&group, generation, &member_id, instance_id.as_deref());
             if check != 0 {
                 return GroupReply::Code(check);
             }
@@ -301,6 +305,7 @@ pub(crate) async fn sync_group(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGr
         group: group.clone(),
         generation: r.generation_id,
         member_id: r.member_id.to_string(),
+        instance_id: r.group_instance_id.map(|i| i.to_string()),
         assignments: r.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect(),
     };
     let (error, assignment) = match call(shard, &group, op).await {
@@ -319,6 +324,7 @@ pub(crate) async fn heartbeat(shard: &Rc<Shard>, r: HeartbeatRequest) -> Heartbe
         group: group.clone(),
         generation: r.generation_id,
         member_id: r.member_id.to_string(),
+        instance_id: r.group_instance_id.map(|i| i.to_string()),
     };
     let mut response = HeartbeatResponse::default();
     response.error_code = match call(shard, &group, op).await {
@@ -394,6 +400,7 @@ pub(crate) async fn offset_commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> 
             group: group.clone(),
             generation: r.generation_id_or_member_epoch,
             member_id: r.member_id.to_string(),
+            instance_id: r.group_instance_id.map(|i| i.to_string()),
             entries,
         };
         match call(shard, &group, op).await {
@@ -639,7 +646,13 @@ pub(crate) mod native {
             }
             R::SyncGroup { group, generation, member_id, assignments } => {
                 let assignments = assignments.into_iter().map(|(m, a)| (m, Bytes::from(a))).collect();
-                let op = GroupOp::Sync { group: group.clone(), generation, member_id, assignments };
+                let op = GroupOp::Sync {
+                    group: group.clone(),
+                    generation,
+                    member_id,
+                    instance_id: None,
+                    assignments,
+                };
                 let (error, assignment) = match call(shard, &group, op).await {
                     Some(GroupReply::Sync(r)) => r,
                     _ => (15, Bytes::new()),
@@ -647,7 +660,8 @@ pub(crate) mod native {
                 reply(ResponseBody::Synced { error, assignment: assignment.to_vec() })
             }
             R::Heartbeat { group, generation, member_id } => {
-                let op = GroupOp::Heartbeat { group: group.clone(), generation, member_id };
+                let op =
+                    GroupOp::Heartbeat { group: group.clone(), generation, member_id, instance_id: None };
                 let error = match call(shard, &group, op).await {
                     Some(GroupReply::Code(c)) => c,
                     _ => 15,
@@ -672,7 +686,13 @@ pub(crate) mod native {
                         (t, p as i32, c)
                     })
                     .collect();
-                let op = GroupOp::Commit { group: group.clone(), generation, member_id, entries };
+                let op = GroupOp::Commit {
+                    group: group.clone(),
+                    generation,
+                    member_id,
+                    instance_id: None,
+                    entries,
+                };
                 let error = match call(shard, &group, op).await {
                     Some(GroupReply::Code(c)) => c,
                     _ => 15,
@@ -826,7 +846,13 @@ pub(crate) mod native {
                 Committed { offset, leader_epoch: -1, metadata: String::new(), commit_ms: now_ms() };
             entries.push((topic.clone(), partition as i32, committed));
         }
-        let op = GroupOp::Commit { group: group.clone(), generation: -1, member_id: String::new(), entries };
+        let op = GroupOp::Commit {
+            group: group.clone(),
+            generation: -1,
+            member_id: String::new(),
+            instance_id: None,
+            entries,
+        };
         match call(shard, &group, op).await {
             Some(GroupReply::Code(0)) => status(ErrorCode::None, "ok"),
             Some(GroupReply::Code(25)) => {

@@ -365,3 +365,12 @@ fn offsets_of_a_group_without_members_expire_after_the_offsets_retention() {
         100
     );
 }
+
+#[test]
+fn a_second_instance_of_a_static_member_fences_the_first() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "fenced", "--partitions", "2"], None);
+    let out = run("python3", &[&script("confluent_static_fencing.py"), &broker.kafka, "fenced"]);
+    assert_eq!(out.trim(), "ok");
+}

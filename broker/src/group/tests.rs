@@ -65,22 +65,22 @@ fn the_classic_protocol_answers_where_kafka_does() {
         assert_eq!((joined.error, joined.generation, joined.leader.as_str()), (0, 1, a.as_str()));
         assert_eq!(joined.members.len(), 1, "the leader gets the members");
         // Before the leader's sync, heartbeats are fine; a wrong generation is not.
-        assert_eq!(c.heartbeat("g", 1, &a), 0);
-        assert_eq!(c.heartbeat("g", 0, &a), ILLEGAL_GENERATION);
-        assert_eq!(c.heartbeat("g", 1, "nobody"), UNKNOWN_MEMBER_ID);
-        assert_eq!(c.check_commit("g", 1, &a), REBALANCE_IN_PROGRESS, "no commits before the sync");
-        let (error, assignment) = c.sync("g", 1, &a, vec![(a.clone(), Bytes::from_static(b"all"))]).await;
+        assert_eq!(c.heartbeat("g", 1, &a, None), 0);
+        assert_eq!(c.heartbeat("g", 0, &a, None), ILLEGAL_GENERATION);
+        assert_eq!(c.heartbeat("g", 1, "nobody", None), UNKNOWN_MEMBER_ID);
+        assert_eq!(c.check_commit("g", 1, &a, None), REBALANCE_IN_PROGRESS, "no commits before the sync");
+        let (error, assignment) = c.sync("g", 1, (&a, None), vec![(a.clone(), Bytes::from_static(b"all"))]).await;
         assert_eq!((error, &assignment[..]), (0, &b"all"[..]));
-        assert_eq!(c.check_commit("g", 1, &a), 0);
-        assert_eq!(c.check_commit("g", 0, &a), ILLEGAL_GENERATION, "stale generation");
-        assert_eq!(c.check_commit("g", -1, ""), UNKNOWN_MEMBER_ID, "standalone commits need an empty group");
+        assert_eq!(c.check_commit("g", 1, &a, None), 0);
+        assert_eq!(c.check_commit("g", 0, &a, None), ILLEGAL_GENERATION, "stale generation");
+        assert_eq!(c.check_commit("g", -1, "", None), UNKNOWN_MEMBER_ID, "standalone commits need an empty group");
         // A second member starts a rebalance: the first hears REBALANCE_IN_PROGRESS.
         let b = c.join(join_request("g", "")).await.member_id;
         let c2 = c.clone();
         let b_join = glommio::spawn_local(async move { c2.join(join_request("g", &b)).await });
         glommio::timer::sleep(Duration::from_millis(20)).await;
-        assert_eq!(c.heartbeat("g", 1, &a), REBALANCE_IN_PROGRESS);
-        assert_eq!(c.sync("g", 1, &a, vec![]).await.0, REBALANCE_IN_PROGRESS);
+        assert_eq!(c.heartbeat("g", 1, &a, None), REBALANCE_IN_PROGRESS);
+        assert_eq!(c.sync("g", 1, (&a, None), vec![]).await.0, REBALANCE_IN_PROGRESS);
         let rejoined = c.join(join_request("g", &a)).await;
         let b_joined = b_join.await;
         assert_eq!((rejoined.generation, b_joined.generation), (2, 2));
@@ -88,17 +88,17 @@ fn the_classic_protocol_answers_where_kafka_does() {
         assert!(b_joined.members.is_empty(), "followers get no member list");
         // The follower's sync waits for the leader's.
         let (c3, bid) = (c.clone(), b_joined.member_id.clone());
-        let b_sync = glommio::spawn_local(async move { c3.sync("g", 2, &bid, vec![]).await });
+        let b_sync = glommio::spawn_local(async move { c3.sync("g", 2, (&bid, None), vec![]).await });
         glommio::timer::sleep(Duration::from_millis(20)).await;
         let assignments = vec![
             (a.clone(), Bytes::from_static(b"p0")),
             (b_joined.member_id.clone(), Bytes::from_static(b"p1")),
         ];
-        assert_eq!(c.sync("g", 2, &a, assignments).await, (0, Bytes::from_static(b"p0")));
+        assert_eq!(c.sync("g", 2, (&a, None), assignments).await, (0, Bytes::from_static(b"p0")));
         assert_eq!(b_sync.await, (0, Bytes::from_static(b"p1")));
         // Leaving empties the group; then standalone commits are allowed.
         assert_eq!(c.leave("g", &[(a.clone(), None), (b_joined.member_id.clone(), None)]), vec![0, 0]);
-        assert_eq!(c.check_commit("g", -1, ""), 0);
+        assert_eq!(c.check_commit("g", -1, "", None), 0);
         assert_eq!(c.groups.borrow()["g"].phase, Phase::Empty);
         c.close().await;
     });
@@ -175,12 +175,12 @@ fn offsets_of_groups_without_members_expire_after_the_retention() {
         // A group with a live member keeps even old offsets.
         let a = c.join(join_request("live", "")).await.member_id;
         let joined = c.join(join_request("live", &a)).await;
-        c.sync("live", joined.generation, &a, vec![(a.clone(), Bytes::new())]).await;
+        c.sync("live", joined.generation, (&a, None), vec![(a.clone(), Bytes::new())]).await;
         c.persist(&[("live".into(), "t".into(), 0, commit(now - 30 * day))]).await.unwrap();
         // An emptied group: its old offsets wait a retention from when it emptied.
         let b = c.join(join_request("left", "")).await.member_id;
         let joined = c.join(join_request("left", &b)).await;
-        c.sync("left", joined.generation, &b, vec![(b.clone(), Bytes::new())]).await;
+        c.sync("left", joined.generation, (&b, None), vec![(b.clone(), Bytes::new())]).await;
         c.persist(&[("left".into(), "t".into(), 0, commit(now - 30 * day))]).await.unwrap();
         assert_eq!(c.leave("left", &[(b, None)]), vec![0]);
 
@@ -249,8 +249,8 @@ fn misbehaving_clients_get_errors_not_memory_growth() {
     in_executor(|path| async move {
         let c = open(&path).await;
         // Heartbeats and syncs for groups nobody joined create nothing.
-        assert_eq!(c.heartbeat("ghost", 1, "m"), UNKNOWN_MEMBER_ID);
-        assert_eq!(c.sync("ghost", 1, "m", vec![]).await.0, UNKNOWN_MEMBER_ID);
+        assert_eq!(c.heartbeat("ghost", 1, "m", None), UNKNOWN_MEMBER_ID);
+        assert_eq!(c.sync("ghost", 1, ("m", None), vec![]).await.0, UNKNOWN_MEMBER_ID);
         assert!(c.groups.borrow().is_empty());
         // Oversized metadata is refused.
         let mut big = join_request("g", "");
@@ -270,7 +270,7 @@ fn misbehaving_clients_get_errors_not_memory_growth() {
 }
 
 #[test]
-fn a_restarted_static_member_gets_its_identity_back_without_a_rebalance() {
+fn a_restarted_static_member_replaces_and_fences_the_old_instance_without_a_rebalance() {
     in_executor(|path| async move {
         let c = open(&path).await;
         let static_join =
@@ -278,7 +278,7 @@ fn a_restarted_static_member_gets_its_identity_back_without_a_rebalance() {
         // A dynamic leader, then a static follower: one rebalance to generation 2.
         let leader = c.join(join_request("s", "")).await.member_id;
         assert_eq!(c.join(join_request("s", &leader)).await.generation, 1);
-        assert_eq!(c.sync("s", 1, &leader, vec![(leader.clone(), Bytes::from_static(b"all"))]).await.0, 0);
+        assert_eq!(c.sync("s", 1, (&leader, None), vec![(leader.clone(), Bytes::from_static(b"all"))]).await.0, 0);
         let c2 = c.clone();
         let s_join = glommio::spawn_local(async move { c2.join(static_join("")).await });
         glommio::timer::sleep(Duration::from_millis(20)).await;
@@ -287,26 +287,33 @@ fn a_restarted_static_member_gets_its_identity_back_without_a_rebalance() {
         assert_eq!((l.generation, member.generation), (2, 2));
         let c3 = c.clone();
         let id = member.member_id.clone();
-        let s_sync = glommio::spawn_local(async move { c3.sync("s", 2, &id, vec![]).await });
+        let s_sync = glommio::spawn_local(async move { c3.sync("s", 2, (&id, None), vec![]).await });
         let given = vec![
             (leader.clone(), Bytes::from_static(b"a")),
             (member.member_id.clone(), Bytes::from_static(b"b")),
         ];
-        assert_eq!(c.sync("s", 2, &leader, given).await.0, 0);
+        assert_eq!(c.sync("s", 2, (&leader, None), given).await.0, 0);
         assert_eq!(s_sync.await, (0, Bytes::from_static(b"b")));
-        // The static member's process restarts: no member id, same instance id.
+        // The static member's process restarts: no member id, same instance id. It replaces
+        // the old instance under a new member id (KIP-345), without a rebalance.
         let again = c.join(static_join("")).await;
+        assert_ne!(again.member_id, member.member_id, "a new member id");
+        assert_eq!((again.error, again.generation), (0, 2), "no rebalance");
         assert_eq!(
-            (again.member_id.as_str(), again.generation),
-            (member.member_id.as_str(), 2),
-            "no rebalance"
-        );
-        assert_eq!(
-            c.sync("s", 2, &again.member_id, vec![]).await,
+            c.sync("s", 2, (&again.member_id, Some("pod-1")), vec![]).await,
             (0, Bytes::from_static(b"b")),
             "same assignment"
         );
-        assert_eq!(c.heartbeat("s", 2, &leader), 0, "the leader is undisturbed");
+        assert_eq!(c.heartbeat("s", 2, &leader, None), 0, "the leader is undisturbed");
+        // The old instance is fenced on every group request that names its instance id.
+        let old = member.member_id.as_str();
+        assert_eq!(c.heartbeat("s", 2, old, Some("pod-1")), FENCED_INSTANCE_ID);
+        assert_eq!(c.sync("s", 2, (old, Some("pod-1")), vec![]).await.0, FENCED_INSTANCE_ID);
+        assert_eq!(c.check_commit("s", 2, old, Some("pod-1")), FENCED_INSTANCE_ID);
+        assert_eq!(c.join(static_join(old)).await.error, FENCED_INSTANCE_ID);
+        assert_eq!(c.leave("s", &[(old.to_string(), Some("pod-1".into()))]), [FENCED_INSTANCE_ID]);
+        assert_eq!(c.heartbeat("s", 2, old, None), UNKNOWN_MEMBER_ID, "without it, the id is unknown");
+        assert_eq!(c.heartbeat("s", 2, &again.member_id, Some("pod-1")), 0, "the new one stays");
         c.close().await;
     });
 }
@@ -330,7 +337,7 @@ fn a_member_that_does_not_rejoin_within_the_rebalance_timeout_is_removed() {
         assert_eq!((ja.generation, jb.generation), (1, 1));
         let leader = ja.leader.clone();
         let follower = if leader == a { b.clone() } else { a.clone() };
-        assert_eq!(c.sync("r", 1, &leader, vec![]).await.0, 0);
+        assert_eq!(c.sync("r", 1, (&leader, None), vec![]).await.0, 0);
         // A third member joins; the leader rejoins, the other member never does (a consumer
         // stuck past max.poll.interval): at the deadline the rebalance completes without it.
         let newcomer = c.join(quick("")).await.member_id;
@@ -343,7 +350,7 @@ fn a_member_that_does_not_rejoin_within_the_rebalance_timeout_is_removed() {
         assert_eq!((jn.generation, jl.generation), (2, 2));
         assert!(started.elapsed() >= Duration::from_millis(900), "completed at the rebalance deadline");
         assert!(!c.groups.borrow()["r"].members.contains_key(&follower), "the laggard was removed");
-        assert_eq!(c.heartbeat("r", 2, &follower), UNKNOWN_MEMBER_ID);
+        assert_eq!(c.heartbeat("r", 2, &follower, None), UNKNOWN_MEMBER_ID);
         c.close().await;
     });
 }
