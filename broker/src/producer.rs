@@ -6,11 +6,17 @@
 //! repeats one of them is acknowledged with the offset it got the first time and not written
 //! again; a batch that is not the next in sequence gets OUT_OF_ORDER_SEQUENCE_NUMBER.
 //!
-//! The state is rebuilt from the partition's newest segments the first time an idempotent
-//! producer writes to it after the broker starts, so a client retrying across a restart gets
-//! its duplicates recognised. Checks and offset assignment run under a per-partition lock, so
-//! pipelined batches take offsets in the order their sequences were checked; the writes
-//! themselves are awaited outside it.
+//! The state is rebuilt the first time an idempotent producer writes to the partition after the
+//! broker starts, from every segment holding a batch appended within the producer-id
+//! expiration (Kafka's `producer.id.expiration.ms`, 1 day): a producer silent for longer is
+//! forgotten anyway, so a client retrying across a restart gets its duplicates recognised
+//! however many segments were written in between. (Kafka bounds that replay with `.snapshot`
+//! files; Rill reads the window's segments, which retention usually keeps small.) Producers
+//! silent for the expiration are dropped, and a partition tracks at most
+//! `PRODUCERS_PER_PARTITION_MAX`, a shard `PRODUCERS_PER_SHARD_MAX`: past that a new producer
+//! id is refused (the oldest silent ones are dropped first). Checks and offset assignment run
+//! under a per-partition lock, so pipelined batches take offsets in the order their sequences
+//! were checked; the writes themselves are awaited outside it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -23,8 +29,18 @@ use rill_storage::Log;
 /// Recent batches remembered per producer and partition.
 pub(crate) const BATCHES_KEPT: usize = 5;
 
-/// Segments read (newest first) to rebuild a partition's producer state.
-const REBUILD_SEGMENTS: usize = 2;
+/// How long a producer id is remembered after its last batch (Kafka's
+/// `producer.id.expiration.ms` default, one day).
+pub(crate) const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 3600 * 1000;
+/// Producers tracked per partition and per shard: client-chosen ids cannot grow memory without
+/// bound.
+pub(crate) const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+pub(crate) const PRODUCERS_PER_SHARD_MAX: usize = 200_000;
+
+/// Wall-clock milliseconds.
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
 
 /// Hands out producer ids unique across shards and broker runs: the start time in ms, the
 /// shard, and a counter. A shard that uses up its counter moves to the next millisecond.
@@ -72,6 +88,8 @@ struct Recent {
 struct ProducerState {
     epoch: i16,
     recent: VecDeque<Recent>,
+    /// When its last batch was appended (ms).
+    last_ms: i64,
 }
 
 /// What to do with a request's batches for one partition.
@@ -86,15 +104,38 @@ pub(crate) enum Verdict {
 }
 
 /// The idempotent-producer state of one partition.
-#[derive(Default)]
 pub(crate) struct Producers {
     loaded: Cell<bool>,
     /// Held from the sequence check until the batches have their offsets.
     lock: RefCell<Option<std::rc::Rc<glommio::sync::Semaphore>>>,
     table: RefCell<HashMap<i64, ProducerState>>,
+    /// Producers tracked by every partition of the shard.
+    shard_total: std::rc::Rc<Cell<usize>>,
+}
+
+impl Default for Producers {
+    fn default() -> Producers {
+        Producers::new(std::rc::Rc::default())
+    }
+}
+
+impl Drop for Producers {
+    fn drop(&mut self) {
+        self.shard_total.set(self.shard_total.get() - self.table.borrow().len());
+    }
 }
 
 impl Producers {
+    /// An empty table counting its producers into the shard's `shard_total`.
+    pub fn new(shard_total: std::rc::Rc<Cell<usize>>) -> Producers {
+        Producers {
+            loaded: Cell::new(false),
+            lock: RefCell::default(),
+            table: RefCell::default(),
+            shard_total,
+        }
+    }
+
     /// The partition's lock (created on first use).
     pub fn lock(&self) -> std::rc::Rc<glommio::sync::Semaphore> {
         self.lock
@@ -103,26 +144,71 @@ impl Producers {
             .clone()
     }
 
-    /// Rebuilds the table from the log's newest segments, once per broker run. Call holding
-    /// the lock.
+    /// Rebuilds the table, once per broker run, from every batch appended within the
+    /// producer-id expiration. Call holding the lock.
     pub async fn ensure_loaded(&self, log: &Log) -> Result<(), rill_storage::Error> {
         if self.loaded.get() {
             return Ok(());
         }
-        let mut offset = log.recent_segment_base_offset(REBUILD_SEGMENTS - 1);
+        let since = now_ms() - PRODUCER_ID_EXPIRATION_MS;
+        let mut offset = log.first_offset_appended_since(since);
         while offset < log.log_end_offset() {
             let batches = log.read(offset, 8 << 20).await?;
             let Some(last) = batches.last() else { break };
             offset = last.end_offset();
-            for batch in &batches {
+            for batch in batches.iter().filter(|b| b.append_time_ms >= since) {
                 if let Ok(header) = parse_header(&batch.payload) {
                     if header.producer_id >= 0 && header.base_sequence >= 0 {
-                        self.record(&header, batch.base_offset);
+                        self.make_room(&header, since);
+                        self.record_at(&header, batch.base_offset, batch.append_time_ms);
                     }
                 }
             }
         }
         self.loaded.set(true);
+        Ok(())
+    }
+
+    /// Whether the batches' producers fit in the table (known ones always do); drops producers
+    /// silent for the expiration to make room, then the least recently seen ones while
+    /// replaying (`since` is the expiration's start).
+    fn make_room(&self, h: &BatchHeader, since: i64) -> bool {
+        let mut table = self.table.borrow_mut();
+        if table.contains_key(&h.producer_id) {
+            return true;
+        }
+        let full = |table: &HashMap<i64, ProducerState>| {
+            table.len() >= PRODUCERS_PER_PARTITION_MAX || self.shard_total.get() >= PRODUCERS_PER_SHARD_MAX
+        };
+        if full(&table) {
+            let before = table.len();
+            table.retain(|_, state| state.last_ms >= since);
+            self.shard_total.set(self.shard_total.get() - (before - table.len()));
+        }
+        if full(&table) && !self.loaded.get() {
+            // Replaying: the newest producers matter most.
+            if let Some(oldest) = table.iter().min_by_key(|(_, s)| s.last_ms).map(|(id, _)| *id) {
+                table.remove(&oldest);
+                self.shard_total.set(self.shard_total.get() - 1);
+            }
+        }
+        !full(&table)
+    }
+
+    /// Checks a request's batches against the bounds: a new producer id past them is refused.
+    pub fn admit(&self, batches: &[&BatchHeader]) -> Result<(), ErrorCode> {
+        let since = now_ms() - PRODUCER_ID_EXPIRATION_MS;
+        for h in batches.iter().filter(|h| h.producer_id >= 0 && h.base_sequence >= 0) {
+            if !self.make_room(h, since) {
+                tracing::warn!(
+                    producer_id = h.producer_id,
+                    partition_max = PRODUCERS_PER_PARTITION_MAX,
+                    shard_max = PRODUCERS_PER_SHARD_MAX,
+                    "too many idempotent producers: refusing a new producer id"
+                );
+                return Err(ErrorCode::InvalidRequest);
+            }
+        }
         Ok(())
     }
 
@@ -178,13 +264,21 @@ impl Producers {
         }
     }
 
-    /// Remembers a batch written at `base_offset`.
+    /// Remembers a batch written at `base_offset` now.
     pub fn record(&self, h: &BatchHeader, base_offset: u64) {
+        self.record_at(h, base_offset, now_ms());
+    }
+
+    fn record_at(&self, h: &BatchHeader, base_offset: u64, at_ms: i64) {
         if h.producer_id < 0 || h.base_sequence < 0 {
             return;
         }
         let mut table = self.table.borrow_mut();
-        let state = table.entry(h.producer_id).or_default();
+        let state = table.entry(h.producer_id).or_insert_with(|| {
+            self.shard_total.set(self.shard_total.get() + 1);
+            ProducerState::default()
+        });
+        state.last_ms = state.last_ms.max(at_ms);
         if h.producer_epoch != state.epoch {
             state.recent.clear();
             state.epoch = h.producer_epoch;
@@ -271,6 +365,29 @@ mod tests {
         assert_eq!(p.check(&[&header(9, 0, 0, 1)]), Verdict::Reject(ErrorCode::OutOfOrderSequence));
         assert_eq!(p.check(&[&header(9, 0, 1, 1)]), Verdict::Duplicate(301));
         assert_eq!(p.len(), 2, "producers 7 and 9; 8 was only checked");
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_silent_producers_expire() {
+        let shard = std::rc::Rc::new(Cell::new(0));
+        let p = Producers::new(shard.clone());
+        p.loaded.set(true);
+        let stale = now_ms() - PRODUCER_ID_EXPIRATION_MS - 1;
+        p.record_at(&header(0, 0, 0, 1), 0, stale);
+        for pid in 1..PRODUCERS_PER_PARTITION_MAX as i64 {
+            p.record(&header(pid, 0, 0, 1), pid as u64);
+        }
+        assert_eq!(shard.get(), PRODUCERS_PER_PARTITION_MAX);
+        // Full: the producer silent for the expiration makes room for a new one.
+        let new = header(1 << 40, 0, 0, 1);
+        assert_eq!(p.admit(&[&new]), Ok(()));
+        p.record(&new, 99);
+        assert_eq!(shard.get(), PRODUCERS_PER_PARTITION_MAX);
+        // Full of active producers: known ones go on, a new one is refused.
+        assert_eq!(p.admit(&[&header(5, 0, 1, 1)]), Ok(()));
+        assert_eq!(p.admit(&[&header((1 << 40) + 1, 0, 0, 1)]), Err(ErrorCode::InvalidRequest));
+        drop(p);
+        assert_eq!(shard.get(), 0, "a dropped table gives its count back");
     }
 
     #[test]

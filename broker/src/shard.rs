@@ -137,6 +137,8 @@ pub(crate) struct Shard {
     logs: RefCell<HashMap<(TopicName, u32), Log>>,
     /// Idempotent-producer state of owned partitions (created on first use).
     producers: RefCell<HashMap<(TopicName, u32), Rc<Producers>>>,
+    /// Idempotent producers tracked by all of them (bounded, see `producer.rs`).
+    producer_count: Rc<Cell<usize>>,
     /// The order of appends to each owned partition (created on first use).
     sequencers: RefCell<HashMap<(TopicName, u32), Rc<crate::order::Sequencer>>>,
     senders: Senders<Msg>,
@@ -184,6 +186,7 @@ impl Shard {
             logs: RefCell::new(HashMap::new()),
             producers: RefCell::new(HashMap::new()),
             sequencers: RefCell::new(HashMap::new()),
+            producer_count: Rc::default(),
             producer_ids: crate::producer::IdAllocator::new(index),
             groups: Rc::new(crate::group::Coordinator::default()),
             kafka_advertised: RefCell::new((String::new(), 0)),
@@ -424,11 +427,17 @@ impl Shard {
         }
         // Idempotent: check sequences and take offsets under the partition's lock, so pipelined
         // batches are ordered as checked; wait for the write outside it.
-        let producers = self.producers.borrow_mut().entry((topic.clone(), partition)).or_default().clone();
+        let producers = self
+            .producers
+            .borrow_mut()
+            .entry((topic.clone(), partition))
+            .or_insert_with(|| Rc::new(Producers::new(self.producer_count.clone())))
+            .clone();
         let lock = producers.lock();
         let permit = lock.acquire_permit(1).await.map_err(|_| ErrorCode::ShuttingDown)?;
         producers.ensure_loaded(&log).await.map_err(storage_error)?;
         let refs: Vec<&BatchHeader> = headers.iter().collect();
+        producers.admit(&refs)?;
         match producers.check(&refs) {
             Verdict::Append => {}
             Verdict::Reject(code) => return Err(code),

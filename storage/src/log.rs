@@ -844,12 +844,14 @@ impl Log {
         result
     }
 
-    /// Base offset of the `n`-th newest segment (0: the active one), or of the oldest segment
-    /// if there are fewer.
-    pub fn recent_segment_base_offset(&self, n: usize) -> u64 {
+    /// Base offset of the oldest segment holding a batch appended (by the log's clock) at or
+    /// after `since_ms`, or the log end if none does: where a reader that needs every batch
+    /// appended since then starts.
+    pub fn first_offset_appended_since(&self, since_ms: i64) -> u64 {
         let s = self.inner.state.borrow();
-        let base = s.segments.keys().rev().nth(n).or_else(|| s.segments.keys().next());
-        base.copied().unwrap_or(s.log_start).max(s.log_start)
+        let first =
+            s.segments.iter().find(|(_, seg)| seg.last_append_ms.get().is_some_and(|t| t >= since_ms));
+        first.map_or(s.written_end, |(base, _)| (*base).max(s.log_start))
     }
 
     /// The directory this log lives in.

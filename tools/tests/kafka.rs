@@ -562,3 +562,38 @@ fn a_connections_produces_and_commits_take_effect_in_order() {
     let out = client("python3", &[&script("confluent_ordering.py"), &broker.kafka, "ordered"], None);
     assert_eq!(out.trim(), "ok");
 }
+
+#[test]
+fn an_idempotent_retry_after_kill_9_and_several_segments_gets_its_first_offset() {
+    let (_tmp, dir) = data_dir();
+    let kafka_listen = format!("127.0.0.1:{}", free_port());
+    let broker = Broker::start_with(&dir, Path::new("small-vm"), &kafka_listen);
+    broker.rill(&["topic", "create", "rolled", "--partitions", "1", "--segment-bytes", "9437184"], None);
+    let mut s = TcpStream::connect(&broker.kafka).unwrap();
+    // Producer 77's batch is written; say its acknowledgement is lost.
+    assert_eq!(produce_raw(&mut s, "rolled", idempotent_batch(77, 0, 0, b"first")), (0, 0));
+    // Other producers fill several segments (of 9 MiB: a segment holds the largest batch).
+    for i in 0..45u8 {
+        let mut builder = rill_net::record_batch::BatchBuilder::new();
+        builder.push(&rill_net::record_batch::Record {
+            timestamp_ms: 1,
+            key: None,
+            value: Some(vec![i; 1 << 20].into()),
+            headers: Vec::new(),
+        });
+        assert_eq!(produce_raw(&mut s, "rolled", builder.build()), (0, 1 + i as i64));
+    }
+    drop(s);
+    broker.kill9();
+    let segments = std::fs::read_dir(dir.join("topics/rolled/0"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "log"))
+        .count();
+    assert!(segments >= 5, "{segments} segments written in between");
+    let broker = Broker::start_with(&dir, Path::new("small-vm"), &kafka_listen);
+    let mut s = TcpStream::connect(&broker.kafka).unwrap();
+    // The retry gets the first copy's offset back and writes nothing: the next batch lands
+    // at the log end of before the crash.
+    assert_eq!(produce_raw(&mut s, "rolled", idempotent_batch(77, 0, 0, b"first")), (0, 0));
+    assert_eq!(produce_raw(&mut s, "rolled", idempotent_batch(77, 0, 1, b"second")), (0, 46));
+}

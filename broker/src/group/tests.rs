@@ -69,11 +69,16 @@ fn the_classic_protocol_answers_where_kafka_does() {
         assert_eq!(c.heartbeat("g", 0, &a, None), ILLEGAL_GENERATION);
         assert_eq!(c.heartbeat("g", 1, "nobody", None), UNKNOWN_MEMBER_ID);
         assert_eq!(c.check_commit("g", 1, &a, None), REBALANCE_IN_PROGRESS, "no commits before the sync");
-        let (error, assignment) = c.sync("g", 1, (&a, None), vec![(a.clone(), Bytes::from_static(b"all"))]).await;
+        let (error, assignment) =
+            c.sync("g", 1, (&a, None), vec![(a.clone(), Bytes::from_static(b"all"))]).await;
         assert_eq!((error, &assignment[..]), (0, &b"all"[..]));
         assert_eq!(c.check_commit("g", 1, &a, None), 0);
         assert_eq!(c.check_commit("g", 0, &a, None), ILLEGAL_GENERATION, "stale generation");
-        assert_eq!(c.check_commit("g", -1, "", None), UNKNOWN_MEMBER_ID, "standalone commits need an empty group");
+        assert_eq!(
+            c.check_commit("g", -1, "", None),
+            UNKNOWN_MEMBER_ID,
+            "standalone commits need an empty group"
+        );
         // A second member starts a rebalance: the first hears REBALANCE_IN_PROGRESS.
         let b = c.join(join_request("g", "")).await.member_id;
         let c2 = c.clone();
@@ -278,7 +283,10 @@ fn a_restarted_static_member_replaces_and_fences_the_old_instance_without_a_reba
         // A dynamic leader, then a static follower: one rebalance to generation 2.
         let leader = c.join(join_request("s", "")).await.member_id;
         assert_eq!(c.join(join_request("s", &leader)).await.generation, 1);
-        assert_eq!(c.sync("s", 1, (&leader, None), vec![(leader.clone(), Bytes::from_static(b"all"))]).await.0, 0);
+        assert_eq!(
+            c.sync("s", 1, (&leader, None), vec![(leader.clone(), Bytes::from_static(b"all"))]).await.0,
+            0
+        );
         let c2 = c.clone();
         let s_join = glommio::spawn_local(async move { c2.join(static_join("")).await });
         glommio::timer::sleep(Duration::from_millis(20)).await;
