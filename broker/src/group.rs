@@ -787,8 +787,18 @@ impl Coordinator {
     pub fn check_commit(&self, group: &str, generation: i32, member_id: &str, instance: Option<&str>) -> i16 {
         let groups = self.groups.borrow();
         let Some(g) = groups.get(group) else {
-            // A group nobody joined: commits from standalone consumers.
-            return if generation < 0 { 0 } else { ILLEGAL_GENERATION };
+            // A group nobody joined: commits from standalone consumers, within the group cap.
+            let offsets = self.offsets.borrow();
+            let known = |n: usize| offsets.contains_key(group) || groups.len() + n < GROUPS_PER_SHARD_MAX;
+            let full =
+                !known(offsets.len()) && !known(offsets.keys().filter(|k| !groups.contains_key(*k)).count());
+            return if generation >= 0 {
+                ILLEGAL_GENERATION
+            } else if full {
+                GROUP_MAX_SIZE_REACHED
+            } else {
+                0
+            };
         };
         if g.is_fenced(instance, member_id) {
             return FENCED_INSTANCE_ID;

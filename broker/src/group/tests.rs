@@ -362,3 +362,19 @@ fn a_member_that_does_not_rejoin_within_the_rebalance_timeout_is_removed() {
         c.close().await;
     });
 }
+
+#[test]
+fn standalone_commits_count_against_the_group_cap() {
+    in_executor(|path| async move {
+        let c = open(&path).await;
+        assert_eq!(c.check_commit("solo", -1, "", None), 0);
+        for i in 0..GROUPS_PER_SHARD_MAX {
+            c.offsets.borrow_mut().insert(format!("standalone-{i}"), GroupOffsets::default());
+        }
+        assert_eq!(c.check_commit("one-more", -1, "", None), GROUP_MAX_SIZE_REACHED);
+        assert_eq!(c.check_commit("standalone-7", -1, "", None), 0, "a known group goes on");
+        c.offsets.borrow_mut().remove("standalone-0");
+        assert_eq!(c.check_commit("one-more", -1, "", None), 0);
+        c.close().await;
+    });
+}
