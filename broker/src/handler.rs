@@ -183,13 +183,13 @@ async fn produce(
     order: Order,
 ) -> Response {
     let mut tasks = Vec::new();
-    let placements = Rc::new(order).countdown(parts.len());
+    // One share of the order per part, dropped once the part is placed (or refused).
+    let order = Rc::new(order);
     for part in parts {
-        let (shard, placement) = (shard.clone(), placements.clone());
+        let (shard, placement) = (shard.clone(), order.clone());
         let records =
             range(data, part.records_at, part.records_len).expect("ranges were validated at decode");
         tasks.push(glommio::spawn_local(async move {
-            let mut placement = Some(placement);
             let result = async {
                 let (name, owner) = route(&shard, &part.topic, part.partition)?;
                 let batches = record_batch::split_produced(&records).map_err(|_| ErrorCode::CorruptBatch)?;
@@ -197,16 +197,12 @@ async fn produce(
                     return Err(ErrorCode::CorruptBatch);
                 }
                 let request = ShardRequest::Produce { topic: name, partition: part.partition, batches, acks };
-                let placed = placement.take().expect("placed once");
-                match shard.call_placed(owner, request, move || placed.placed()).await {
+                match shard.call_placed(owner, request, move || drop(placement)).await {
                     ShardReply::Produced(r) => r,
                     _ => Err(ErrorCode::ShuttingDown),
                 }
             }
             .await;
-            if let Some(refused) = placement {
-                refused.placed();
-            }
             let (error, base_offset) = match result {
                 Ok(base) => (ErrorCode::None, base),
                 Err(e) => (e, 0),
@@ -214,6 +210,7 @@ async fn produce(
             ProduceResult { topic: part.topic, partition: part.partition, error, base_offset }
         }));
     }
+    drop(order);
     let mut results = Vec::new();
     for t in tasks {
         results.push(t.await);
@@ -270,12 +267,10 @@ async fn fetch_round(shard: &Rc<Shard>, parts: &[FetchPart], max_bytes: u32) -> 
     // Shares are handed out in request order; once the budget is spent, later parts only
     // report their offsets (a share of 0 reads nothing).
     let mut budget = max_bytes;
-    let mut shares = Vec::with_capacity(parts.len());
     for part in parts {
         let (shard, part) = (shard.clone(), part.clone());
         let share = part.max_bytes.min(budget);
         budget -= share;
-        shares.push(share);
         tasks.push(glommio::spawn_local(async move { fetch_one(&shard, &part, share, false, 0).await }));
     }
     let mut out = Vec::with_capacity(tasks.len());

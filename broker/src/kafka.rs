@@ -296,15 +296,14 @@ async fn produce(shard: &Rc<Shard>, r: ProduceRequest, v: i16, order: Order) -> 
         _ => None,
     };
     let mut tasks = Vec::new();
-    let parts = r.topic_data.iter().map(|t| t.partition_data.len()).sum();
-    let placements = Rc::new(order).countdown(parts);
+    // One share of the order per part, dropped once the part is placed (or refused).
+    let order = Rc::new(order);
     for topic in r.topic_data {
         let name = topic.name.0.to_string();
         for part in topic.partition_data {
-            let (shard, name, placement) = (shard.clone(), name.clone(), placements.clone());
+            let (shard, name, placement) = (shard.clone(), name.clone(), order.clone());
             tasks.push(glommio::spawn_local(async move {
                 let index = part.index;
-                let mut placement = Some(placement);
                 let result: Result<u64, i16> = async {
                     let acks = acks.ok_or(code::INVALID_REQUIRED_ACKS)?;
                     let (topic, owner) = route(&shard, &name, index as u32).map_err(kafka_code)?;
@@ -314,16 +313,12 @@ async fn produce(shard: &Rc<Shard>, r: ProduceRequest, v: i16, order: Order) -> 
                         return Err(code::CORRUPT_MESSAGE);
                     }
                     let request = ShardRequest::Produce { topic, partition: index as u32, batches, acks };
-                    let placed = placement.take().expect("placed once");
-                    match shard.call_placed(owner, request, move || placed.placed()).await {
+                    match shard.call_placed(owner, request, move || drop(placement)).await {
                         ShardReply::Produced(r) => r.map_err(kafka_code),
                         _ => Err(kafka_code(ErrorCode::ShuttingDown)),
                     }
                 }
                 .await;
-                if let Some(refused) = placement {
-                    refused.placed();
-                }
                 let mut response = PartitionProduceResponse::default();
                 response.index = index;
                 match result {
@@ -343,6 +338,7 @@ async fn produce(shard: &Rc<Shard>, r: ProduceRequest, v: i16, order: Order) -> 
             }));
         }
     }
+    drop(order);
     let mut response = ProduceResponse::default();
     for t in tasks {
         let (name, part) = t.await;

@@ -5,7 +5,9 @@
 //! handles them concurrently, so that writes, fsyncs and long-polls overlap, but each request
 //! first waits for its [`Order::turn`]: the previous request's *effect* has been placed (its
 //! appends hold their offsets, its commit is done). A request signals [`Order::done`] as soon
-//! as its own effect is placed, or when it ends, whichever comes first.
+//! as its own effect is placed, or when it ends, whichever comes first. A request of several
+//! parts shares its order as an `Rc<Order>`, one clone per part: it is done when the last
+//! clone is dropped, as each part's is once placed.
 //!
 //! A connection's appends are placed when their partition's [`Sequencer`] has handed out their
 //! tickets: every produce takes a ticket synchronously on its first poll on the owning shard,
@@ -46,40 +48,12 @@ impl Order {
     pub fn done(&self) {
         self.mine.fire();
     }
-
-    /// Counts placements down: `done` once `parts` of them have been placed (at once if none).
-    pub fn countdown(self: &Rc<Self>, parts: usize) -> Countdown {
-        let countdown = Countdown { order: self.clone(), left: Rc::new(Cell::new(parts)) };
-        if parts == 0 {
-            self.done();
-        }
-        countdown
-    }
 }
 
 impl Drop for Order {
     fn drop(&mut self) {
         // A request that ends (or is dropped) without saying so never holds up the next one.
         self.mine.fire();
-    }
-}
-
-/// Placements a multi-part request still waits for before its `Order::done`.
-#[derive(Clone)]
-pub(crate) struct Countdown {
-    order: Rc<Order>,
-    left: Rc<Cell<usize>>,
-}
-
-impl Countdown {
-    /// One part is placed (call once per part).
-    pub fn placed(&self) {
-        let left = self.left.get();
-        assert!(left > 0, "more placements than parts");
-        self.left.set(left - 1);
-        if left == 1 {
-            self.order.done();
-        }
     }
 }
 
@@ -181,7 +155,7 @@ mod tests {
     }
 
     #[test]
-    fn an_order_waits_for_the_previous_placement_and_a_countdown_for_all_parts() {
+    fn an_order_waits_for_the_previous_placement_and_for_all_its_parts() {
         glommio::LocalExecutorBuilder::default().make().unwrap().run(async {
             let mut last = None;
             let a = Rc::new(Order::next(&mut last));
@@ -189,11 +163,12 @@ mod tests {
             let waiting = glommio::spawn_local(async move {
                 b.turn().await;
             });
-            let parts = a.countdown(2);
-            parts.placed();
+            let (part1, part2) = (a.clone(), a.clone());
+            drop(a);
+            drop(part1);
             glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
-            assert!(!a.mine.is_fired(), "one of two parts placed");
-            parts.placed();
+            assert!(!part2.mine.is_fired(), "one of two parts placed");
+            drop(part2);
             waiting.await;
             let c = Order::next(&mut last);
             drop(c);

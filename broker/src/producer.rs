@@ -15,8 +15,8 @@
 //! silent for the expiration are dropped, and a partition tracks at most
 //! `PRODUCERS_PER_PARTITION_MAX`, a shard `PRODUCERS_PER_SHARD_MAX`: past that a new producer
 //! id is refused (the oldest silent ones are dropped first). Checks and offset assignment run
-//! under a per-partition lock, so pipelined batches take offsets in the order their sequences
-//! were checked; the writes themselves are awaited outside it.
+//! while the append holds its partition's ticket (`order::Sequencer`), so pipelined batches take
+//! offsets in the order their sequences were checked; the writes are awaited outside it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -106,8 +106,6 @@ pub(crate) enum Verdict {
 /// The idempotent-producer state of one partition.
 pub(crate) struct Producers {
     loaded: Cell<bool>,
-    /// Held from the sequence check until the batches have their offsets.
-    lock: RefCell<Option<std::rc::Rc<glommio::sync::Semaphore>>>,
     table: RefCell<HashMap<i64, ProducerState>>,
     /// Producers tracked by every partition of the shard.
     shard_total: std::rc::Rc<Cell<usize>>,
@@ -128,24 +126,11 @@ impl Drop for Producers {
 impl Producers {
     /// An empty table counting its producers into the shard's `shard_total`.
     pub fn new(shard_total: std::rc::Rc<Cell<usize>>) -> Producers {
-        Producers {
-            loaded: Cell::new(false),
-            lock: RefCell::default(),
-            table: RefCell::default(),
-            shard_total,
-        }
-    }
-
-    /// The partition's lock (created on first use).
-    pub fn lock(&self) -> std::rc::Rc<glommio::sync::Semaphore> {
-        self.lock
-            .borrow_mut()
-            .get_or_insert_with(|| std::rc::Rc::new(glommio::sync::Semaphore::new(1)))
-            .clone()
+        Producers { loaded: Cell::new(false), table: RefCell::default(), shard_total }
     }
 
     /// Rebuilds the table, once per broker run, from every batch appended within the
-    /// producer-id expiration. Call holding the lock.
+    /// producer-id expiration. Call holding the partition's ticket.
     pub async fn ensure_loaded(&self, log: &Log) -> Result<(), rill_storage::Error> {
         if self.loaded.get() {
             return Ok(());

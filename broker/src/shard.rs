@@ -425,16 +425,14 @@ impl Shard {
             let bases = enqueued.wait(durable).await.map_err(storage_error)?;
             return bases.first().copied().ok_or(ErrorCode::InvalidRequest);
         }
-        // Idempotent: check sequences and take offsets under the partition's lock, so pipelined
-        // batches are ordered as checked; wait for the write outside it.
+        // Idempotent: check sequences and take offsets while holding the partition's ticket, so
+        // pipelined batches are ordered as checked; wait for the write outside it.
         let producers = self
             .producers
             .borrow_mut()
             .entry((topic.clone(), partition))
             .or_insert_with(|| Rc::new(Producers::new(self.producer_count.clone())))
             .clone();
-        let lock = producers.lock();
-        let permit = lock.acquire_permit(1).await.map_err(|_| ErrorCode::ShuttingDown)?;
         producers.ensure_loaded(&log).await.map_err(storage_error)?;
         let refs: Vec<&BatchHeader> = headers.iter().collect();
         producers.admit(&refs)?;
@@ -442,7 +440,6 @@ impl Shard {
             Verdict::Append => {}
             Verdict::Reject(code) => return Err(code),
             Verdict::Duplicate(base) => {
-                drop(permit);
                 drop(ticket);
                 // Acknowledge the first copy only once it meets this request's acks.
                 let count: u64 = headers.iter().map(|h| h.offset_count() as u64).sum();
@@ -454,7 +451,6 @@ impl Shard {
         for (h, base) in headers.iter().zip(&enqueued.bases) {
             producers.record(h, *base);
         }
-        drop(permit);
         drop(ticket);
         let bases = enqueued.wait(durable).await.map_err(storage_error)?;
         bases.first().copied().ok_or(ErrorCode::InvalidRequest)

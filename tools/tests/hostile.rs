@@ -21,30 +21,17 @@ fn connect(addr: &str) -> TcpStream {
 
 /// A one-record batch with its record count and last offset delta replaced (CRC made valid).
 fn lying_batch(records_count: i32, last_offset_delta: i32) -> Bytes {
-    let mut builder = rill_net::record_batch::BatchBuilder::new();
-    builder.push(&rill_net::record_batch::Record {
-        timestamp_ms: 1_700_000_000_000,
-        key: None,
-        value: Some(Bytes::from_static(b"liar")),
-        headers: Vec::new(),
-    });
-    let mut bytes = builder.build().to_vec();
-    bytes[23..27].copy_from_slice(&last_offset_delta.to_be_bytes());
-    bytes[57..61].copy_from_slice(&records_count.to_be_bytes());
-    let crc = crc32c::crc32c(&bytes[21..]);
-    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
-    bytes.into()
+    let batch = value_batch(&b"liar"[..]);
+    restamp(&batch, &[(23, &last_offset_delta.to_be_bytes()), (57, &records_count.to_be_bytes())])
 }
 
-fn value_batch(value: Vec<u8>) -> Bytes {
-    let mut builder = rill_net::record_batch::BatchBuilder::new();
-    builder.push(&rill_net::record_batch::Record {
-        timestamp_ms: 1_700_000_000_000,
-        key: None,
-        value: Some(value.into()),
-        headers: Vec::new(),
-    });
-    builder.build()
+/// A broker with a one-partition `topic`, and a Kafka connection to it.
+fn broker_with_topic(topic: &str) -> (tempfile::TempDir, Broker, TcpStream) {
+    let (tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", topic, "--partitions", "1"], None);
+    let stream = connect(&broker.kafka);
+    (tmp, broker, stream)
 }
 
 /// ListOffsets v7 for partition 0 of `topic` at `timestamp`: (error, offset).
@@ -70,10 +57,7 @@ fn list_offset(stream: &mut TcpStream, topic: &str, timestamp: i64) -> (i16, i64
 
 #[test]
 fn batches_with_lying_counts_are_refused_and_the_broker_keeps_serving() {
-    let (_tmp, dir) = data_dir();
-    let broker = Broker::start(&dir);
-    broker.rill(&["topic", "create", "hostile", "--partitions", "1"], None);
-    let mut s = connect(&broker.kafka);
+    let (_tmp, broker, mut s) = broker_with_topic("hostile");
     // Both counts at 2^31-1 (one record inside): INVALID_RECORD, and nothing is written, so a
     // later lookup by timestamp has nothing to size a vector from.
     assert_eq!(produce_raw(&mut s, "hostile", lying_batch(i32::MAX, i32::MAX)), (87, -1));
@@ -96,10 +80,7 @@ fn a_fetch_repeating_one_partition_stays_within_max_bytes() {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseHeader, TopicName};
     use std::io::Write;
-    let (_tmp, dir) = data_dir();
-    let broker = Broker::start(&dir);
-    broker.rill(&["topic", "create", "big", "--partitions", "1"], None);
-    let mut s = connect(&broker.kafka);
+    let (_tmp, _broker, mut s) = broker_with_topic("big");
     const BATCH: usize = 50_000;
     for i in 0..40u8 {
         assert_eq!(produce_raw(&mut s, "big", value_batch(vec![i; BATCH])).0, 0);

@@ -101,13 +101,18 @@ fn kcat_lists_produces_and_consumes_100k_keyed_messages_exactly() {
     }
 }
 
-#[test]
-fn aiokafka_round_trips_compressed_batches_with_seeks() {
+/// Runs a client script against a new broker with a one-partition `topic`; it must print `ok`.
+fn script_passes(name: &str, topic: &str) {
     let (_tmp, dir) = data_dir();
     let broker = Broker::start(&dir);
-    broker.rill(&["topic", "create", "aio", "--partitions", "1"], None);
-    let out = client("python3", &[&script("aiokafka_round_trip.py"), &broker.kafka, "aio"], None);
+    broker.rill(&["topic", "create", topic, "--partitions", "1"], None);
+    let out = client("python3", &[&script(name), &broker.kafka, topic], None);
     assert_eq!(out.trim(), "ok");
+}
+
+#[test]
+fn aiokafka_round_trips_compressed_batches_with_seeks() {
+    script_passes("aiokafka_round_trip.py", "aio");
 }
 
 #[test]
@@ -556,11 +561,7 @@ fn list_offsets_finds_the_record_with_the_largest_timestamp() {
 
 #[test]
 fn a_connections_produces_and_commits_take_effect_in_order() {
-    let (_tmp, dir) = data_dir();
-    let broker = Broker::start(&dir);
-    broker.rill(&["topic", "create", "ordered", "--partitions", "1"], None);
-    let out = client("python3", &[&script("confluent_ordering.py"), &broker.kafka, "ordered"], None);
-    assert_eq!(out.trim(), "ok");
+    script_passes("confluent_ordering.py", "ordered");
 }
 
 #[test]
@@ -574,14 +575,7 @@ fn an_idempotent_retry_after_kill_9_and_several_segments_gets_its_first_offset()
     assert_eq!(produce_raw(&mut s, "rolled", idempotent_batch(77, 0, 0, b"first")), (0, 0));
     // Other producers fill several segments (of 9 MiB: a segment holds the largest batch).
     for i in 0..45u8 {
-        let mut builder = rill_net::record_batch::BatchBuilder::new();
-        builder.push(&rill_net::record_batch::Record {
-            timestamp_ms: 1,
-            key: None,
-            value: Some(vec![i; 1 << 20].into()),
-            headers: Vec::new(),
-        });
-        assert_eq!(produce_raw(&mut s, "rolled", builder.build()), (0, 1 + i as i64));
+        assert_eq!(produce_raw(&mut s, "rolled", value_batch(vec![i; 1 << 20])), (0, 1 + i as i64));
     }
     drop(s);
     broker.kill9();

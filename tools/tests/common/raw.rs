@@ -26,24 +26,38 @@ pub fn closed(stream: &mut TcpStream) -> bool {
     matches!(stream.read(&mut byte), Ok(0) | Err(_))
 }
 
-/// A one-record batch stamped with an idempotent producer's id, epoch and sequence.
-pub fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, value: &'static [u8]) -> bytes::Bytes {
+/// A one-record uncompressed batch holding `value`.
+pub fn value_batch(value: impl Into<bytes::Bytes>) -> bytes::Bytes {
     let mut builder = rill_net::record_batch::BatchBuilder::new();
     builder.push(&rill_net::record_batch::Record {
         timestamp_ms: 1,
         key: None,
-        value: Some(bytes::Bytes::from_static(value)),
+        value: Some(value.into()),
         headers: Vec::new(),
     });
-    let mut bytes = builder.build().to_vec();
-    // RecordBatch v2: producer id at 43, epoch at 51, base sequence at 53; CRC32C at 17 covers
-    // everything from the attributes (21) on.
-    bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
-    bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
-    bytes[53..57].copy_from_slice(&sequence.to_be_bytes());
+    builder.build()
+}
+
+/// `batch` with the header fields at the given byte positions overwritten and its CRC32C (at
+/// 17, covering everything from the attributes at 21 on) made valid again.
+pub fn restamp(batch: &[u8], fields: &[(usize, &[u8])]) -> bytes::Bytes {
+    let mut bytes = batch.to_vec();
+    for (at, value) in fields {
+        bytes[*at..*at + value.len()].copy_from_slice(value);
+    }
     let crc = crc32c::crc32c(&bytes[21..]);
     bytes[17..21].copy_from_slice(&crc.to_be_bytes());
     bytes.into()
+}
+
+/// A one-record batch stamped with an idempotent producer's id, epoch and sequence (RecordBatch
+/// v2: producer id at 43, epoch at 51, base sequence at 53).
+pub fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, value: &'static [u8]) -> bytes::Bytes {
+    let batch = value_batch(value);
+    restamp(
+        &batch,
+        &[(43, &producer_id.to_be_bytes()), (51, &epoch.to_be_bytes()), (53, &sequence.to_be_bytes())],
+    )
 }
 
 /// Sends one acks=all produce of `batch` to partition 0 of `topic`; returns (error, base offset).
