@@ -142,11 +142,12 @@ impl Producers {
             let Some(last) = batches.last() else { break };
             offset = last.end_offset();
             for batch in batches.iter().filter(|b| b.append_time_ms >= since) {
-                if let Ok(header) = parse_header(&batch.payload) {
-                    if header.producer_id >= 0 && header.base_sequence >= 0 {
-                        self.make_room(&header, since);
-                        self.record_at(&header, batch.base_offset, batch.append_time_ms);
-                    }
+                if let Ok(header) = parse_header(&batch.payload)
+                    && header.producer_id >= 0
+                    && header.base_sequence >= 0
+                {
+                    self.make_room(&header, since);
+                    self.record_at(&header, batch.base_offset, batch.append_time_ms);
                 }
             }
         }

@@ -35,6 +35,8 @@ pub struct RunningBroker {
     pub kafka_addr: SocketAddr,
     /// Number of shards.
     pub shards: usize,
+    /// The data directory's lock, held until the shards have stopped.
+    _lock: rill_storage::DataDirLock,
 }
 
 impl RunningBroker {
@@ -58,6 +60,8 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
     let shards = config.cores.len();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| BrokerError::Runtime(format!("creating {}: {e}", config.data_dir.display())))?;
+    let lock = rill_storage::DataDirLock::acquire(&config.data_dir)
+        .map_err(|e| BrokerError::Runtime(format!("data directory {}: {e}", config.data_dir.display())))?;
     let metadata = prepare_metadata(&config.data_dir, shards)?;
     tracing::info!(shards, cores = ?config.cores, profile = %config.profile.name, topics = metadata.topics.len(), "starting");
 
@@ -116,7 +120,7 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
     let native_addr = SocketAddr::new(config.native_listen.ip(), port.load(Ordering::Acquire));
     let kafka_addr = SocketAddr::new(config.kafka_listen.ip(), kafka_port.load(Ordering::Acquire));
     tracing::info!(%native_addr, %kafka_addr, "listening (native and Kafka protocols)");
-    Ok(RunningBroker { threads, shutdown, native_addr, kafka_addr, shards })
+    Ok(RunningBroker { threads, shutdown, native_addr, kafka_addr, shards, _lock: lock })
 }
 
 /// Loads the metadata (or starts empty), fits the shard table to this run's shard count,

@@ -135,6 +135,9 @@ pub(crate) struct Shard {
     profile: Profile,
     metadata: RefCell<Rc<Metadata>>,
     logs: RefCell<HashMap<(TopicName, u32), Log>>,
+    /// Owned partitions whose log failed to open (damage below its recovery point, an I/O
+    /// error), with the reason: clients get KAFKA_STORAGE_ERROR, the other partitions serve.
+    offline: RefCell<HashMap<(TopicName, u32), String>>,
     /// Idempotent-producer state of owned partitions (created on first use).
     producers: RefCell<HashMap<(TopicName, u32), Rc<Producers>>>,
     /// Idempotent producers tracked by all of them (bounded, see `producer.rs`).
@@ -184,6 +187,7 @@ impl Shard {
             profile,
             metadata: RefCell::new(Rc::new(metadata)),
             logs: RefCell::new(HashMap::new()),
+            offline: RefCell::new(HashMap::new()),
             producers: RefCell::new(HashMap::new()),
             sequencers: RefCell::new(HashMap::new()),
             producer_count: Rc::default(),
@@ -384,6 +388,9 @@ impl Shard {
     fn log(&self, topic: &TopicName, partition: u32) -> Result<Log, ErrorCode> {
         match self.logs.borrow().get(&(topic.clone(), partition)) {
             Some(log) => Ok(log.clone()),
+            None if self.offline.borrow().contains_key(&(topic.clone(), partition)) => {
+                Err(ErrorCode::StorageError)
+            }
             None => Err(self.owner(topic, partition).err().unwrap_or(ErrorCode::UnknownPartition)),
         }
     }
@@ -531,6 +538,16 @@ impl Shard {
             .collect();
         let gone: Vec<(TopicName, u32)> =
             self.logs.borrow().keys().filter(|k| !metadata.topics.contains_key(&k.0)).cloned().collect();
+        let gone_offline: Vec<(TopicName, u32)> =
+            self.offline.borrow().keys().filter(|k| !metadata.topics.contains_key(&k.0)).cloned().collect();
+        for key in gone_offline {
+            self.offline.borrow_mut().remove(&key);
+            let dir = Metadata::partition_dir(&self.data_dir, &key.0, key.1);
+            let removed = glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+            if let Err(error) = removed {
+                tracing::error!(topic = %key.0, partition = key.1, %error, "removing a deleted offline partition");
+            }
+        }
         for key in gone {
             self.producers.borrow_mut().remove(&key);
             self.sequencers.borrow_mut().remove(&key);
@@ -562,19 +579,22 @@ impl Shard {
         // One at a time, so each partition is offline only for its own close and open.
         for (topic, partition) in altered {
             let log = self.logs.borrow_mut().remove(&(topic.clone(), partition));
-            if let Some(log) = log {
-                if let Err(error) = log.close().await {
-                    // Not reopened beside a log that may still be in use: the partition keeps
-                    // its old settings until the next start.
-                    tracing::error!(%topic, partition, %error, "closing a partition to reconfigure it failed");
-                    self.logs.borrow_mut().insert((topic, partition), log);
-                    continue;
-                }
+            if let Some(log) = log
+                && let Err(error) = log.close().await
+            {
+                // Not reopened beside a log that may still be in use: the partition keeps
+                // its old settings until the next start.
+                tracing::error!(%topic, partition, %error, "closing a partition to reconfigure it failed");
+                self.logs.borrow_mut().insert((topic, partition), log);
+                continue;
             }
             self.open_partition(&metadata, topic, partition).await;
         }
         for (topic, partition) in owned {
-            if self.logs.borrow().contains_key(&(topic.clone(), partition)) {
+            let key = (topic.clone(), partition);
+            // An offline partition is not retried at every metadata change: the operator
+            // repairs it and restarts.
+            if self.logs.borrow().contains_key(&key) || self.offline.borrow().contains_key(&key) {
                 continue;
             }
             self.open_partition(&metadata, topic, partition).await;
@@ -586,10 +606,13 @@ impl Shard {
     async fn open_partition(&self, metadata: &Metadata, topic: TopicName, partition: u32) {
         match self.open_log(metadata, &topic, partition).await {
             Ok(log) => {
+                self.offline.borrow_mut().remove(&(topic.clone(), partition));
                 self.logs.borrow_mut().insert((topic, partition), log);
             }
             Err(error) => {
-                tracing::error!(%topic, partition, %error, "partition log failed to open; it stays offline")
+                tracing::error!(%topic, partition, %error,
+                    "partition log failed to open; it stays offline (KAFKA_STORAGE_ERROR to clients) until repaired: see `rill storage verify`");
+                self.offline.borrow_mut().insert((topic, partition), error.to_string());
             }
         }
     }

@@ -140,12 +140,11 @@ pub(crate) async fn member(
             parts.iter().filter(|p| p.2 < 0).map(|(t, p, _)| (t.clone(), *p, OffsetSpec::Latest)).collect();
         let mut positions: Vec<(String, u32, u64)> =
             parts.iter().filter(|p| p.2 >= 0).map(|(t, p, o)| (t.clone(), *p, *o as u64)).collect();
-        if !latest.is_empty() {
-            if let ResponseBody::Offsets { parts } =
+        if !latest.is_empty()
+            && let ResponseBody::Offsets { parts } =
                 client.call(&RequestBody::ListOffsets { parts: latest }, &[]).await?.0
-            {
-                positions.extend(parts.into_iter().map(|(t, p, _, o)| (t, p, o.max(0) as u64)));
-            }
+        {
+            positions.extend(parts.into_iter().map(|(t, p, _, o)| (t, p, o.max(0) as u64)));
         }
         let mut beat = Instant::now();
         let mut turn = 0usize;

@@ -134,7 +134,7 @@ pub fn run_storage_bench(args: StorageBenchArgs) -> anyhow::Result<()> {
 
 async fn bench(args: StorageBenchArgs) -> anyhow::Result<Vec<Row>> {
     let batch_bytes = args.batch_kib << 10;
-    anyhow::ensure!(batch_bytes % 4096 == 0, "--batch-kib must be a multiple of 4");
+    anyhow::ensure!(batch_bytes.is_multiple_of(4096), "--batch-kib must be a multiple of 4");
     anyhow::ensure!(args.record_bytes > 0 && args.record_bytes <= batch_bytes, "bad --record-bytes");
     let total = args.total_mib << 20;
     reset_dir(&args.dir)?;

@@ -65,6 +65,11 @@ pub struct LogConfig {
     /// to this long for more appends to share the write. 0 writes at once (group commit then
     /// forms only while a write is in flight).
     pub group_commit_window_us: u64,
+    /// While appends move the durable end, the recovery-point checkpoint is rewritten at most
+    /// this often (Kafka's `log.flush.offset.checkpoint.interval.ms`); also at close and after
+    /// truncations. After a crash, damage in the active segment below the checkpoint is an
+    /// error, beyond it a torn tail that recovery truncates.
+    pub recovery_checkpoint_interval_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -82,6 +87,7 @@ impl Default for LogConfig {
             read_chunk_bytes: 8 << 20,
             read_ahead_chunks: 2,
             group_commit_window_us: 0,
+            recovery_checkpoint_interval_ms: 60_000,
         }
     }
 }
@@ -91,16 +97,16 @@ impl LogConfig {
     pub fn validate(&self) -> Result<()> {
         let block = BLOCK_BYTES as u64;
         let entry_max = self.batch_bytes_max as u64 + crate::entry::ENTRY_HEADER_BYTES as u64;
-        if self.segment_size_bytes_max == 0 || self.segment_size_bytes_max % block != 0 {
+        if self.segment_size_bytes_max == 0 || !self.segment_size_bytes_max.is_multiple_of(block) {
             return Err(invalid("segment_size_bytes_max", "must be a non-zero multiple of 4096"));
         }
         if self.segment_size_bytes_max > u32::MAX as u64 {
             return Err(invalid("segment_size_bytes_max", "must be at most 4 GiB - 1"));
         }
-        if self.write_buffer_bytes_max == 0 || self.write_buffer_bytes_max % BLOCK_BYTES != 0 {
+        if self.write_buffer_bytes_max == 0 || !self.write_buffer_bytes_max.is_multiple_of(BLOCK_BYTES) {
             return Err(invalid("write_buffer_bytes_max", "must be a non-zero multiple of 4096"));
         }
-        if self.read_chunk_bytes == 0 || self.read_chunk_bytes % BLOCK_BYTES != 0 {
+        if self.read_chunk_bytes == 0 || !self.read_chunk_bytes.is_multiple_of(BLOCK_BYTES) {
             return Err(invalid("read_chunk_bytes", "must be a non-zero multiple of 4096"));
         }
         if self.batch_bytes_max == 0 {
@@ -126,6 +132,9 @@ impl LogConfig {
         }
         if self.group_commit_window_us > 1_000_000 {
             return Err(invalid("group_commit_window_us", "must be at most one second"));
+        }
+        if self.recovery_checkpoint_interval_ms == 0 {
+            return Err(invalid("recovery_checkpoint_interval_ms", "must be non-zero"));
         }
         if let Durability::IntervalMs(0) = self.durability {
             return Err(invalid("durability", "interval_ms must be non-zero"));

@@ -11,6 +11,7 @@ use std::rc::{Rc, Weak};
 use bytes::Bytes;
 use glommio::io::DmaBuffer;
 
+use crate::checkpoint::RecoveryPoint;
 use crate::config::Durability;
 use crate::entry::{self, ENTRY_HEADER_BYTES, EntryMeta};
 use crate::error::{Error, Result};
@@ -222,6 +223,7 @@ async fn roll(inner: &Inner, old: &Rc<Segment>, base: u64) -> Result<Rc<Segment>
     let mut s = inner.state.borrow_mut();
     // Everything before the new segment is in sealed, synced segments.
     s.durable_end = s.durable_end.max(base);
+    s.durable_point = RecoveryPoint { segment_base: base, position: 0, end_offset: base };
     s.tail.clear();
     s.segments.insert(base, new.clone());
     drop(s);
@@ -251,6 +253,8 @@ pub(crate) async fn sync_written(inner: &Inner) -> Result<()> {
         let s = inner.state.borrow();
         (s.active().clone(), s.written_end, s.truncations)
     };
+    // The active segment's length and `written_end` move together in `finish`.
+    let position = active.len_bytes.get();
     if inner.state.borrow().durable_end >= written {
         return Ok(());
     }
@@ -267,6 +271,9 @@ pub(crate) async fn sync_written(inner: &Inner) -> Result<()> {
         return Ok(());
     }
     s.durable_end = s.durable_end.max(written);
+    if written > s.durable_point.end_offset {
+        s.durable_point = RecoveryPoint { segment_base: active.base_offset, position, end_offset: written };
+    }
     drop(s);
     inner.changed.notify_all();
     Ok(())

@@ -10,6 +10,7 @@
 
 mod alloc;
 mod cache;
+mod checkpoint;
 mod clock;
 mod config;
 mod entry;
@@ -20,11 +21,16 @@ mod log;
 mod notify;
 mod prefetch;
 mod recovery;
+mod repair;
 mod segment;
 
 pub use crate::alloc::retain_dma_buffer_memory;
+pub use crate::checkpoint::{CHECKPOINT_FILE, RecoveryPoint};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::{BLOCK_BYTES, Durability, INDEX_ENTRIES_PER_SEGMENT_MAX, LogConfig};
 pub use crate::entry::ENTRY_HEADER_BYTES;
 pub use crate::error::{Error, Result};
 pub use crate::log::{Batch, Enqueued, Log, LogStats, RetentionReport, StoredBatch};
+pub use crate::repair::{
+    DATA_DIR_LOCK_FILE, Damage, DataDirLock, TruncateReport, VerifyReport, truncate_dir, verify_dirs,
+};

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use crate::cache::BatchCache;
+use crate::checkpoint::{self, RecoveryPoint};
 use crate::clock::Clock;
 use crate::config::{BLOCK_BYTES, Durability, LogConfig};
 use crate::entry::{self, ENTRY_HEADER_BYTES, EntryMeta};
@@ -44,8 +45,8 @@ pub struct Batch {
     /// it). The log then checksums only `payload[..from]` and combines the two instead of reading
     /// the whole payload again. The base-offset field must lie before `from`. The caller must
     /// have checked the value against the bytes: a wrong one gives the entry a checksum that
-    /// disagrees with them, so disk reads refuse it and recovery cuts the active segment there
-    /// (losing the entries after it), while the cache serves the bytes as given.
+    /// disagrees with them, so disk reads refuse it and recovery reports it as damage once it is
+    /// below the recovery point, while the cache serves the bytes as given.
     pub known_suffix_crc: Option<(usize, u32)>,
 }
 
@@ -168,6 +169,10 @@ pub(crate) struct State {
     pub written_end: u64,
     /// One past the last offset covered by a completed fdatasync.
     pub durable_end: u64,
+    /// Where the durable data ends in the segment files (the recovery point to checkpoint).
+    pub durable_point: RecoveryPoint,
+    /// What the checkpoint file says, if it exists.
+    pub checkpointed: Option<RecoveryPoint>,
     /// The segment the next append goes to, which the flusher may not have created yet.
     pub logical_base: u64,
     pub logical_bytes: u64,
@@ -221,6 +226,8 @@ impl Log {
             next_offset: end,
             written_end: end,
             durable_end: end,
+            durable_point: RecoveryPoint { segment_base: active.base_offset, position: len, end_offset: end },
+            checkpointed: recovered.checkpointed,
             logical_base: active.base_offset,
             logical_bytes: len,
             logical_opened_ms: active.first_append_ms.get().unwrap_or_else(|| clock.now_ms()),
@@ -250,7 +257,38 @@ impl Log {
         if let Some(interval) = inner.config.sync_interval() {
             glommio::spawn_local(interval_sync(Rc::downgrade(&inner), interval)).detach();
         }
+        let every = std::time::Duration::from_millis(inner.config.recovery_checkpoint_interval_ms);
+        glommio::spawn_local(checkpoint_periodically(Rc::downgrade(&inner), every)).detach();
         Ok(Log { inner })
+    }
+
+    /// Writes the recovery-point checkpoint if the durable end moved since the last one. The log
+    /// does this by itself at close, after truncations and every
+    /// `recovery_checkpoint_interval_ms`.
+    pub async fn checkpoint(&self) -> Result<()> {
+        self.acquire_maintenance().await?;
+        let result = self.checkpoint_locked().await;
+        self.release_maintenance();
+        result
+    }
+
+    /// Writes the checkpoint; the caller holds maintenance (no truncation can run meanwhile).
+    async fn checkpoint_locked(&self) -> Result<()> {
+        let point = {
+            let s = self.inner.state.borrow();
+            if s.checkpointed == Some(s.durable_point) {
+                return Ok(());
+            }
+            s.durable_point
+        };
+        checkpoint::write(&self.inner.dir, &point).await?;
+        self.inner.state.borrow_mut().checkpointed = Some(point);
+        Ok(())
+    }
+
+    /// The recovery point last written to the checkpoint file, if any.
+    pub fn checkpointed(&self) -> Option<RecoveryPoint> {
+        self.inner.state.borrow().checkpointed
     }
 
     /// Appends a batch and returns its base offset once the log's durability policy is met.
@@ -336,10 +374,10 @@ impl Log {
         if batch.max_timestamp_ms < batch.first_timestamp_ms {
             return Err(Error::InvalidBatch("max timestamp before first timestamp"));
         }
-        if let Some(at) = batch.base_offset_field {
-            if at.checked_add(8).is_none_or(|end| end > batch.payload.len()) {
-                return Err(Error::InvalidBatch("base offset field outside the payload"));
-            }
+        if let Some(at) = batch.base_offset_field
+            && at.checked_add(8).is_none_or(|end| end > batch.payload.len())
+        {
+            return Err(Error::InvalidBatch("base offset field outside the payload"));
         }
         if let Some((from, _)) = batch.known_suffix_crc {
             if from > batch.payload.len() {
@@ -703,9 +741,9 @@ impl Log {
             remove_segment_files(seg).await?;
             self.inner.state.borrow_mut().segments.remove(&seg.base_offset);
         }
-        if !later.is_empty() {
-            segment::sync_dir(&self.inner.dir).await?;
-        }
+        // The checkpoint may claim bytes beyond the cut: it goes (durably) before them.
+        checkpoint::remove(&self.inner.dir).await?;
+        self.inner.state.borrow_mut().checkpointed = None;
         let cut = cut_position(&segment, offset, config.read_chunk_bytes).await?;
         segment.remove_indexes().await?;
         // Readers stop at the cut before the file shrinks under them.
@@ -725,16 +763,21 @@ impl Log {
         segment.len_bytes.set(cut);
         let tail = recovery::read_tail(&segment).await?;
         let new_end = segment.end_offset.get();
-        let mut s = self.inner.state.borrow_mut();
-        s.truncations += 1;
-        s.next_offset = new_end;
-        s.written_end = new_end;
-        s.durable_end = new_end;
-        s.logical_base = segment.base_offset;
-        s.logical_bytes = cut;
-        s.logical_opened_ms = segment.first_append_ms.get().unwrap_or_else(|| self.inner.clock.now_ms());
-        s.tail = tail;
-        s.cache.truncate(new_end);
+        {
+            let mut s = self.inner.state.borrow_mut();
+            s.truncations += 1;
+            s.next_offset = new_end;
+            s.written_end = new_end;
+            s.durable_end = new_end;
+            s.durable_point =
+                RecoveryPoint { segment_base: segment.base_offset, position: cut, end_offset: new_end };
+            s.logical_base = segment.base_offset;
+            s.logical_bytes = cut;
+            s.logical_opened_ms = segment.first_append_ms.get().unwrap_or_else(|| self.inner.clock.now_ms());
+            s.tail = tail;
+            s.cache.truncate(new_end);
+        }
+        self.checkpoint_locked().await?;
         Ok(new_end)
     }
 
@@ -832,7 +875,9 @@ impl Log {
         let active = self.inner.state.borrow().active().clone();
         let result = async {
             active.truncate_file(active.len_bytes.get()).await?;
-            active.sync().await
+            active.sync().await?;
+            // Everything is durable now: the next open trusts the whole log.
+            self.checkpoint_locked().await
         }
         .await;
         let mut s = self.inner.state.borrow_mut();
@@ -857,6 +902,33 @@ impl Log {
     /// The directory this log lives in.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+}
+
+/// Background task of every log: rewrites the checkpoint every `every` while the durable end
+/// moves.
+async fn checkpoint_periodically(inner: std::rc::Weak<Inner>, every: std::time::Duration) {
+    loop {
+        glommio::timer::sleep(every).await;
+        let Some(inner) = inner.upgrade() else { return };
+        {
+            let s = inner.state.borrow();
+            if s.closed || s.failed {
+                return;
+            }
+            if s.checkpointed == Some(s.durable_point) || s.maintenance {
+                continue;
+            }
+        }
+        let log = Log { inner };
+        match log.checkpoint().await {
+            Ok(()) => {}
+            Err(Error::Closed(_) | Error::Failed(_)) => return,
+            Err(error) => {
+                // Not fatal: the older checkpoint claims less, which is still true.
+                tracing::warn!(dir = %log.inner.dir.display(), %error, "writing the recovery-point checkpoint failed");
+            }
+        }
     }
 }
 

@@ -2,14 +2,17 @@
 //!
 //! Sealed segments are trusted through their index files (which record the segment's exact
 //! length and summary); a missing or stale index is rebuilt by a full checksum scan, and any
-//! damage found there is an error. The active (last) segment is always scanned: the first entry
-//! that is torn, fails its checksum, or breaks the offset sequence marks the torn tail, and the
-//! file is truncated there.
+//! damage found there is an error. The active (last) segment is always scanned. Below the
+//! recovery point (see [`crate::checkpoint`]) every entry must be whole: damage there is an
+//! error naming the file and byte offset, and nothing is truncated. Beyond it, the first entry
+//! that is torn, fails its checksum, or breaks the offset sequence marks the torn tail of a
+//! crash, and the file is truncated there.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use crate::checkpoint::{self, RecoveryPoint};
 use crate::config::LogConfig;
 use crate::entry::EntryFault;
 use crate::error::{Error, Result};
@@ -18,6 +21,8 @@ use crate::segment::{self, ScanEnd, Segment, align_down};
 pub(crate) struct Recovered {
     pub segments: BTreeMap<u64, Rc<Segment>>,
     pub tail: Vec<u8>,
+    /// What the checkpoint file says now.
+    pub checkpointed: Option<RecoveryPoint>,
 }
 
 pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
@@ -25,11 +30,14 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered>
     segment::prime_device_probe(dir).await?;
     let mut segments = BTreeMap::new();
     if bases.is_empty() {
+        // A checkpoint without segments describes files that are gone.
+        segment::remove_if_exists(&checkpoint::path(dir)).await?;
         let segment = Segment::create(dir, 0).await?;
         segment::sync_dir(dir).await?;
         segments.insert(0, Rc::new(segment));
-        return Ok(Recovered { segments, tail: Vec::new() });
+        return Ok(Recovered { segments, tail: Vec::new(), checkpointed: None });
     }
+    let checkpointed = checkpoint::read(dir).await?;
     let (last, sealed) = bases.split_last().expect("non-empty");
     let mut previous: Option<Rc<Segment>> = None;
     for (base, path) in sealed {
@@ -40,10 +48,38 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered>
     }
     let (base, path) = last;
     check_follows(previous.as_deref(), *base)?;
-    let active = open_active(path.clone(), *base, config).await?;
+    let durable_position = match checkpointed {
+        Some(point) if point.segment_base > *base => {
+            return Err(Error::corrupt(
+                checkpoint::path(dir),
+                0,
+                format!(
+                    "the recovery point lies in a segment starting at offset {}, but the last segment starts at {base}",
+                    point.segment_base
+                ),
+            ));
+        }
+        Some(point) if point.segment_base == *base => point.position,
+        // Everything before the active segment was synced when it was sealed.
+        _ => 0,
+    };
+    let active = open_active(path.clone(), *base, config, durable_position).await?;
+    if let Some(point) = checkpointed.filter(|p| p.segment_base == *base)
+        && active.end_offset.get() < point.end_offset
+    {
+        return Err(Error::corrupt(
+            &active.path,
+            active.len_bytes.get(),
+            format!(
+                "the segment ends at offset {} below its recovery point {}",
+                active.end_offset.get(),
+                point.end_offset
+            ),
+        ));
+    }
     let tail = read_tail(&active).await?;
     segments.insert(*base, Rc::new(active));
-    Ok(Recovered { segments, tail })
+    Ok(Recovered { segments, tail, checkpointed })
 }
 
 /// The segment before one starting at `next_base` must end exactly there: a gap means lost
@@ -86,6 +122,22 @@ pub(crate) async fn create_dir(dir: PathBuf) -> Result<PathBuf> {
 
 /// Segment files in `dir` by base offset; leftover temporary files and orphaned indexes removed.
 async fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let (names, bases) = segment_files(dir).await?;
+    for name in &names {
+        let stem_base =
+            name.split('.').next().and_then(|stem| segment::parse_segment_name(&format!("{stem}.log")));
+        let orphan_index = (name.ends_with(".index") || name.ends_with(".timeindex"))
+            && stem_base.is_some_and(|b| !bases.iter().any(|(base, _)| *base == b));
+        if name.ends_with(".tmp") || name == ".rill-device-probe" || orphan_index {
+            tracing::info!(file = %dir.join(name).display(), "removing leftover file");
+            segment::remove_if_exists(&dir.join(name)).await?;
+        }
+    }
+    Ok(bases)
+}
+
+/// Every file name in `dir`, and the segment files among them by base offset.
+pub(crate) async fn segment_files(dir: &Path) -> Result<(Vec<String>, Vec<(u64, PathBuf)>)> {
     let owned = dir.to_path_buf();
     let names = glommio::executor()
         .spawn_blocking(move || -> std::io::Result<Vec<String>> {
@@ -100,17 +152,7 @@ async fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut bases: Vec<(u64, PathBuf)> =
         names.iter().filter_map(|n| segment::parse_segment_name(n).map(|b| (b, dir.join(n)))).collect();
     bases.sort();
-    for name in &names {
-        let stem_base =
-            name.split('.').next().and_then(|stem| segment::parse_segment_name(&format!("{stem}.log")));
-        let orphan_index = (name.ends_with(".index") || name.ends_with(".timeindex"))
-            && stem_base.is_some_and(|b| !bases.iter().any(|(base, _)| *base == b));
-        if name.ends_with(".tmp") || name == ".rill-device-probe" || orphan_index {
-            tracing::info!(file = %dir.join(name).display(), "removing leftover file");
-            segment::remove_if_exists(&dir.join(name)).await?;
-        }
-    }
-    Ok(bases)
+    Ok((names, bases))
 }
 
 async fn open_sealed(path: PathBuf, base: u64, config: &LogConfig) -> Result<Segment> {
@@ -133,14 +175,25 @@ async fn open_sealed(path: PathBuf, base: u64, config: &LogConfig) -> Result<Seg
     Ok(segment)
 }
 
-async fn open_active(path: PathBuf, base: u64, config: &LogConfig) -> Result<Segment> {
+/// Opens and scans the active segment; its first `durable_position` bytes must be whole entries.
+async fn open_active(path: PathBuf, base: u64, config: &LogConfig, durable_position: u64) -> Result<Segment> {
     let segment = Segment::open(path, base).await?;
-    // An active segment's indexes live in memory; files left by an earlier seal are stale.
-    segment.remove_indexes().await?;
     let size = segment.len_bytes.get();
+    if size < durable_position {
+        return Err(Error::corrupt(
+            &segment.path,
+            size,
+            format!("the file has {size} bytes but its first {durable_position} were recorded durable"),
+        ));
+    }
     let (good_end, end) = segment.rebuild(size, config.index_interval_bytes, config.read_chunk_bytes).await?;
     if let ScanEnd::Damaged { position, fault } = end {
         assert_eq!(position, good_end, "damage is found right after the last good entry");
+        if position < durable_position {
+            // Not a torn write: these bytes were synced. Nothing is truncated; the operator
+            // decides (`rill storage verify`, `rill storage truncate`).
+            return Err(segment.damaged(position, fault));
+        }
         if fault == EntryFault::Zeroed {
             // The zero padding of the last direct-I/O block (the log was not closed cleanly);
             // possibly followed by a torn write, which the checksum chain already excluded.
@@ -157,6 +210,8 @@ async fn open_active(path: PathBuf, base: u64, config: &LogConfig) -> Result<Seg
         }
         segment.truncate_file(good_end).await?;
     }
+    // An active segment's indexes live in memory; files left by an earlier seal are stale.
+    segment.remove_indexes().await?;
     segment.len_bytes.set(good_end);
     segment.sync().await?;
     Ok(segment)

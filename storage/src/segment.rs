@@ -102,6 +102,13 @@ impl Segment {
         Ok(Segment::new(base_offset, path, file, size))
     }
 
+    /// Opens a segment for reading only (the offline verifier never changes a file).
+    pub async fn open_read_only(path: PathBuf, base_offset: u64) -> Result<Segment> {
+        let file = DmaFile::open(&path).await.map_err(|e| Error::io("opening segment", &path, e))?;
+        let size = file.file_size().await.map_err(|e| Error::io("sizing segment", &path, e))?;
+        Ok(Segment::new(base_offset, path, file, size))
+    }
+
     fn new(base_offset: u64, path: PathBuf, file: DmaFile, len_bytes: u64) -> Segment {
         Segment {
             base_offset,

@@ -7,6 +7,7 @@ mod consume_group;
 mod group;
 mod produce;
 mod serve;
+mod storage;
 mod topic;
 mod tune;
 
@@ -42,6 +43,9 @@ enum Command {
     /// Measure this host and manage tuning profiles.
     #[command(subcommand)]
     Tune(tune::TuneCommand),
+    /// Verify and repair partition logs offline (the broker stopped).
+    #[command(subcommand)]
+    Storage(storage::StorageCommand),
 }
 
 fn main() {
@@ -64,6 +68,7 @@ fn main() {
             rill_perf::run_bench_and_print(args)
         }
         Command::Tune(cmd) => tune::run(cmd),
+        Command::Storage(cmd) => storage::run(cmd),
     };
     if let Err(error) = result {
         eprintln!("rill: {error:#}");

@@ -62,10 +62,10 @@ pub fn run(broker: &str, args: ProduceArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let mut client = Client::connect(broker)?;
     let partitions = crate::topic::partition_count(&mut client, &args.topic)?;
-    if let Some(p) = args.partition {
-        if p >= partitions {
-            bail!("topic {} has {partitions} partitions; there is no partition {p}", args.topic);
-        }
+    if let Some(p) = args.partition
+        && p >= partitions
+    {
+        bail!("topic {} has {partitions} partitions; there is no partition {p}", args.topic);
     }
     let reader: Box<dyn BufRead> = match &args.file {
         Some(path) => Box::new(std::io::BufReader::new(

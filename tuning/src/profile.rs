@@ -289,10 +289,10 @@ impl Profile {
                 "must hold at least one request of network.request_bytes_max".into(),
             ));
         }
-        if let CoreSelection::List(list) = &self.cpu.cores {
-            if list.is_empty() {
-                return Err(field_error("cpu.cores", "lists no CPU".to_string()));
-            }
+        if let CoreSelection::List(list) = &self.cpu.cores
+            && list.is_empty()
+        {
+            return Err(field_error("cpu.cores", "lists no CPU".to_string()));
         }
         self.log_config().validate().map_err(|e| field_error("log", e.to_string()))?;
         Ok(())

@@ -40,6 +40,7 @@ pub fn small_config(durability: Durability) -> LogConfig {
         read_chunk_bytes: 16 << 10,
         read_ahead_chunks: 2,
         group_commit_window_us: 0,
+        recovery_checkpoint_interval_ms: 60_000,
     }
 }
 
