@@ -376,104 +376,14 @@ impl Coordinator {
         Ok(foreign.into_iter().filter_map(|((g, t, p), c)| c.map(|c| (g, t, p, c))).collect())
     }
 
-    /// Opens the offsets log in `dir` (finishing or undoing a compaction a crash interrupted)
-    /// and replays it; see [`Coordinator::open`].
-    pub async fn open_dir(
-        self: &Rc<Self>,
-        dir: &std::path::Path,
-        config: rill_storage::LogConfig,
-        shard: usize,
-        shards: usize,
-    ) -> Result<Vec<(String, String, i32, Committed)>, String> {
-        let (compact, old) = (sibling(dir, "compact"), sibling(dir, "old"));
-        let (d, c, o) = (dir.to_path_buf(), compact.clone(), old.clone());
-        glommio::executor()
-            .spawn_blocking(move || -> std::io::Result<()> {
-                if !d.exists() && c.exists() {
-                    // Crashed between the two renames: the snapshot is complete.
-                    std::fs::rename(&c, &d)?;
-                }
-                for leftover in [&c, &o] {
-                    if leftover.exists() {
-                        std::fs::remove_dir_all(leftover)?;
-                    }
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| format!("tidying {}: {e}", dir.display()))?;
-        let clock: Rc<dyn rill_storage::Clock> = Rc::new(rill_storage::SystemClock);
-        let log = Log::open(dir, config.clone(), clock)
-            .await
-            .map_err(|e| format!("opening {}: {e}", dir.display()))?;
-        *self.place.borrow_mut() = Some((dir.to_path_buf(), config));
-        self.open(log, shard, shards).await.map_err(|e| e.to_string())
-    }
-
-    /// Rewrites the offsets log with only the latest commit per key: a new log beside it, then
-    /// two renames (a crash between them is finished at the next open).
-    pub async fn compact(&self) -> Result<(), String> {
-        let Some((dir, config)) = self.place.borrow().clone() else { return Ok(()) };
-        let _all = self.gate.acquire_permit(GATE_PERMITS).await.map_err(|_| "closed".to_string())?;
-        let entries: Vec<(String, String, i32, Committed)> = self
-            .offsets
-            .borrow()
-            .iter()
-            .flat_map(|(g, m)| m.iter().map(move |((t, p), c)| (g.clone(), t.clone(), *p, c.clone())))
-            .collect();
-        let (compact, old) = (sibling(&dir, "compact"), sibling(&dir, "old"));
-        let clock: Rc<dyn rill_storage::Clock> = Rc::new(rill_storage::SystemClock);
-        let fresh = Log::open(&compact, config.clone(), clock.clone()).await.map_err(|e| e.to_string())?;
-        for chunk in entries.chunks(1000) {
-            fresh.append(commit_batch(chunk)?).await.map_err(|e| e.to_string())?;
-        }
-        fresh.sync().await.map_err(|e| e.to_string())?;
-        fresh.close().await.map_err(|e| e.to_string())?;
-        let current = self.log.borrow_mut().take();
-        if let Some(current) = current {
-            current.close().await.map_err(|e| e.to_string())?;
-        }
-        let (d, c, o) = (dir.clone(), compact, old);
-        glommio::executor()
-            .spawn_blocking(move || -> std::io::Result<()> {
-                std::fs::rename(&d, &o)?;
-                std::fs::rename(&c, &d)?;
-                if let Some(parent) = d.parent() {
-                    std::fs::File::open(parent)?.sync_all()?;
-                }
-                std::fs::remove_dir_all(&o)
-            })
-            .await
-            .map_err(|e| format!("swapping in the compacted {}: {e}", dir.display()))?;
-        let log = Log::open(&dir, config, clock).await.map_err(|e| e.to_string())?;
-        *self.log.borrow_mut() = Some(log);
-        Ok(())
-    }
-
-    /// Starts a compaction in the background when the log has grown well past its live data.
-    fn maybe_compact(self: &Rc<Self>) {
-        let Some(size) = self.log.borrow().as_ref().map(|l| l.stats().size_bytes) else { return };
-        let live: u64 = self.offsets.borrow().values().map(|m| m.len() as u64 * 128).sum();
-        if self.compacting.get() || size < self.compact_bytes_min.get().max(4 * live) {
-            return;
-        }
-        self.compacting.set(true);
-        let me = self.clone();
-        glommio::spawn_local(async move {
-            if let Err(error) = me.compact().await {
-                tracing::error!(%error, "compacting the group offsets log failed");
-            }
-            me.compacting.set(false);
-        })
-        .detach();
-    }
-
-    /// Whether the offsets log is open (commits can be written).
+    /// Whether the offsets log was opened and not closed: commits can be written, or will be
+    /// once a compaction that has it closed for the swap ends (writers wait at the gate).
     pub fn is_open(&self) -> bool {
-        self.log.borrow().is_some()
+        self.log.borrow().is_some() || self.place.borrow().is_some()
     }
 
     pub async fn close(&self) {
+        self.place.borrow_mut().take();
         let log = self.log.borrow_mut().take();
         if let Some(log) = log {
             let _ = log.close().await;
@@ -898,12 +808,6 @@ fn take_pending(pending: &mut std::collections::VecDeque<String>, id: &str) -> b
 }
 
 /// `<dir>.<suffix>` beside `dir`.
-fn sibling(dir: &std::path::Path, suffix: &str) -> std::path::PathBuf {
-    let mut name = dir.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{suffix}"));
-    dir.with_file_name(name)
-}
-
 /// One batch of commit records.
 fn commit_batch(entries: &[(String, String, i32, Committed)]) -> Result<Batch, String> {
     records_batch(
@@ -991,6 +895,7 @@ fn decode_value(b: &[u8]) -> Option<Committed> {
     })
 }
 
+mod compaction;
 mod expiry;
 mod fencing;
 #[cfg(test)]

@@ -138,6 +138,8 @@ pub(crate) struct Shard {
     /// Owned partitions whose log failed to open (damage below its recovery point, an I/O
     /// error), with the reason: clients get KAFKA_STORAGE_ERROR, the other partitions serve.
     offline: RefCell<HashMap<(TopicName, u32), String>>,
+    /// The partition count the open logs' memory shares were computed for.
+    memory_shared_by: Cell<u64>,
     /// Idempotent-producer state of owned partitions (created on first use).
     producers: RefCell<HashMap<(TopicName, u32), Rc<Producers>>>,
     /// Idempotent producers tracked by all of them (bounded, see `producer.rs`).
@@ -188,6 +190,7 @@ impl Shard {
             metadata: RefCell::new(Rc::new(metadata)),
             logs: RefCell::new(HashMap::new()),
             offline: RefCell::new(HashMap::new()),
+            memory_shared_by: Cell::new(0),
             producers: RefCell::new(HashMap::new()),
             sequencers: RefCell::new(HashMap::new()),
             producer_count: Rc::default(),
@@ -599,6 +602,39 @@ impl Shard {
             }
             self.open_partition(&metadata, topic, partition).await;
         }
+        self.rebalance_memory(&metadata);
+    }
+
+    /// The shard's cache and write-buffer budgets are shared by the partitions it holds: when
+    /// their number changes, every open log gets its new share (a log opened later already got
+    /// it), so creating topics one by one never multiplies the budget.
+    fn rebalance_memory(&self, metadata: &Metadata) {
+        let local = metadata.load_per_shard()[self.index];
+        if self.memory_shared_by.replace(local) == local {
+            return;
+        }
+        for ((topic, partition), log) in self.logs.borrow().iter() {
+            let Some(t) = metadata.topics.get(topic) else { continue };
+            let share = log_config(&self.profile, &t.settings, local)
+                .map_err(|reason| reason.to_string())
+                .and_then(|c| {
+                    log.set_memory_limits(c.cache_bytes_max, c.write_buffer_bytes_max)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(error) = share {
+                tracing::warn!(%topic, partition, %error, "keeping a partition's memory budget");
+            }
+        }
+    }
+
+    /// The sum of the memory budgets of the shard's open logs: (cache, write buffers).
+    #[cfg(test)]
+    pub fn memory_budgets(&self) -> (usize, usize) {
+        self.logs
+            .borrow()
+            .values()
+            .map(|l| l.stats())
+            .fold((0, 0), |(c, w), s| (c + s.cache_bytes_max, w + s.write_buffer_bytes_max))
     }
 
     /// Opens a partition's log into the shard's map; a failure is logged and the partition
@@ -786,5 +822,52 @@ fn storage_error(e: rill_storage::Error) -> ErrorCode {
         E::Closed(_) => ErrorCode::ShuttingDown,
         E::InvalidConfig { .. } => ErrorCode::InvalidConfig,
         E::Io { .. } | E::Corrupt { .. } | E::Failed(_) => ErrorCode::StorageError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::TopicSettings;
+    use glommio::channels::channel_mesh::MeshBuilder;
+
+    /// Topics created one at a time used to keep the shares computed when each was opened: the
+    /// first partition kept the whole shard budget, the second half of it, and so on, so the
+    /// shard's cache budget grew with every topic. (Seen failing before the fix: two one-partition
+    /// topics held 1.5 times the shard's cache budget, eight would hold 2.7 times.)
+    #[test]
+    fn topics_created_one_by_one_share_the_shard_memory_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default()
+            .io_memory(512 << 10)
+            .spawn(move || async move {
+                let (senders, _receivers) = MeshBuilder::<Msg, _>::full(1, 16).join().await.unwrap();
+                let profile = Profile::shipped("small-vm");
+                let budget = profile.memory.cache_bytes_per_shard as usize;
+                let shutdown = Arc::new(AtomicBool::new(false));
+                let shard = Shard::new(0, data, profile, Metadata::new(1), senders, vec![0], shutdown);
+                let mut metadata = Metadata::new(1);
+                for i in 0..8 {
+                    let name = TopicName::new(&format!("t{i}")).unwrap();
+                    metadata.create_topic(name, 1, TopicSettings::default()).unwrap();
+                    shard.apply(metadata.clone()).await;
+                    let (cache, _) = shard.memory_budgets();
+                    assert!(cache <= budget, "{} topics: caches of {cache} bytes, budget {budget}", i + 1);
+                }
+                let (cache, _) = shard.memory_budgets();
+                assert!(cache * 10 >= budget * 9, "the shares use the budget: {cache} of {budget}");
+                // Deleting topics gives the rest a larger share again.
+                for i in 0..6 {
+                    metadata.delete_topic(&TopicName::new(&format!("t{i}")).unwrap()).unwrap();
+                }
+                shard.apply(metadata.clone()).await;
+                let (cache, _) = shard.memory_budgets();
+                assert!(cache <= budget && cache * 10 >= budget * 9, "{cache} of {budget}");
+                shard.close_logs().await;
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

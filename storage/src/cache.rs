@@ -28,6 +28,24 @@ impl BatchCache {
         BatchCache { entries: VecDeque::new(), bytes: 0, bytes_max }
     }
 
+    /// Changes the budget, evicting the oldest entries beyond a smaller one.
+    pub fn set_bytes_max(&mut self, bytes_max: usize) {
+        self.bytes_max = bytes_max;
+        self.evict();
+    }
+
+    /// The budget.
+    pub fn bytes_max(&self) -> usize {
+        self.bytes_max
+    }
+
+    fn evict(&mut self) {
+        while self.bytes > self.bytes_max {
+            let Some(old) = self.entries.pop_front() else { break };
+            self.bytes -= cost(&old);
+        }
+    }
+
     /// Adds the newest entry, evicting the oldest ones beyond the budget.
     pub fn push(&mut self, batch: StoredBatch) {
         if let Some(last) = self.entries.back() {
@@ -35,10 +53,7 @@ impl BatchCache {
         }
         self.bytes += cost(&batch);
         self.entries.push_back(batch);
-        while self.bytes > self.bytes_max {
-            let Some(old) = self.entries.pop_front() else { break };
-            self.bytes -= cost(&old);
-        }
+        self.evict();
     }
 
     /// Batches from the one containing `offset`, stopping before `end_offset` and once `bytes_max`

@@ -114,7 +114,7 @@ async fn group_commit_window(inner: &Inner) {
     }
     let little = {
         let s = inner.state.borrow();
-        !s.pending.is_empty() && s.pending_bytes < inner.config.write_buffer_bytes_max / 2
+        !s.pending.is_empty() && s.pending_bytes < s.write_buffer_bytes_max / 2
     };
     if little {
         glommio::timer::sleep(std::time::Duration::from_micros(window)).await;

@@ -18,6 +18,7 @@ mod error;
 mod flush;
 mod index;
 mod log;
+mod maintenance;
 mod notify;
 mod prefetch;
 mod recovery;

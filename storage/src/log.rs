@@ -108,14 +108,18 @@ pub struct LogStats {
     pub size_bytes: u64,
     /// Bytes held by the recent-batch cache.
     pub cache_bytes: usize,
+    /// The cache's budget.
+    pub cache_bytes_max: usize,
     /// Bytes queued for the next write.
     pub pending_bytes: usize,
+    /// Appends wait while this many bytes are queued.
+    pub write_buffer_bytes_max: usize,
 }
 
 /// A partition log. Cloning gives another handle to the same log.
 #[derive(Clone)]
 pub struct Log {
-    inner: Rc<Inner>,
+    pub(crate) inner: Rc<Inner>,
 }
 
 /// Batches queued by [`Log::enqueue_all`], not yet known to be written.
@@ -179,6 +183,9 @@ pub(crate) struct State {
     pub logical_opened_ms: i64,
     pub pending: VecDeque<Pending>,
     pub pending_bytes: usize,
+    /// Appends wait while this many bytes are queued: `LogConfig::write_buffer_bytes_max`
+    /// until [`Log::set_memory_limits`] changes it.
+    pub write_buffer_bytes_max: usize,
     /// Bytes of the active segment's partial last block, rewritten by the next write.
     pub tail: Vec<u8>,
     pub flushing: bool,
@@ -203,7 +210,7 @@ impl State {
         self.segments.values().next_back().expect("a log always has an active segment")
     }
 
-    fn find_segment(&self, offset: u64) -> Option<Rc<Segment>> {
+    pub(crate) fn find_segment(&self, offset: u64) -> Option<Rc<Segment>> {
         self.segments.range(..=offset).next_back().map(|(_, s)| s.clone())
     }
 }
@@ -233,6 +240,7 @@ impl Log {
             logical_opened_ms: active.first_append_ms.get().unwrap_or_else(|| clock.now_ms()),
             pending: VecDeque::new(),
             pending_bytes: 0,
+            write_buffer_bytes_max: config.write_buffer_bytes_max,
             tail: recovered.tail,
             flushing: false,
             exclusive: false,
@@ -273,7 +281,7 @@ impl Log {
     }
 
     /// Writes the checkpoint; the caller holds maintenance (no truncation can run meanwhile).
-    async fn checkpoint_locked(&self) -> Result<()> {
+    pub(crate) async fn checkpoint_locked(&self) -> Result<()> {
         let point = {
             let s = self.inner.state.borrow();
             if s.checkpointed == Some(s.durable_point) {
@@ -338,8 +346,8 @@ impl Log {
             {
                 let s = self.inner.state.borrow();
                 self.check_usable(&s)?;
-                let fits = s.pending_bytes == 0
-                    || s.pending_bytes + total as usize <= self.inner.config.write_buffer_bytes_max;
+                let fits =
+                    s.pending_bytes == 0 || s.pending_bytes + total as usize <= s.write_buffer_bytes_max;
                 if fits && !s.exclusive && s.exclusive_wanted == 0 {
                     break;
                 }
@@ -394,7 +402,7 @@ impl Log {
         Ok(ENTRY_HEADER_BYTES as u64 + batch.payload.len() as u64)
     }
 
-    fn check_usable(&self, s: &State) -> Result<()> {
+    pub(crate) fn check_usable(&self, s: &State) -> Result<()> {
         if s.failed {
             return Err(Error::Failed(self.inner.dir.clone()));
         }
@@ -626,8 +634,25 @@ impl Log {
             segments: s.segments.len(),
             size_bytes: s.segments.values().map(|seg| seg.len_bytes.get()).sum(),
             cache_bytes: s.cache.bytes(),
+            cache_bytes_max: s.cache.bytes_max(),
             pending_bytes: s.pending_bytes,
+            write_buffer_bytes_max: s.write_buffer_bytes_max,
         }
+    }
+
+    /// Changes the log's memory budgets while it runs (its shard's budget is shared by however
+    /// many partitions it holds now): a smaller cache evicts at once, a smaller write buffer
+    /// makes appends wait until the queue fits it. The write buffer must be a non-zero multiple
+    /// of [`BLOCK_BYTES`] that holds the largest batch.
+    pub fn set_memory_limits(&self, cache_bytes_max: usize, write_buffer_bytes_max: usize) -> Result<()> {
+        let config = LogConfig { cache_bytes_max, write_buffer_bytes_max, ..self.inner.config.clone() };
+        config.validate()?;
+        let mut s = self.inner.state.borrow_mut();
+        s.cache.set_bytes_max(cache_bytes_max);
+        s.write_buffer_bytes_max = write_buffer_bytes_max;
+        drop(s);
+        self.inner.changed.notify_all();
+        Ok(())
     }
 
     /// Writes everything queued so far and makes it durable.
@@ -643,32 +668,8 @@ impl Log {
         Ok(())
     }
 
-    /// Removes every batch whose offsets reach `offset` or beyond (replication uses this when a
-    /// follower diverged). If `offset` falls inside a batch, that whole batch goes. Returns the
-    /// new log end offset. Appends wait while it runs.
-    pub async fn truncate(&self, offset: u64) -> Result<u64> {
-        {
-            let s = self.inner.state.borrow();
-            if offset < s.log_start {
-                return Err(Error::OffsetOutOfRange { offset, start: s.log_start, end: s.written_end });
-            }
-        }
-        self.acquire_maintenance().await?;
-        if let Err(e) = self.acquire_exclusive().await {
-            self.release_maintenance();
-            return Err(e);
-        }
-        self.inner.readahead.borrow_mut().take();
-        let result = self.truncate_exclusive(offset).await;
-        // Past the argument checks, any error left the files in an unknown state.
-        let failed = matches!(&result, Err(e) if !matches!(e, Error::OffsetOutOfRange { .. }));
-        self.release_exclusive(failed);
-        self.release_maintenance();
-        result
-    }
-
     /// Waits until no retention, truncation or close runs, then claims the right to run one.
-    async fn acquire_maintenance(&self) -> Result<()> {
+    pub(crate) async fn acquire_maintenance(&self) -> Result<()> {
         loop {
             {
                 let mut s = self.inner.state.borrow_mut();
@@ -682,14 +683,14 @@ impl Log {
         }
     }
 
-    fn release_maintenance(&self) {
+    pub(crate) fn release_maintenance(&self) {
         self.inner.state.borrow_mut().maintenance = false;
         self.inner.changed.notify_all();
     }
 
     /// Stops new appends, waits for the queue to drain and the flusher to stop, then holds the
     /// log exclusively.
-    async fn acquire_exclusive(&self) -> Result<()> {
+    pub(crate) async fn acquire_exclusive(&self) -> Result<()> {
         self.inner.state.borrow_mut().exclusive_wanted += 1;
         let result = loop {
             {
@@ -710,129 +711,12 @@ impl Log {
         result
     }
 
-    fn release_exclusive(&self, failed: bool) {
+    pub(crate) fn release_exclusive(&self, failed: bool) {
         let mut s = self.inner.state.borrow_mut();
         s.exclusive = false;
         s.failed |= failed;
         drop(s);
         self.inner.changed.notify_all();
-    }
-
-    async fn truncate_exclusive(&self, offset: u64) -> Result<u64> {
-        // Invalidate read-aheads and syncs that started before the cut, before any await.
-        self.inner.state.borrow_mut().truncations += 1;
-        let (segment, later) = {
-            let s = self.inner.state.borrow();
-            if offset < s.log_start {
-                return Err(Error::OffsetOutOfRange { offset, start: s.log_start, end: s.written_end });
-            }
-            if offset >= s.written_end {
-                return Ok(s.written_end);
-            }
-            let segment = s.find_segment(offset).expect("offset within the log");
-            let later: Vec<_> =
-                s.segments.range(segment.base_offset + 1..).map(|(_, seg)| seg.clone()).collect();
-            (segment, later)
-        };
-        let config = &self.inner.config;
-        // Newest first, so a crash part-way leaves a log that is a prefix of the old one; the
-        // directory is synced before the cut so removed segments cannot reappear beside it.
-        for seg in later.iter().rev() {
-            remove_segment_files(seg).await?;
-            self.inner.state.borrow_mut().segments.remove(&seg.base_offset);
-        }
-        // The checkpoint may claim bytes beyond the cut: it goes (durably) before them.
-        checkpoint::remove(&self.inner.dir).await?;
-        self.inner.state.borrow_mut().checkpointed = None;
-        let cut = cut_position(&segment, offset, config.read_chunk_bytes).await?;
-        segment.remove_indexes().await?;
-        // Readers stop at the cut before the file shrinks under them.
-        segment.len_bytes.set(cut);
-        {
-            let mut s = self.inner.state.borrow_mut();
-            s.written_end = s.written_end.min(offset);
-        }
-        segment.truncate_file(cut).await?;
-        segment.sync().await?;
-        segment::sync_dir(&self.inner.dir).await?;
-        segment.sealed.set(false);
-        let (len, end) = segment.rebuild(cut, config.index_interval_bytes, config.read_chunk_bytes).await?;
-        if !matches!(end, segment::ScanEnd::Clean) || len != cut {
-            return Err(segment.damaged(len, entry::EntryFault::BadHeader("rescan after truncation")));
-        }
-        segment.len_bytes.set(cut);
-        let tail = recovery::read_tail(&segment).await?;
-        let new_end = segment.end_offset.get();
-        {
-            let mut s = self.inner.state.borrow_mut();
-            s.truncations += 1;
-            s.next_offset = new_end;
-            s.written_end = new_end;
-            s.durable_end = new_end;
-            s.durable_point =
-                RecoveryPoint { segment_base: segment.base_offset, position: cut, end_offset: new_end };
-            s.logical_base = segment.base_offset;
-            s.logical_bytes = cut;
-            s.logical_opened_ms = segment.first_append_ms.get().unwrap_or_else(|| self.inner.clock.now_ms());
-            s.tail = tail;
-            s.cache.truncate(new_end);
-        }
-        self.checkpoint_locked().await?;
-        Ok(new_end)
-    }
-
-    /// Deletes whole sealed segments, oldest first, while the oldest is older than
-    /// `retention_age_ms_max` (by its newest append time) or the log is larger than
-    /// `retention_bytes_max`. The active segment is never deleted.
-    pub async fn enforce_retention(&self) -> Result<RetentionReport> {
-        self.acquire_maintenance().await?;
-        let result = self.retention_locked().await;
-        self.release_maintenance();
-        result
-    }
-
-    async fn retention_locked(&self) -> Result<RetentionReport> {
-        let config = &self.inner.config;
-        let now = self.inner.clock.now_ms();
-        let doomed = {
-            let s = self.inner.state.borrow();
-            let mut size: u64 = s.segments.values().map(|seg| seg.len_bytes.get()).sum();
-            let mut doomed = Vec::new();
-            for seg in s.segments.values().take(s.segments.len() - 1) {
-                let age = now.saturating_sub(seg.last_append_ms.get().unwrap_or(now));
-                let too_old = config.retention_age_ms_max.is_some_and(|max| age >= max as i64);
-                let too_big = config.retention_bytes_max.is_some_and(|max| size > max);
-                if !(too_old || too_big) {
-                    break;
-                }
-                size -= seg.len_bytes.get();
-                doomed.push(seg.clone());
-            }
-            doomed
-        };
-        let mut report = RetentionReport::default();
-        for seg in &doomed {
-            let next_start = seg.end_offset.get();
-            {
-                let mut s = self.inner.state.borrow_mut();
-                let oldest = s.segments.keys().next() == Some(&seg.base_offset);
-                assert!(oldest && s.segments.len() > 1, "retention deletes only the oldest sealed segment");
-                s.segments.remove(&seg.base_offset);
-                s.log_start = s.log_start.max(next_start);
-                let start = s.log_start;
-                s.cache.trim_front(start);
-            }
-            remove_segment_files(seg).await?;
-            report.segments_deleted += 1;
-            report.bytes_deleted += seg.len_bytes.get();
-        }
-        if !doomed.is_empty() {
-            segment::sync_dir(&self.inner.dir).await?;
-            tracing::info!(dir = %self.inner.dir.display(), segments = report.segments_deleted,
-                bytes = report.bytes_deleted, "retention deleted segments");
-        }
-        report.log_start_offset = self.log_start_offset();
-        Ok(report)
     }
 
     /// Reads every entry of every segment and checks its checksum and offset order; the first
@@ -966,32 +850,6 @@ async fn read_disk(inner: &Inner, offset: u64, bytes_max: usize) -> Result<Vec<S
             _ => return Ok(Vec::new()),
         }
     }
-}
-
-/// Finds the byte position in `segment` of the first entry whose offsets reach `offset`.
-async fn cut_position(segment: &Segment, offset: u64, chunk_bytes: usize) -> Result<u64> {
-    let relative = u32::try_from(offset - segment.base_offset).unwrap_or(u32::MAX);
-    let start = segment.index.borrow().position_for_offset(relative) as u64;
-    let limit = segment.len_bytes.get();
-    let mut cut = limit;
-    let end = segment
-        .scan(start, limit, chunk_bytes, |meta, position, _| {
-            if meta.end_offset() > offset {
-                cut = position;
-                return segment::Visit::Stop;
-            }
-            segment::Visit::Continue
-        })
-        .await?;
-    if let segment::ScanEnd::Damaged { position, fault } = end {
-        return Err(segment.damaged(position, fault));
-    }
-    Ok(cut)
-}
-
-async fn remove_segment_files(segment: &Segment) -> Result<()> {
-    segment::remove_if_exists(&segment.path).await?;
-    segment.remove_indexes().await
 }
 
 const _: () = assert!(BLOCK_BYTES.is_power_of_two());

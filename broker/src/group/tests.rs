@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use super::compaction::sibling;
 use super::*;
 
 #[test]
@@ -376,5 +377,81 @@ fn standalone_commits_count_against_the_group_cap() {
         c.offsets.borrow_mut().remove("standalone-0");
         assert_eq!(c.check_commit("one-more", -1, "", None), 0);
         c.close().await;
+    });
+}
+
+fn small_log_config() -> rill_storage::LogConfig {
+    rill_storage::LogConfig {
+        segment_size_bytes_max: 1 << 20,
+        batch_bytes_max: 64 << 10,
+        write_buffer_bytes_max: 256 << 10,
+        ..Default::default()
+    }
+}
+
+fn committed(offset: i64) -> Committed {
+    Committed { offset, leader_epoch: 0, metadata: String::new(), commit_ms: offset }
+}
+
+/// A failed compaction used to leave the offsets log closed until restart: every later commit
+/// failed with KAFKA_STORAGE_ERROR. (Seen failing before the fix.)
+#[test]
+fn a_failed_compaction_leaves_the_offsets_log_open() {
+    in_executor(|path| async move {
+        let c = Rc::new(Coordinator::default());
+        c.open_dir(&path, small_log_config(), 0, 1).await.unwrap();
+        c.persist(&[("g".into(), "t".into(), 0, committed(1))]).await.unwrap();
+        // The swap's first rename cannot replace a non-empty directory.
+        let old = sibling(&path, "old");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::write(old.join("in-the-way"), b"x").unwrap();
+        let error = c.compact().await.unwrap_err();
+        assert!(error.contains("swapping"), "{error}");
+        assert!(c.is_open());
+        c.persist(&[("g".into(), "t".into(), 0, committed(2))]).await.unwrap();
+        c.close().await;
+        let c = Rc::new(Coordinator::default());
+        c.open_dir(&path, small_log_config(), 0, 1).await.unwrap();
+        assert_eq!(c.offsets.borrow()["g"][&("t".to_string(), 0)].offset, 2);
+    });
+}
+
+/// While a compaction has the log closed for its swap, the coordinator still counts as open, so
+/// a topic deletion applied then still removes the topic's offsets (it waits for the gate). The
+/// shard used to skip the deletion in that window, and the offsets came back for a re-created
+/// topic. (Seen failing before the fix.)
+#[test]
+fn a_topic_deletion_during_compaction_removes_its_offsets() {
+    in_executor(|path| async move {
+        let c = Rc::new(Coordinator::default());
+        c.open_dir(&path, small_log_config(), 0, 1).await.unwrap();
+        c.persist(&[
+            ("g".into(), "gone".into(), 0, committed(5)),
+            ("g".into(), "kept".into(), 0, committed(6)),
+        ])
+        .await
+        .unwrap();
+        let compaction = glommio::spawn_local({
+            let c = c.clone();
+            async move { c.compact().await }
+        })
+        .detach();
+        let mut saw_window = false;
+        while c.log.borrow().is_some() || !saw_window {
+            if c.log.borrow().is_none() {
+                saw_window = true;
+                assert!(c.is_open(), "mid-compaction the coordinator counts as open");
+                assert_eq!(c.forget_topics(|t| t == "kept").await, Ok(1));
+                break;
+            }
+            futures_lite::future::yield_now().await;
+        }
+        assert!(saw_window);
+        compaction.await.unwrap().unwrap();
+        c.close().await;
+        let c = Rc::new(Coordinator::default());
+        c.open_dir(&path, small_log_config(), 0, 1).await.unwrap();
+        let keys: Vec<String> = c.offsets.borrow()["g"].keys().map(|(t, _)| t.clone()).collect();
+        assert_eq!(keys, vec!["kept".to_string()]);
     });
 }
