@@ -182,16 +182,11 @@ pub fn probe_stalls(settings: &StallSettings) -> Result<Vec<CpuStalls>> {
 
 /// The CPUs this process may run on (its affinity mask), ascending.
 pub fn allowed_cpus() -> Result<Vec<usize>> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size into it, and
-    // CPU_ISSET reads within it for ids below CPU_SETSIZE.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(Error::Probe(format!("reading the CPU affinity mask: {e}")));
-        }
-        Ok((0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect())
-    }
+    let ids = core_affinity::get_core_ids()
+        .ok_or_else(|| Error::Probe("reading the CPU affinity mask failed".into()))?;
+    let mut cpus: Vec<usize> = ids.into_iter().map(|c| c.id).collect();
+    cpus.sort_unstable();
+    Ok(cpus)
 }
 
 fn spin(cpu: usize, duration: Duration, threshold: Duration) -> CpuStalls {
@@ -211,20 +206,11 @@ fn spin(cpu: usize, duration: Duration, threshold: Duration) -> CpuStalls {
 }
 
 fn pin_to(cpu: usize) -> Result<()> {
-    // SAFETY: cpu_set_t is plain data; CPU_SET writes within it for cpu < CPU_SETSIZE (checked),
-    // and sched_setaffinity(0, ..) only changes the calling thread.
-    unsafe {
-        if cpu >= libc::CPU_SETSIZE as usize {
-            return Err(Error::Probe(format!("CPU {cpu} is beyond CPU_SETSIZE")));
-        }
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(Error::Probe(format!("pinning to CPU {cpu}: {e}")));
-        }
+    if core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+        Ok(())
+    } else {
+        Err(Error::Probe(format!("pinning to CPU {cpu} failed")))
     }
-    Ok(())
 }
 
 #[cfg(test)]
