@@ -7,11 +7,12 @@
 //! again; a batch that is not the next in sequence gets OUT_OF_ORDER_SEQUENCE_NUMBER.
 //!
 //! The state is rebuilt the first time an idempotent producer writes to the partition after the
-//! broker starts, from every segment holding a batch appended within the producer-id
-//! expiration (Kafka's `producer.id.expiration.ms`, 1 day): a producer silent for longer is
-//! forgotten anyway, so a client retrying across a restart gets its duplicates recognised
-//! however many segments were written in between. (Kafka bounds that replay with `.snapshot`
-//! files; Rill reads the window's segments, which retention usually keeps small.) Producers
+//! broker starts: from the newest `<offset>.snapshot` file (written at each segment roll and at
+//! clean close, as Kafka does; `producer/snapshot.rs`), then the batches after it that were
+//! appended within the producer-id expiration (Kafka's `producer.id.expiration.ms`, 1 day; a
+//! producer silent for longer is forgotten anyway). Without a snapshot every segment of that
+//! window is replayed, so a client retrying across a crash gets its duplicates recognised however
+//! many segments were written in between. Producers
 //! silent for the expiration are dropped, and a partition tracks at most
 //! `PRODUCERS_PER_PARTITION_MAX`, a shard `PRODUCERS_PER_SHARD_MAX`: past that a new producer
 //! id is refused (the oldest silent ones are dropped first). Checks and offset assignment run
@@ -25,6 +26,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rill_net::message::ErrorCode;
 use rill_net::record_batch::{BatchHeader, parse_header};
 use rill_storage::Log;
+
+mod snapshot;
 
 /// Recent batches remembered per producer and partition.
 pub(crate) const BATCHES_KEPT: usize = 5;
@@ -106,6 +109,8 @@ pub(crate) enum Verdict {
 /// The idempotent-producer state of one partition.
 pub(crate) struct Producers {
     loaded: Cell<bool>,
+    /// The active segment's base when the last snapshot was taken: a roll takes the next.
+    snapshot_base: Cell<u64>,
     table: RefCell<HashMap<i64, ProducerState>>,
     /// Producers tracked by every partition of the shard.
     shard_total: std::rc::Rc<Cell<usize>>,
@@ -126,17 +131,36 @@ impl Drop for Producers {
 impl Producers {
     /// An empty table counting its producers into the shard's `shard_total`.
     pub fn new(shard_total: std::rc::Rc<Cell<usize>>) -> Producers {
-        Producers { loaded: Cell::new(false), table: RefCell::default(), shard_total }
+        Producers {
+            loaded: Cell::new(false),
+            snapshot_base: Cell::new(0),
+            table: RefCell::default(),
+            shard_total,
+        }
     }
 
-    /// Rebuilds the table, once per broker run, from every batch appended within the
-    /// producer-id expiration. Call holding the partition's ticket.
+    /// Rebuilds the table, once per broker run: from the newest snapshot at or below the log
+    /// end, then every later batch appended within the producer-id expiration (without a
+    /// snapshot, every such batch). Call holding the partition's ticket.
     pub async fn ensure_loaded(&self, log: &Log) -> Result<(), rill_storage::Error> {
         if self.loaded.get() {
             return Ok(());
         }
         let since = now_ms() - PRODUCER_ID_EXPIRATION_MS;
+        let (dir, end) = (log.dir().to_path_buf(), log.log_end_offset());
+        let snapshot = glommio::executor().spawn_blocking(move || snapshot::read_newest(&dir, end)).await;
         let mut offset = log.first_offset_appended_since(since);
+        if let Some((snapshot_end, table)) = snapshot {
+            let mut loaded = table.into_iter().filter(|(_, s)| s.last_ms >= since).collect::<Vec<_>>();
+            // The newest producers matter most if the bounds are smaller than the snapshot.
+            loaded.sort_by_key(|(_, s)| std::cmp::Reverse(s.last_ms));
+            let room = PRODUCERS_PER_PARTITION_MAX
+                .min(PRODUCERS_PER_SHARD_MAX.saturating_sub(self.shard_total.get()));
+            loaded.truncate(room);
+            self.shard_total.set(self.shard_total.get() + loaded.len());
+            self.table.borrow_mut().extend(loaded);
+            offset = offset.max(snapshot_end);
+        }
         while offset < log.log_end_offset() {
             let batches = log.read(offset, 8 << 20).await?;
             let Some(last) = batches.last() else { break };
@@ -152,7 +176,21 @@ impl Producers {
             }
         }
         self.loaded.set(true);
+        self.snapshot_base.set(log.active_segment_base());
         Ok(())
+    }
+
+    /// Once loaded: if the log rolled to a new segment since the last snapshot (or `always`),
+    /// the table as a snapshot image at the log's next offset, to hand to [`write_snapshot`].
+    /// Synchronous, so the image matches the offset; call holding the partition's ticket.
+    pub fn snapshot_due(&self, log: &Log, always: bool) -> Option<(u64, Vec<u8>)> {
+        let base = log.active_segment_base();
+        if !self.loaded.get() || (!always && base == self.snapshot_base.get()) {
+            return None;
+        }
+        self.snapshot_base.set(base);
+        let end = log.next_offset();
+        Some((end, snapshot::encode(end, &self.table.borrow())))
     }
 
     /// Whether the batches' producers fit in the table (known ones always do); drops producers
@@ -286,6 +324,16 @@ impl Producers {
     }
 }
 
+/// Writes a snapshot image from [`Producers::snapshot_due`] into the log's directory; a failure
+/// is logged (the next rebuild replays more).
+pub(crate) async fn write_snapshot(log: &Log, (end, image): (u64, Vec<u8>)) {
+    let dir = log.dir().to_path_buf();
+    let written = glommio::executor().spawn_blocking(move || snapshot::write(&dir, end, &image)).await;
+    if let Err(error) = written {
+        tracing::warn!(dir = %log.dir().display(), %error, "writing a producer snapshot failed");
+    }
+}
+
 /// Sequence of the batch's last record (sequences wrap from `i32::MAX` to 0).
 fn last_sequence(h: &BatchHeader) -> i32 {
     ((h.base_sequence as i64 + h.last_offset_delta as i64) % (i32::MAX as i64 + 1)) as i32
@@ -392,5 +440,71 @@ mod tests {
             assert!(seen.insert(a.next()));
             assert!(seen.insert(b.next()));
         }
+    }
+
+    /// An idempotent one-record batch as stored (the header fields the rebuild reads).
+    fn stored_batch(pid: i64, seq: i32) -> rill_storage::Batch {
+        let mut builder = rill_net::record_batch::BatchBuilder::new();
+        builder.push(&rill_net::record_batch::Record {
+            timestamp_ms: now_ms(),
+            key: None,
+            value: Some(bytes::Bytes::from_static(b"v")),
+            headers: Vec::new(),
+        });
+        let mut payload = bytes::BytesMut::from(&builder.build()[..]);
+        payload[43..51].copy_from_slice(&pid.to_be_bytes());
+        payload[51..53].copy_from_slice(&0i16.to_be_bytes());
+        payload[53..57].copy_from_slice(&seq.to_be_bytes());
+        rill_storage::Batch {
+            payload: payload.freeze(),
+            record_count: 1,
+            first_timestamp_ms: 0,
+            max_timestamp_ms: 0,
+            leader_epoch: 0,
+            base_offset_field: Some(rill_net::record_batch::BASE_OFFSET_AT),
+            known_suffix_crc: None,
+        }
+    }
+
+    /// The rebuild starts from the newest snapshot and replays only what follows it: producer 99
+    /// exists only in the snapshot, producer 8 only in the log after it. A truncation below the
+    /// snapshot removes it.
+    #[test]
+    fn the_rebuild_starts_from_the_snapshot_and_replays_what_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p0");
+        glommio::LocalExecutorBuilder::default()
+            .io_memory(512 << 10)
+            .spawn(move || async move {
+                let clock: std::rc::Rc<dyn rill_storage::Clock> = std::rc::Rc::new(rill_storage::SystemClock);
+                let log = Log::open(&path, rill_storage::LogConfig::default(), clock).await.unwrap();
+                assert_eq!(log.append(stored_batch(7, 0)).await.unwrap(), 0);
+                let first = Producers::default();
+                assert!(first.snapshot_due(&log, true).is_none(), "nothing to snapshot before a load");
+                first.ensure_loaded(&log).await.unwrap();
+                first.record(&header(99, 0, 0, 1), 0);
+                let snapshot = first.snapshot_due(&log, true).unwrap();
+                assert_eq!(snapshot.0, 1);
+                assert!(first.snapshot_due(&log, false).is_none(), "no roll, no snapshot");
+                write_snapshot(&log, snapshot).await;
+                assert_eq!(log.append(stored_batch(8, 0)).await.unwrap(), 1);
+
+                let rebuilt = Producers::default();
+                rebuilt.ensure_loaded(&log).await.unwrap();
+                assert_eq!(rebuilt.check(&[&header(99, 0, 0, 1)]), Verdict::Duplicate(0));
+                assert_eq!(rebuilt.check(&[&header(7, 0, 0, 1)]), Verdict::Duplicate(0));
+                assert_eq!(rebuilt.check(&[&header(8, 0, 0, 1)]), Verdict::Duplicate(1));
+                assert_eq!(rebuilt.len(), 3);
+
+                log.truncate(0).await.unwrap();
+                assert!(!path.join(format!("{:020}.snapshot", 1)).exists());
+                let after = Producers::default();
+                after.ensure_loaded(&log).await.unwrap();
+                assert_eq!(after.len(), 0);
+                log.close().await.unwrap();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

@@ -461,7 +461,13 @@ impl Shard {
         for (h, base) in headers.iter().zip(&enqueued.bases) {
             producers.record(h, *base);
         }
+        let snapshot = producers.snapshot_due(&log, false);
         drop(ticket);
+        if let Some(snapshot) = snapshot {
+            let log = log.clone();
+            glommio::spawn_local(async move { crate::producer::write_snapshot(&log, snapshot).await })
+                .detach();
+        }
         let bases = enqueued.wait(durable).await.map_err(storage_error)?;
         bases.first().copied().ok_or(ErrorCode::InvalidRequest)
     }
@@ -670,8 +676,12 @@ impl Shard {
 
     /// Closes every log (flush, sync, trim); called at shutdown.
     pub async fn close_logs(&self) {
-        let logs: Vec<Log> = self.logs.borrow_mut().drain().map(|(_, log)| log).collect();
-        for log in logs {
+        let logs: Vec<((TopicName, u32), Log)> = self.logs.borrow_mut().drain().collect();
+        for (key, log) in logs {
+            let producers = self.producers.borrow().get(&key).cloned();
+            if let Some(snapshot) = producers.and_then(|p| p.snapshot_due(&log, true)) {
+                crate::producer::write_snapshot(&log, snapshot).await;
+            }
             if let Err(error) = log.close().await {
                 tracing::error!(dir = %log.dir().display(), %error, "closing log");
             }

@@ -622,6 +622,11 @@ impl Log {
         }
     }
 
+    /// Base offset of the segment appends go to now (a change means the log rolled).
+    pub fn active_segment_base(&self) -> u64 {
+        self.inner.state.borrow().logical_base
+    }
+
     /// The offset the next append will get (queued appends included).
     pub fn next_offset(&self) -> u64 {
         self.inner.state.borrow().next_offset

@@ -57,6 +57,7 @@ impl Log {
             self.inner.state.borrow_mut().segments.remove(&seg.base_offset);
         }
         // The checkpoint may claim bytes beyond the cut: it goes (durably) before them.
+        segment::remove_snapshots_above(&self.inner.dir, offset).await?;
         checkpoint::remove(&self.inner.dir).await?;
         self.inner.state.borrow_mut().checkpointed = None;
         let cut = cut_position(&segment, offset, config.read_chunk_bytes).await?;

@@ -214,6 +214,7 @@ pub async fn truncate_dir(dir: &Path, at: u64) -> Result<TruncateReport> {
         }
         (None, None) => size,
     };
+    segment::remove_snapshots_above(dir, expected).await?;
     checkpoint::remove(dir).await?;
     let later = &bases[keep + 1..];
     for (later_base, later_path) in later.iter().rev() {

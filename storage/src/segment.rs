@@ -507,6 +507,31 @@ pub(crate) async fn remove_if_exists(path: &Path) -> Result<()> {
     }
 }
 
+/// Removes the broker's producer snapshots (`<offset:020>.snapshot`, see `rill-broker`'s
+/// `producer/snapshot.rs`) above `offset`: a truncation to `offset` makes them describe batches
+/// that are gone.
+pub(crate) async fn remove_snapshots_above(dir: &Path, offset: u64) -> Result<()> {
+    let owned = dir.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<()> {
+            for entry in std::fs::read_dir(&owned)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let above = name
+                    .strip_suffix(".snapshot")
+                    .filter(|d| d.len() == 20 && d.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|d| d.parse::<u64>().ok())
+                    .is_some_and(|o| o > offset);
+                if above {
+                    std::fs::remove_file(entry.path())?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::io("removing producer snapshots", dir, e))
+}
+
 /// Syncs a directory so that file creations, renames and removals in it are durable.
 pub(crate) async fn sync_dir(dir: &Path) -> Result<()> {
     let d = glommio::io::Directory::open(dir).await.map_err(|e| Error::io("opening directory", dir, e))?;
