@@ -652,8 +652,13 @@ impl Shard {
                 self.logs.borrow_mut().insert((topic, partition), log);
             }
             Err(error) => {
-                tracing::error!(%topic, partition, %error,
-                    "partition log failed to open; it stays offline (KAFKA_STORAGE_ERROR to clients) until repaired: see `rill storage verify`");
+                if matches!(error, rill_storage::Error::Corrupt { .. }) {
+                    tracing::error!(%topic, partition, %error,
+                        "partition log is damaged; it stays offline (KAFKA_STORAGE_ERROR to clients) until repaired: see `rill storage verify`");
+                } else {
+                    tracing::error!(%topic, partition, %error,
+                        "partition log failed to open; it stays offline (KAFKA_STORAGE_ERROR to clients) until the next start");
+                }
                 self.offline.borrow_mut().insert((topic, partition), error.to_string());
             }
         }
