@@ -35,3 +35,4 @@ pub use crate::log::{Batch, Enqueued, Log, LogStats, RetentionReport, StoredBatc
 pub use crate::repair::{
     DATA_DIR_LOCK_FILE, Damage, DataDirLock, TruncateReport, VerifyReport, truncate_dir, verify_dirs,
 };
+pub use crate::segment::{offset_file_name, parse_offset_file_name};

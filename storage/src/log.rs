@@ -730,24 +730,11 @@ impl Log {
         let segments: Vec<Rc<Segment>> = self.inner.state.borrow().segments.values().cloned().collect();
         let mut expected = segments.first().map(|s| s.base_offset).unwrap_or(0);
         for segment in segments {
-            let mut out_of_order = None;
-            let limit = segment.len_bytes.get();
-            let end = segment
-                .scan(0, limit, self.inner.config.read_chunk_bytes, |meta, position, _| {
-                    if meta.base_offset != expected {
-                        out_of_order = Some(position);
-                        return segment::Visit::Stop;
-                    }
-                    expected = meta.end_offset();
-                    segment::Visit::Continue
-                })
-                .await?;
-            if let Some(position) = out_of_order {
-                return Err(Error::corrupt(&segment.path, position, "offsets out of order"));
+            let (end, walked) = segment.walk(expected, u64::MAX, self.inner.config.read_chunk_bytes).await?;
+            if let segment::Walked::Damaged { position, reason } = walked {
+                return Err(Error::corrupt(&segment.path, position, reason));
             }
-            if let segment::ScanEnd::Damaged { position, fault } = end {
-                return Err(segment.damaged(position, fault));
-            }
+            expected = end;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::checkpoint::{self, RecoveryPoint};
 use crate::error::{Error, Result};
 use crate::recovery;
-use crate::segment::{self, ScanEnd, Segment, Visit};
+use crate::segment::{self, Segment, Walked};
 
 /// Bytes read per disk read while verifying.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -117,25 +117,9 @@ async fn verify_dir(dir: &Path) -> Result<VerifyReport> {
             return Ok(report);
         }
         let size = segment.len_bytes.get();
-        let mut expected = *base;
-        let mut out_of_order = None;
-        let end = segment
-            .scan(0, size, CHUNK_BYTES, |meta, position, _| {
-                if meta.base_offset != expected {
-                    out_of_order = Some(position);
-                    return Visit::Stop;
-                }
-                expected = meta.end_offset();
-                Visit::Continue
-            })
-            .await?;
+        let (expected, walked) = segment.walk(*base, u64::MAX, CHUNK_BYTES).await?;
         report.end_offset = expected;
-        let found = match (end, out_of_order) {
-            (_, Some(position)) => Some((position, "offsets out of order".to_string())),
-            (ScanEnd::Damaged { position, fault }, _) => Some((position, fault.to_string())),
-            _ => None,
-        };
-        if let Some((position, reason)) = found {
+        if let Walked::Damaged { position, reason } = walked {
             report.damage = Some(damage(position, reason, expected));
             return Ok(report);
         }
@@ -177,42 +161,20 @@ pub async fn truncate_dir(dir: &Path, at: u64) -> Result<TruncateReport> {
     let (base, path) = bases[keep].clone();
     let segment = Segment::open(path.clone(), base).await?;
     let size = segment.len_bytes.get();
-    // The first entry that reaches `at` (it goes, with everything after it), or the first that
-    // breaks the offset sequence.
-    let mut reaches = None;
-    let mut disorder = None;
-    let mut expected = base;
-    let end = segment
-        .scan(0, size, CHUNK_BYTES, |meta, position, _| {
-            if meta.base_offset != expected {
-                disorder = Some(position);
-                return Visit::Stop;
-            }
-            if meta.end_offset() > at {
-                reaches = Some(position);
-                return Visit::Stop;
-            }
-            expected = meta.end_offset();
-            Visit::Continue
-        })
-        .await?;
-    let damaged = match (disorder, end) {
-        (Some(position), _) => Some((position, "offsets out of order".to_string())),
-        (None, ScanEnd::Damaged { position, fault }) => Some((position, fault.to_string())),
-        _ => None,
-    };
-    let cut = match (reaches, damaged) {
-        (Some(position), _) => position,
+    // Cut at the first entry that reaches `at` (it goes, with everything after it).
+    let (expected, walked) = segment.walk(base, at, CHUNK_BYTES).await?;
+    let cut = match walked {
+        Walked::Reached { position } => position,
         // Damage right at `at`: it goes with the rest.
-        (None, Some((position, _))) if expected == at => position,
-        (None, Some((position, reason))) => {
+        Walked::Damaged { position, .. } if expected == at => position,
+        Walked::Damaged { position, reason } => {
             return Err(Error::corrupt(
                 &path,
                 position,
                 format!("{reason}; offsets from {expected} on are damaged: truncate at {expected} or lower"),
             ));
         }
-        (None, None) => size,
+        Walked::Clean => size,
     };
     segment::remove_snapshots_above(dir, expected).await?;
     checkpoint::remove(dir).await?;

@@ -18,18 +18,28 @@ use crate::index::{IndexKind, SegmentIndex, SegmentSummary};
 use crate::log::StoredBatch;
 use crate::prefetch::Prefetcher;
 
-/// The file name of a segment or index starting at `base_offset`.
-pub(crate) fn file_name(base_offset: u64, extension: &str) -> String {
-    format!("{base_offset:020}.{extension}")
+/// The name of a file of the log directory named by an offset: `<offset:020>.<extension>`
+/// (segments, their indexes, the broker's producer snapshots).
+pub fn offset_file_name(offset: u64, extension: &str) -> String {
+    format!("{offset:020}.{extension}")
 }
 
-/// Parses `<20 digits>.log` into its base offset.
-pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".log")?;
+/// Parses `<20 digits>.<extension>` into its offset.
+pub fn parse_offset_file_name(name: &str, extension: &str) -> Option<u64> {
+    let digits = name.strip_suffix(extension)?.strip_suffix('.')?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
+}
+
+pub(crate) fn file_name(base_offset: u64, extension: &str) -> String {
+    offset_file_name(base_offset, extension)
+}
+
+/// Parses `<20 digits>.log` into its base offset.
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
+    parse_offset_file_name(name, "log")
 }
 
 pub(crate) fn align_down(v: u64) -> u64 {
@@ -70,6 +80,17 @@ pub(crate) enum ScanEnd {
     Damaged { position: u64, fault: EntryFault },
     /// The visitor asked to stop before the entry at `position`.
     Stopped { position: u64 },
+}
+
+/// Where [`Segment::walk`] stopped.
+#[derive(Debug)]
+pub(crate) enum Walked {
+    /// Every entry up to the file end is whole and in offset order.
+    Clean,
+    /// The entry at `position` is the first whose offsets reach the walk's `until`.
+    Reached { position: u64 },
+    /// The entry at `position` is damaged or breaks the offset sequence.
+    Damaged { position: u64, reason: String },
 }
 
 /// What the scan visitor says after each entry.
@@ -209,6 +230,36 @@ impl Segment {
 
     /// Rebuilds the in-memory state from the file by scanning `[0, limit)`. Returns where the scan
     /// ended; the caller decides whether damage is a torn tail or corruption.
+    /// Walks the entries from the start checking checksums and that each starts where the one
+    /// before ended (the first at `first`), stopping before the first entry whose offsets reach
+    /// `until`. Returns one past the last whole entry's offsets, and where it stopped.
+    pub async fn walk(&self, first: u64, until: u64, chunk_bytes: usize) -> Result<(u64, Walked)> {
+        let mut expected = first;
+        let mut stop = None;
+        let end = self
+            .scan(0, self.len_bytes.get(), chunk_bytes, |meta, position, _| {
+                if meta.base_offset != expected {
+                    stop = Some(Walked::Damaged { position, reason: "offsets out of order".into() });
+                    return Visit::Stop;
+                }
+                if meta.end_offset() > until {
+                    stop = Some(Walked::Reached { position });
+                    return Visit::Stop;
+                }
+                expected = meta.end_offset();
+                Visit::Continue
+            })
+            .await?;
+        let walked = match (stop, end) {
+            (Some(stop), _) => stop,
+            (None, ScanEnd::Damaged { position, fault }) => {
+                Walked::Damaged { position, reason: fault.to_string() }
+            }
+            (None, _) => Walked::Clean,
+        };
+        Ok((expected, walked))
+    }
+
     pub async fn rebuild(
         &self,
         limit: u64,
@@ -517,11 +568,7 @@ pub(crate) async fn remove_snapshots_above(dir: &Path, offset: u64) -> Result<()
             for entry in std::fs::read_dir(&owned)? {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let above = name
-                    .strip_suffix(".snapshot")
-                    .filter(|d| d.len() == 20 && d.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|d| d.parse::<u64>().ok())
-                    .is_some_and(|o| o > offset);
+                let above = parse_offset_file_name(&name, "snapshot").is_some_and(|o| o > offset);
                 if above {
                     std::fs::remove_file(entry.path())?;
                 }

@@ -35,21 +35,6 @@ pub fn run(cmd: StorageCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Runs `f` on a one-off glommio executor (the storage engine's file I/O needs one).
-fn on_executor<T, F, Fut>(f: F) -> anyhow::Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-{
-    let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .name("rill-storage")
-        .io_memory(512 << 10)
-        .spawn(f)
-        .map_err(|e| anyhow::anyhow!("starting an I/O executor: {e}"))?;
-    handle.join().map_err(|e| anyhow::anyhow!("storage executor: {e:?}"))
-}
-
 /// Log directories at or under `dir`: directories holding segment files.
 fn log_dirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
@@ -83,11 +68,10 @@ fn verify(dir: &Path) -> anyhow::Result<()> {
     if dirs.is_empty() {
         bail!("no log segments under {}", dir.display());
     }
-    let reports: Vec<VerifyReport> =
-        on_executor(
-            move || async move { rill_storage::verify_dirs(&dirs).await.map_err(|e| e.to_string()) },
-        )?
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let reports: Vec<VerifyReport> = rill_perf::on_executor_unpinned(move || async move {
+        rill_storage::verify_dirs(&dirs).await.map_err(|e| e.to_string())
+    })?
+    .map_err(|e| anyhow::anyhow!(e))?;
     let mut damaged = 0;
     for r in &reports {
         match &r.damage {
@@ -136,7 +120,7 @@ fn truncate(dir: &Path, at: u64) -> anyhow::Result<()> {
         None => None,
     };
     let owned = dir.to_path_buf();
-    let report = on_executor(move || async move {
+    let report = rill_perf::on_executor_unpinned(move || async move {
         rill_storage::truncate_dir(&owned, at).await.map_err(|e| e.to_string())
     })?
     .map_err(|e| anyhow::anyhow!(e))

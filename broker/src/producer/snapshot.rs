@@ -90,16 +90,13 @@ pub(super) fn decode(image: &[u8]) -> Option<(u64, HashMap<i64, ProducerState>)>
     f.0.is_empty().then_some((end_offset, table))
 }
 
-fn snapshot_offset(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".snapshot")?;
-    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
-}
-
 fn snapshots(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if let Some(offset) = snapshot_offset(&entry.file_name().to_string_lossy()) {
+        if let Some(offset) =
+            rill_storage::parse_offset_file_name(&entry.file_name().to_string_lossy(), EXTENSION)
+        {
             found.push((offset, entry.path()));
         }
     }
@@ -111,7 +108,7 @@ fn snapshots(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 /// the newest `KEPT`. Blocking: run it with `spawn_blocking`.
 pub(super) fn write(dir: &Path, end_offset: u64, image: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let path = dir.join(format!("{end_offset:020}.{EXTENSION}"));
+    let path = dir.join(rill_storage::offset_file_name(end_offset, EXTENSION));
     let tmp = path.with_extension("snapshot.tmp");
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(image)?;
