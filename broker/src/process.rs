@@ -14,8 +14,8 @@ pub fn exit_on_panic() {
     }));
 }
 
-/// Raises the soft RLIMIT_NOFILE to the hard limit (each partition's active segment holds a
-/// file open, sealed ones while cached) and returns `(before, after)`.
+/// Raises the soft RLIMIT_NOFILE to the hard limit (segment files are kept open up to
+/// [`segment_files_per_shard`], connections take one each) and returns `(before, after)`.
 pub fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes one rlimit into a valid pointer.
@@ -31,4 +31,16 @@ pub fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
         }
     }
     Ok((before, limit.rlim_cur))
+}
+
+/// Segment files each shard keeps open (its `rill_storage` open-file cache): half of the
+/// process's open-file limit split over the shards, the other half left to connections and
+/// transient files, between 16 and 65,536.
+pub fn segment_files_per_shard(shards: usize) -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into a valid pointer.
+    let soft =
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 { limit.rlim_cur } else { 1024 };
+    let soft = usize::try_from(soft).unwrap_or(usize::MAX);
+    (soft / 2 / shards.max(1)).clamp(16, 65_536)
 }

@@ -63,7 +63,9 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
     let lock = rill_storage::DataDirLock::acquire(&config.data_dir)
         .map_err(|e| BrokerError::Runtime(format!("data directory {}: {e}", config.data_dir.display())))?;
     let metadata = prepare_metadata(&config.data_dir, shards)?;
-    tracing::info!(shards, cores = ?config.cores, profile = %config.profile.name, topics = metadata.topics.len(), "starting");
+    let open_segment_files = crate::process::segment_files_per_shard(shards);
+    tracing::info!(shards, cores = ?config.cores, profile = %config.profile.name, topics = metadata.topics.len(),
+        open_segment_files_per_shard = open_segment_files, "starting");
 
     let mesh = MeshBuilder::<Msg, _>::full(shards, config.profile.io.shard_channel_depth as usize);
     let peers: Arc<Vec<AtomicUsize>> = Arc::new((0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect());
@@ -76,6 +78,7 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
     for (index, cpu) in config.cores.iter().copied().enumerate() {
         let ctx = ShardContext {
             index,
+            open_segment_files,
             config: config.clone(),
             metadata: metadata.clone(),
             mesh: mesh.clone(),
@@ -164,6 +167,8 @@ fn remove_extra_partitions(dir: &Path, partitions: usize) {
 
 struct ShardContext {
     index: usize,
+    /// Segment files this shard keeps open (see `process::segment_files_per_shard`).
+    open_segment_files: usize,
     config: BrokerConfig,
     metadata: Metadata,
     mesh: MeshBuilder<Msg, glommio::channels::channel_mesh::Full>,
@@ -197,6 +202,7 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     let peer_of: Vec<usize> = ctx.peers.iter().map(|p| p.load(Ordering::Acquire)).collect();
+    rill_storage::set_open_files_max(ctx.open_segment_files);
     let shard = Rc::new(Shard::new(
         ctx.index,
         ctx.config.data_dir.clone(),

@@ -14,7 +14,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::disk::Disk;
+use crate::error::Result;
 use crate::segment;
 
 /// The checkpoint's file name in the log directory.
@@ -75,14 +76,9 @@ pub(crate) fn path(dir: &Path) -> PathBuf {
 
 /// Reads the checkpoint of the log in `dir`. A missing file is `None`; a damaged one is
 /// `None` with a warning (recovery then trusts only the sealed segments, as before checkpoints).
-pub(crate) async fn read(dir: &Path) -> Result<Option<RecoveryPoint>> {
+pub(crate) async fn read(disk: &Disk, dir: &Path) -> Result<Option<RecoveryPoint>> {
     let path = path(dir);
-    let owned = path.clone();
-    let image = match glommio::executor().spawn_blocking(move || std::fs::read(owned)).await {
-        Ok(image) => image,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("reading", &path, e)),
-    };
+    let Some(image) = segment::read_whole_file(disk, &path).await? else { return Ok(None) };
     match RecoveryPoint::decode(&image) {
         Ok(point) => Ok(Some(point)),
         Err(reason) => {
@@ -93,14 +89,14 @@ pub(crate) async fn read(dir: &Path) -> Result<Option<RecoveryPoint>> {
 }
 
 /// Replaces the checkpoint of the log in `dir` (temporary file, sync, rename).
-pub(crate) async fn write(dir: &Path, point: &RecoveryPoint) -> Result<()> {
-    segment::write_file_atomically(&path(dir), &point.encode()).await
+pub(crate) async fn write(disk: &Disk, dir: &Path, point: &RecoveryPoint) -> Result<()> {
+    segment::write_file_atomically(disk, &path(dir), &point.encode()).await
 }
 
 /// Removes the checkpoint and makes the removal durable.
-pub(crate) async fn remove(dir: &Path) -> Result<()> {
-    segment::remove_if_exists(&path(dir)).await?;
-    segment::sync_dir(dir).await
+pub(crate) async fn remove(disk: &Disk, dir: &Path) -> Result<()> {
+    segment::remove_if_exists(disk, &path(dir)).await?;
+    segment::sync_dir(disk, dir).await
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use glommio::io::DmaBuffer;
 
 use crate::checkpoint::RecoveryPoint;
 use crate::config::Durability;
+use crate::disk;
 use crate::entry::{self, ENTRY_HEADER_BYTES, EntryMeta};
 use crate::error::{Error, Result};
 use crate::log::Inner;
@@ -39,7 +40,7 @@ struct Write {
 
 struct InFlight {
     write: Write,
-    task: glommio::task::JoinHandle<glommio::Result<usize, ()>>,
+    task: glommio::task::JoinHandle<std::io::Result<usize>>,
 }
 
 /// The flusher task: writes queued entries until the queue is empty; on an I/O error the log is
@@ -142,7 +143,7 @@ fn prepare(segment: Rc<Segment>, start_len: u64, tail: &[u8], group: Vec<Pending
     assert_eq!(write_pos + tail.len() as u64, start_len, "tail block mirrors the segment end");
     let group_bytes: u64 = group.iter().map(|p| p.meta.entry_bytes()).sum();
     let total = tail.len() as u64 + group_bytes;
-    let mut buf = segment.file.alloc_dma_buffer(align_up(total) as usize);
+    let mut buf = disk::alloc_buffer(align_up(total) as usize);
     let bytes = buf.as_bytes_mut();
     bytes[..tail.len()].copy_from_slice(tail);
     let mut at = tail.len();
@@ -170,7 +171,11 @@ fn prepare(segment: Rc<Segment>, start_len: u64, tail: &[u8], group: Vec<Pending
 fn start(write: Write, buf: DmaBuffer) -> InFlight {
     let file = write.segment.file.clone();
     let position = align_down(write.start_len);
-    let task = glommio::spawn_local(async move { file.write_at(buf, position).await }).detach();
+    let task = glommio::spawn_local(async move {
+        let open = file.get().await.map_err(std::io::Error::other)?;
+        open.write_at(buf, position).await
+    })
+    .detach();
     InFlight { write, task }
 }
 
@@ -218,8 +223,8 @@ async fn roll(inner: &Inner, old: &Rc<Segment>, base: u64) -> Result<Rc<Segment>
     old.sync().await?;
     old.sealed.set(true);
     start_index_write(inner, old.clone());
-    let new = Rc::new(Segment::create(&inner.dir, base).await?);
-    segment::sync_dir(&inner.dir).await?;
+    let new = Rc::new(Segment::create(&inner.disk, &inner.dir, base).await?);
+    segment::sync_dir(&inner.disk, &inner.dir).await?;
     let mut s = inner.state.borrow_mut();
     // Everything before the new segment is in sealed, synced segments.
     s.durable_end = s.durable_end.max(base);

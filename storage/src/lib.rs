@@ -13,6 +13,7 @@ mod cache;
 mod checkpoint;
 mod clock;
 mod config;
+mod disk;
 mod entry;
 mod error;
 mod flush;
@@ -20,6 +21,7 @@ mod index;
 mod log;
 mod maintenance;
 mod notify;
+mod open_files;
 mod prefetch;
 mod recovery;
 mod repair;
@@ -29,9 +31,11 @@ pub use crate::alloc::retain_dma_buffer_memory;
 pub use crate::checkpoint::{CHECKPOINT_FILE, RecoveryPoint};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::{BLOCK_BYTES, Durability, INDEX_ENTRIES_PER_SEGMENT_MAX, LogConfig};
+pub use crate::disk::{Disk, SimDisk};
 pub use crate::entry::ENTRY_HEADER_BYTES;
 pub use crate::error::{Error, Result};
 pub use crate::log::{Batch, Enqueued, Log, LogStats, RetentionReport, StoredBatch};
+pub use crate::open_files::{OPEN_FILES_MAX_DEFAULT, open_files_cached, open_files_max, set_open_files_max};
 pub use crate::repair::{
     DATA_DIR_LOCK_FILE, Damage, DataDirLock, TruncateReport, VerifyReport, truncate_dir, verify_dirs,
 };

@@ -16,6 +16,7 @@ use crate::cache::BatchCache;
 use crate::checkpoint::{self, RecoveryPoint};
 use crate::clock::Clock;
 use crate::config::{BLOCK_BYTES, Durability, LogConfig};
+use crate::disk::Disk;
 use crate::entry::{self, ENTRY_HEADER_BYTES, EntryMeta};
 use crate::error::{Error, Result};
 use crate::flush::{Pending, flusher, interval_sync, sync_written};
@@ -158,6 +159,8 @@ pub(crate) struct Inner {
     pub dir: PathBuf,
     pub config: LogConfig,
     pub clock: Rc<dyn Clock>,
+    /// Where the files live (the host's file system, or a simulated disk in tests).
+    pub disk: Disk,
     pub state: RefCell<State>,
     /// Signalled whenever written/durable offsets move, the queue drains, or the log fails.
     pub changed: Notify,
@@ -220,9 +223,21 @@ impl Log {
     /// segment's torn tail is truncated, missing or stale indexes are rebuilt, and damage in
     /// sealed segments is an error that names the file and byte offset.
     pub async fn open(dir: impl Into<PathBuf>, config: LogConfig, clock: Rc<dyn Clock>) -> Result<Log> {
+        Log::open_on(Disk::Direct, dir, config, clock).await
+    }
+
+    /// [`Log::open`] on `disk` (a [`Disk::Simulated`] one in power-loss tests).
+    pub async fn open_on(
+        disk: Disk,
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        clock: Rc<dyn Clock>,
+    ) -> Result<Log> {
         config.validate()?;
-        let dir = recovery::create_dir(dir.into()).await?;
-        let recovered = recovery::recover(&dir, &config).await?;
+        let dir = dir.into();
+        let dir =
+            disk.create_dir(dir.clone()).await.map_err(|e| Error::io("creating log directory", dir, e))?;
+        let recovered = recovery::recover(&disk, &dir, &config).await?;
         let active =
             recovered.segments.values().next_back().expect("recovery leaves an active segment").clone();
         let end = active.end_offset.get();
@@ -257,6 +272,7 @@ impl Log {
             me: me.clone(),
             readahead: RefCell::new(None),
             dir,
+            disk,
             config,
             clock,
             state: RefCell::new(state),
@@ -289,7 +305,7 @@ impl Log {
             }
             s.durable_point
         };
-        checkpoint::write(&self.inner.dir, &point).await?;
+        checkpoint::write(&self.inner.disk, &self.inner.dir, &point).await?;
         self.inner.state.borrow_mut().checkpointed = Some(point);
         Ok(())
     }

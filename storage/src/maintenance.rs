@@ -57,8 +57,8 @@ impl Log {
             self.inner.state.borrow_mut().segments.remove(&seg.base_offset);
         }
         // The checkpoint may claim bytes beyond the cut: it goes (durably) before them.
-        segment::remove_snapshots_above(&self.inner.dir, offset).await?;
-        checkpoint::remove(&self.inner.dir).await?;
+        segment::remove_snapshots_above(&self.inner.disk, &self.inner.dir, offset).await?;
+        checkpoint::remove(&self.inner.disk, &self.inner.dir).await?;
         self.inner.state.borrow_mut().checkpointed = None;
         let cut = cut_position(&segment, offset, config.read_chunk_bytes).await?;
         segment.remove_indexes().await?;
@@ -70,7 +70,7 @@ impl Log {
         }
         segment.truncate_file(cut).await?;
         segment.sync().await?;
-        segment::sync_dir(&self.inner.dir).await?;
+        segment::sync_dir(&self.inner.disk, &self.inner.dir).await?;
         segment.sealed.set(false);
         let (len, end) = segment.rebuild(cut, config.index_interval_bytes, config.read_chunk_bytes).await?;
         if !matches!(end, segment::ScanEnd::Clean) || len != cut {
@@ -143,7 +143,7 @@ impl Log {
             report.bytes_deleted += seg.len_bytes.get();
         }
         if !doomed.is_empty() {
-            segment::sync_dir(&self.inner.dir).await?;
+            segment::sync_dir(&self.inner.disk, &self.inner.dir).await?;
             tracing::info!(dir = %self.inner.dir.display(), segments = report.segments_deleted,
                 bytes = report.bytes_deleted, "retention deleted segments");
         }
@@ -174,6 +174,6 @@ async fn cut_position(segment: &Segment, offset: u64, chunk_bytes: usize) -> Res
 }
 
 async fn remove_segment_files(segment: &Segment) -> Result<()> {
-    segment::remove_if_exists(&segment.path).await?;
+    segment::remove_if_exists(segment.file.disk(), &segment.path).await?;
     segment.remove_indexes().await
 }

@@ -9,11 +9,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::io::DmaFile;
 use glommio::task::JoinHandle;
+
+use crate::open_files::FileHandle;
 
 /// Bytes of chunks one shard (thread) may hold loaded or loading, over all its segments.
 pub(crate) const SHARD_BYTES_MAX: usize = 64 << 20;
@@ -79,7 +79,7 @@ impl Prefetcher {
     /// loaded or loading; loads the `ahead` chunks that follow. `None`: read the disk directly.
     pub async fn window(
         &self,
-        file: &Rc<DmaFile>,
+        file: &FileHandle,
         position: u64,
         len_limit: u64,
         chunk_bytes: u64,
@@ -127,7 +127,7 @@ impl Prefetcher {
 
     /// Starts loading chunks `first..first + count` that lie wholly below `len_limit`, within the
     /// shard budget, skipping those already present.
-    fn load(&self, file: &Rc<DmaFile>, first: u64, count: usize, len_limit: u64, chunk_bytes: u64) {
+    fn load(&self, file: &FileHandle, first: u64, count: usize, len_limit: u64, chunk_bytes: u64) {
         let mut chunks = self.chunks.borrow_mut();
         for index in first..first + count as u64 {
             let start = index * chunk_bytes;
@@ -141,12 +141,13 @@ impl Prefetcher {
             let file = file.clone();
             let len = chunk_bytes as usize;
             let task = glommio::spawn_local(async move {
-                let read = file.read_at(start, len).await?;
+                let open = file.get().await.map_err(std::io::Error::other)?;
+                let read = open.read_at(start, len).await?;
                 if read.len() != len {
                     let e = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read");
                     return Err(e);
                 }
-                Ok(Bytes::copy_from_slice(&read))
+                Ok(read)
             })
             .detach();
             chunks.insert(index, Chunk { state: State::Loading(task), _reservation: reservation });

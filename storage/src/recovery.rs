@@ -14,6 +14,7 @@ use std::rc::Rc;
 
 use crate::checkpoint::{self, RecoveryPoint};
 use crate::config::LogConfig;
+use crate::disk::{self, Disk};
 use crate::entry::EntryFault;
 use crate::error::{Error, Result};
 use crate::segment::{self, ScanEnd, Segment, align_down};
@@ -25,23 +26,23 @@ pub(crate) struct Recovered {
     pub checkpointed: Option<RecoveryPoint>,
 }
 
-pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
-    let bases = list_segments(dir).await?;
-    segment::prime_device_probe(dir).await?;
+pub(crate) async fn recover(disk: &Disk, dir: &Path, config: &LogConfig) -> Result<Recovered> {
+    let bases = list_segments(disk, dir).await?;
+    disk.prime_device_probe(dir).await?;
     let mut segments = BTreeMap::new();
     if bases.is_empty() {
         // A checkpoint without segments describes files that are gone.
-        segment::remove_if_exists(&checkpoint::path(dir)).await?;
-        let segment = Segment::create(dir, 0).await?;
-        segment::sync_dir(dir).await?;
+        segment::remove_if_exists(disk, &checkpoint::path(dir)).await?;
+        let segment = Segment::create(disk, dir, 0).await?;
+        segment::sync_dir(disk, dir).await?;
         segments.insert(0, Rc::new(segment));
         return Ok(Recovered { segments, tail: Vec::new(), checkpointed: None });
     }
-    let checkpointed = checkpoint::read(dir).await?;
+    let checkpointed = checkpoint::read(disk, dir).await?;
     let (last, sealed) = bases.split_last().expect("non-empty");
     let mut previous: Option<Rc<Segment>> = None;
     for (base, path) in sealed {
-        let segment = Rc::new(open_sealed(path.clone(), *base, config).await?);
+        let segment = Rc::new(open_sealed(disk, path.clone(), *base, config).await?);
         check_follows(previous.as_deref(), *base)?;
         previous = Some(segment.clone());
         segments.insert(*base, segment);
@@ -63,7 +64,7 @@ pub(crate) async fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered>
         // Everything before the active segment was synced when it was sealed.
         _ => 0,
     };
-    let active = open_active(path.clone(), *base, config, durable_position).await?;
+    let active = open_active(disk, path.clone(), *base, config, durable_position).await?;
     if let Some(point) = checkpointed.filter(|p| p.segment_base == *base)
         && active.end_offset.get() < point.end_offset
     {
@@ -99,64 +100,33 @@ fn check_follows(previous: Option<&Segment>, next_base: u64) -> Result<()> {
     }
 }
 
-/// Creates `dir` if needed and returns its absolute path (glommio's directory calls misbehave
-/// on relative paths).
-pub(crate) async fn create_dir(dir: PathBuf) -> Result<PathBuf> {
-    let owned = dir.clone();
-    glommio::executor()
-        .spawn_blocking(move || {
-            let existed = owned.is_dir();
-            std::fs::create_dir_all(&owned)?;
-            let dir = std::fs::canonicalize(&owned)?;
-            if !existed {
-                // Make the new directory's entry durable in its parent before any data lands.
-                if let Some(parent) = dir.parent() {
-                    std::fs::File::open(parent)?.sync_all()?;
-                }
-            }
-            std::io::Result::Ok(dir)
-        })
-        .await
-        .map_err(|e| Error::io("creating log directory", dir, e))
-}
-
 /// Segment files in `dir` by base offset; leftover temporary files and orphaned indexes removed.
-async fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let (names, bases) = segment_files(dir).await?;
+async fn list_segments(disk: &Disk, dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let (names, bases) = segment_files(disk, dir).await?;
     for name in &names {
         let stem_base =
             name.split('.').next().and_then(|stem| segment::parse_segment_name(&format!("{stem}.log")));
         let orphan_index = (name.ends_with(".index") || name.ends_with(".timeindex"))
             && stem_base.is_some_and(|b| !bases.iter().any(|(base, _)| *base == b));
-        if name.ends_with(".tmp") || name == ".rill-device-probe" || orphan_index {
+        if name.ends_with(".tmp") || name == disk::PROBE_FILE || orphan_index {
             tracing::info!(file = %dir.join(name).display(), "removing leftover file");
-            segment::remove_if_exists(&dir.join(name)).await?;
+            segment::remove_if_exists(disk, &dir.join(name)).await?;
         }
     }
     Ok(bases)
 }
 
 /// Every file name in `dir`, and the segment files among them by base offset.
-pub(crate) async fn segment_files(dir: &Path) -> Result<(Vec<String>, Vec<(u64, PathBuf)>)> {
-    let owned = dir.to_path_buf();
-    let names = glommio::executor()
-        .spawn_blocking(move || -> std::io::Result<Vec<String>> {
-            let mut names = Vec::new();
-            for entry in std::fs::read_dir(&owned)? {
-                names.push(entry?.file_name().to_string_lossy().into_owned());
-            }
-            Ok(names)
-        })
-        .await
-        .map_err(|e| Error::io("listing log directory", dir, e))?;
+pub(crate) async fn segment_files(disk: &Disk, dir: &Path) -> Result<(Vec<String>, Vec<(u64, PathBuf)>)> {
+    let names = disk.list(dir).await.map_err(|e| Error::io("listing log directory", dir, e))?;
     let mut bases: Vec<(u64, PathBuf)> =
         names.iter().filter_map(|n| segment::parse_segment_name(n).map(|b| (b, dir.join(n)))).collect();
     bases.sort();
     Ok((names, bases))
 }
 
-async fn open_sealed(path: PathBuf, base: u64, config: &LogConfig) -> Result<Segment> {
-    let segment = Segment::open(path, base).await?;
+async fn open_sealed(disk: &Disk, path: PathBuf, base: u64, config: &LogConfig) -> Result<Segment> {
+    let segment = Segment::open(disk, path, base).await?;
     segment.sealed.set(true);
     match segment.load_indexes().await? {
         Ok(()) => return Ok(segment),
@@ -176,8 +146,14 @@ async fn open_sealed(path: PathBuf, base: u64, config: &LogConfig) -> Result<Seg
 }
 
 /// Opens and scans the active segment; its first `durable_position` bytes must be whole entries.
-async fn open_active(path: PathBuf, base: u64, config: &LogConfig, durable_position: u64) -> Result<Segment> {
-    let segment = Segment::open(path, base).await?;
+async fn open_active(
+    disk: &Disk,
+    path: PathBuf,
+    base: u64,
+    config: &LogConfig,
+    durable_position: u64,
+) -> Result<Segment> {
+    let segment = Segment::open(disk, path, base).await?;
     let size = segment.len_bytes.get();
     if size < durable_position {
         return Err(Error::corrupt(

@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{self, RecoveryPoint};
+use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::recovery;
 use crate::segment::{self, Segment, Walked};
@@ -63,9 +64,9 @@ impl VerifyReport {
 /// executor.
 pub async fn verify_dirs(dirs: &[PathBuf]) -> Result<Vec<VerifyReport>> {
     // glommio decides on the first DMA open whether the device polls, by reading that file's
-    // first block (see `segment::prime_device_probe`): make it one that has data, read-only.
+    // first block (see `disk::prime_device_probe`): make it one that has data, read-only.
     'prime: for dir in dirs {
-        for (_, path) in recovery::segment_files(dir).await?.1 {
+        for (_, path) in recovery::segment_files(&Disk::Direct, dir).await?.1 {
             if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
                 let file =
                     glommio::io::DmaFile::open(&path).await.map_err(|e| Error::io("opening", &path, e))?;
@@ -82,8 +83,8 @@ pub async fn verify_dirs(dirs: &[PathBuf]) -> Result<Vec<VerifyReport>> {
 }
 
 async fn verify_dir(dir: &Path) -> Result<VerifyReport> {
-    let (_, bases) = recovery::segment_files(dir).await?;
-    let recovery_point = checkpoint::read(dir).await?;
+    let (_, bases) = recovery::segment_files(&Disk::Direct, dir).await?;
+    let recovery_point = checkpoint::read(&Disk::Direct, dir).await?;
     let mut report = VerifyReport {
         dir: dir.to_path_buf(),
         segments: bases.len(),
@@ -94,7 +95,7 @@ async fn verify_dir(dir: &Path) -> Result<VerifyReport> {
     };
     let last = bases.len().saturating_sub(1);
     for (i, (base, path)) in bases.iter().enumerate() {
-        let segment = Segment::open_read_only(path.clone(), *base).await?;
+        let segment = Segment::open_read_only(&Disk::Direct, path.clone(), *base).await?;
         let durable = match recovery_point {
             _ if i < last => u64::MAX,
             Some(point) if point.segment_base == *base => point.position,
@@ -149,8 +150,8 @@ pub struct TruncateReport {
 /// first segment. Crash-safe: the checkpoint goes first, then the later segments newest first,
 /// then the cut. Must run on a glommio executor.
 pub async fn truncate_dir(dir: &Path, at: u64) -> Result<TruncateReport> {
-    let (_, bases) = recovery::segment_files(dir).await?;
-    segment::prime_device_probe(dir).await?;
+    let (_, bases) = recovery::segment_files(&Disk::Direct, dir).await?;
+    Disk::Direct.prime_device_probe(dir).await?;
     let Some(first) = bases.first() else {
         return Err(Error::OffsetOutOfRange { offset: at, start: 0, end: 0 });
     };
@@ -159,7 +160,7 @@ pub async fn truncate_dir(dir: &Path, at: u64) -> Result<TruncateReport> {
     }
     let keep = bases.iter().rposition(|(base, _)| *base <= at).expect("the first segment starts at or below");
     let (base, path) = bases[keep].clone();
-    let segment = Segment::open(path.clone(), base).await?;
+    let segment = Segment::open(&Disk::Direct, path.clone(), base).await?;
     let size = segment.len_bytes.get();
     // Cut at the first entry that reaches `at` (it goes, with everything after it).
     let (expected, walked) = segment.walk(base, at, CHUNK_BYTES).await?;
@@ -176,22 +177,22 @@ pub async fn truncate_dir(dir: &Path, at: u64) -> Result<TruncateReport> {
         }
         Walked::Clean => size,
     };
-    segment::remove_snapshots_above(dir, expected).await?;
-    checkpoint::remove(dir).await?;
+    segment::remove_snapshots_above(&Disk::Direct, dir, expected).await?;
+    checkpoint::remove(&Disk::Direct, dir).await?;
     let later = &bases[keep + 1..];
     for (later_base, later_path) in later.iter().rev() {
-        let doomed = Segment::open(later_path.clone(), *later_base).await?;
-        segment::remove_if_exists(&doomed.path).await?;
+        let doomed = Segment::open(&Disk::Direct, later_path.clone(), *later_base).await?;
+        segment::remove_if_exists(&Disk::Direct, &doomed.path).await?;
         doomed.remove_indexes().await?;
     }
     if !later.is_empty() {
-        segment::sync_dir(dir).await?;
+        segment::sync_dir(&Disk::Direct, dir).await?;
     }
     // The kept segment becomes the active one: its sealed indexes no longer describe it.
     segment.remove_indexes().await?;
     segment.truncate_file(cut).await?;
     segment.sync().await?;
-    segment::sync_dir(dir).await?;
+    segment::sync_dir(&Disk::Direct, dir).await?;
     tracing::info!(dir = %dir.display(), at, segments_removed = later.len(), bytes_cut = size - cut,
         "log truncated by the operator");
     Ok(TruncateReport { end_offset: expected, segments_removed: later.len(), bytes_cut: size - cut })

@@ -6,17 +6,16 @@
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
-
-use bytes::Bytes;
-use glommio::io::{DmaFile, OpenOptions};
 
 use crate::config::BLOCK_BYTES;
+use crate::disk::{self, Disk, Mode};
 use crate::entry::{self, ENTRY_HEADER_BYTES, EntryFault, EntryMeta};
 use crate::error::{Error, Result};
 use crate::index::{IndexKind, SegmentIndex, SegmentSummary};
 use crate::log::StoredBatch;
+use crate::open_files::FileHandle;
 use crate::prefetch::Prefetcher;
+use bytes::Bytes;
 
 /// The name of a file of the log directory named by an offset: `<offset:020>.<extension>`
 /// (segments, their indexes, the broker's producer snapshots).
@@ -54,7 +53,8 @@ pub(crate) fn align_up(v: u64) -> u64 {
 pub(crate) struct Segment {
     pub base_offset: u64,
     pub path: PathBuf,
-    pub file: Rc<DmaFile>,
+    /// The file, open while the shard's open-file cache holds it.
+    pub file: FileHandle,
     /// Bytes of complete entries on disk.
     pub len_bytes: Cell<u64>,
     /// One past the last offset of the entries on disk.
@@ -100,41 +100,35 @@ pub(crate) enum Visit {
 }
 
 impl Segment {
-    pub async fn create(dir: &Path, base_offset: u64) -> Result<Segment> {
+    pub async fn create(disk: &Disk, dir: &Path, base_offset: u64) -> Result<Segment> {
         let path = dir.join(file_name(base_offset, "log"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .dma_open(&path)
-            .await
-            .map_err(|e| Error::io("creating segment", &path, e))?;
-        Ok(Segment::new(base_offset, path, file, 0))
+        let file =
+            disk.open(&path, Mode::CreateNew).await.map_err(|e| Error::io("creating segment", &path, e))?;
+        Ok(Segment::new(base_offset, FileHandle::new(disk.clone(), path, Mode::CreateNew, file), 0))
     }
 
-    pub async fn open(path: PathBuf, base_offset: u64) -> Result<Segment> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .dma_open(&path)
-            .await
-            .map_err(|e| Error::io("opening segment", &path, e))?;
-        let size = file.file_size().await.map_err(|e| Error::io("sizing segment", &path, e))?;
-        Ok(Segment::new(base_offset, path, file, size))
+    pub async fn open(disk: &Disk, path: PathBuf, base_offset: u64) -> Result<Segment> {
+        Segment::open_mode(disk, path, base_offset, Mode::ReadWrite).await
     }
 
     /// Opens a segment for reading only (the offline verifier never changes a file).
-    pub async fn open_read_only(path: PathBuf, base_offset: u64) -> Result<Segment> {
-        let file = DmaFile::open(&path).await.map_err(|e| Error::io("opening segment", &path, e))?;
-        let size = file.file_size().await.map_err(|e| Error::io("sizing segment", &path, e))?;
-        Ok(Segment::new(base_offset, path, file, size))
+    pub async fn open_read_only(disk: &Disk, path: PathBuf, base_offset: u64) -> Result<Segment> {
+        Segment::open_mode(disk, path, base_offset, Mode::Read).await
     }
 
-    fn new(base_offset: u64, path: PathBuf, file: DmaFile, len_bytes: u64) -> Segment {
+    async fn open_mode(disk: &Disk, path: PathBuf, base_offset: u64, mode: Mode) -> Result<Segment> {
+        let file = FileHandle::open(disk, path, mode).await?;
+        let open = file.get().await?;
+        let size = open.size().await.map_err(|e| Error::io("sizing segment", file.path(), e))?;
+        drop(open);
+        Ok(Segment::new(base_offset, file, size))
+    }
+
+    fn new(base_offset: u64, file: FileHandle, len_bytes: u64) -> Segment {
         Segment {
             base_offset,
-            path,
-            file: Rc::new(file),
+            path: file.path().to_path_buf(),
+            file,
             len_bytes: Cell::new(len_bytes),
             end_offset: Cell::new(base_offset),
             index: RefCell::new(SegmentIndex::default()),
@@ -174,12 +168,8 @@ impl Segment {
 
     /// Reads `[position, position + len)` with aligned direct I/O.
     pub async fn read_bytes(&self, position: u64, len: usize) -> Result<Bytes> {
-        let read = self
-            .file
-            .read_at(position, len)
-            .await
-            .map_err(|e| Error::io("reading segment", &self.path, e))?;
-        Ok(Bytes::copy_from_slice(&read))
+        let file = self.file.get().await?;
+        file.read_at(position, len).await.map_err(|e| Error::io("reading segment", &self.path, e))
     }
 
     /// Walks entries from `position` up to `limit`, verifying each checksum, calling `visit` with
@@ -421,7 +411,7 @@ impl Segment {
         let mut summaries = Vec::with_capacity(2);
         for kind in [IndexKind::Offset, IndexKind::Time] {
             let path = self.index_path(kind);
-            let image = match read_whole_file(&path).await? {
+            let image = match read_whole_file(self.file.disk(), &path).await? {
                 Some(image) => image,
                 None => return Ok(Err(format!("{} is missing", path.display()))),
             };
@@ -464,7 +454,7 @@ impl Segment {
     pub async fn write_indexes(&self) -> Result<()> {
         for kind in [IndexKind::Offset, IndexKind::Time] {
             let image = self.index.borrow().encode(kind, &self.summary());
-            write_file_atomically(&self.index_path(kind), &image).await?;
+            write_file_atomically(self.file.disk(), &self.index_path(kind), &image).await?;
         }
         Ok(())
     }
@@ -472,18 +462,20 @@ impl Segment {
     pub async fn remove_indexes(&self) -> Result<()> {
         for kind in [IndexKind::Offset, IndexKind::Time] {
             let path = self.index_path(kind);
-            remove_if_exists(&path).await?;
+            remove_if_exists(self.file.disk(), &path).await?;
         }
         Ok(())
     }
 
     pub async fn truncate_file(&self, len: u64) -> Result<()> {
         self.prefetch.invalidate();
-        self.file.truncate(len).await.map_err(|e| Error::io("truncating segment", &self.path, e))
+        let file = self.file.get().await?;
+        file.truncate(len).await.map_err(|e| Error::io("truncating segment", &self.path, e))
     }
 
     pub async fn sync(&self) -> Result<()> {
-        self.file.fdatasync().await.map_err(|e| Error::io("syncing segment", &self.path, e))
+        let file = self.file.get().await?;
+        file.fdatasync().await.map_err(|e| Error::io("syncing segment", &self.path, e))
     }
 
     /// Reads the first entry at or after `position` whose max timestamp is at least
@@ -512,106 +504,49 @@ impl Segment {
     }
 }
 
-/// Reads a small file whole with buffered I/O; `None` if it does not exist.
-async fn read_whole_file(path: &Path) -> Result<Option<Vec<u8>>> {
-    let owned = path.to_path_buf();
-    match glommio::executor().spawn_blocking(move || std::fs::read(owned)).await {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("reading index", path, e)),
-    }
+/// Reads a small file whole; `None` if it does not exist.
+pub(crate) async fn read_whole_file(disk: &Disk, path: &Path) -> Result<Option<Vec<u8>>> {
+    disk.read_whole(path).await.map_err(|e| Error::io("reading", path, e))
 }
 
 /// Writes `image` to `path` via a synced temporary file and a rename.
-pub(crate) async fn write_file_atomically(path: &Path, image: &[u8]) -> Result<()> {
+pub(crate) async fn write_file_atomically(disk: &Disk, path: &Path, image: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .dma_open(&tmp)
-        .await
-        .map_err(|e| Error::io("creating", &tmp, e))?;
-    let mut buf = file.alloc_dma_buffer(align_up(image.len() as u64).max(BLOCK_BYTES as u64) as usize);
+    let file = disk.open(&tmp, Mode::CreateTruncate).await.map_err(|e| Error::io("creating", &tmp, e))?;
+    let mut buf = disk::alloc_buffer(align_up(image.len() as u64).max(BLOCK_BYTES as u64) as usize);
     buf.as_bytes_mut().fill(0);
     buf.as_bytes_mut()[..image.len()].copy_from_slice(image);
     file.write_at(buf, 0).await.map_err(|e| Error::io("writing", &tmp, e))?;
     file.truncate(image.len() as u64).await.map_err(|e| Error::io("truncating", &tmp, e))?;
     file.fdatasync().await.map_err(|e| Error::io("syncing", &tmp, e))?;
     file.close().await.map_err(|e| Error::io("closing", &tmp, e))?;
-    glommio::io::rename(&tmp, path).await.map_err(|e| Error::io("renaming", &tmp, e))?;
+    disk.rename(&tmp, path).await.map_err(|e| Error::io("renaming", &tmp, e))?;
     Ok(())
 }
 
 /// Removes a file; a file that is already gone is not an error.
-pub(crate) async fn remove_if_exists(path: &Path) -> Result<()> {
-    match glommio::io::remove(path).await {
+pub(crate) async fn remove_if_exists(disk: &Disk, path: &Path) -> Result<()> {
+    match disk.remove(path).await {
         Ok(()) => Ok(()),
-        Err(e) => {
-            let e = std::io::Error::from(e);
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(Error::io("removing", path, e))
-            }
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("removing", path, e)),
     }
 }
 
 /// Removes the broker's producer snapshots (`<offset:020>.snapshot`, see `rill-broker`'s
 /// `producer/snapshot.rs`) above `offset`: a truncation to `offset` makes them describe batches
 /// that are gone.
-pub(crate) async fn remove_snapshots_above(dir: &Path, offset: u64) -> Result<()> {
-    let owned = dir.to_path_buf();
-    glommio::executor()
-        .spawn_blocking(move || -> std::io::Result<()> {
-            for entry in std::fs::read_dir(&owned)? {
-                let entry = entry?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let above = parse_offset_file_name(&name, "snapshot").is_some_and(|o| o > offset);
-                if above {
-                    std::fs::remove_file(entry.path())?;
-                }
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| Error::io("removing producer snapshots", dir, e))
+pub(crate) async fn remove_snapshots_above(disk: &Disk, dir: &Path, offset: u64) -> Result<()> {
+    let names = disk.list(dir).await.map_err(|e| Error::io("listing", dir, e))?;
+    for name in names {
+        if parse_offset_file_name(&name, "snapshot").is_some_and(|o| o > offset) {
+            remove_if_exists(disk, &dir.join(name)).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Syncs a directory so that file creations, renames and removals in it are durable.
-pub(crate) async fn sync_dir(dir: &Path) -> Result<()> {
-    let d = glommio::io::Directory::open(dir).await.map_err(|e| Error::io("opening directory", dir, e))?;
-    d.sync().await.map_err(|e| Error::io("syncing directory", dir, e))?;
-    d.close().await.map_err(|e| Error::io("closing directory", dir, e))
-}
-
-thread_local! {
-    static PROBED_DEVICES: RefCell<std::collections::HashSet<u64>> = RefCell::new(Default::default());
-}
-
-/// Makes glommio's per-thread iopoll probe look at real data on `dir`'s device.
-///
-/// glommio decides, on the first DMA open per device and thread, whether the device supports
-/// polled I/O by reading the first block of that file. If that file is empty (a new segment) the
-/// read succeeds trivially, the device is wrongly marked pollable, and every later read fails
-/// with EOPNOTSUPP on devices without poll queues (virtio disks, most VMs). Opening a non-empty
-/// file first makes the probe answer truthfully.
-pub(crate) async fn prime_device_probe(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let dev = std::fs::metadata(dir).map_err(|e| Error::io("inspecting", dir, e))?.dev();
-    if PROBED_DEVICES.with(|p| p.borrow().contains(&dev)) {
-        return Ok(());
-    }
-    let path = dir.join(".rill-device-probe");
-    let owned = path.clone();
-    glommio::executor()
-        .spawn_blocking(move || std::fs::write(owned, [0u8; BLOCK_BYTES]))
-        .await
-        .map_err(|e| Error::io("writing", &path, e))?;
-    let file = DmaFile::open(&path).await.map_err(|e| Error::io("opening", &path, e))?;
-    file.close().await.map_err(|e| Error::io("closing", &path, e))?;
-    remove_if_exists(&path).await?;
-    PROBED_DEVICES.with(|p| p.borrow_mut().insert(dev));
-    Ok(())
+pub(crate) async fn sync_dir(disk: &Disk, dir: &Path) -> Result<()> {
+    disk.sync_dir(dir).await.map_err(|e| Error::io("syncing directory", dir, e))
 }

@@ -34,7 +34,18 @@ impl Broker {
 
     /// Starts with more `rill serve` flags.
     pub fn start_args(dir: &Path, profile: &Path, kafka_listen: &str, extra: &[&str]) -> Broker {
-        let mut child = Command::new(RILL)
+        Broker::spawn(Command::new(RILL), dir, profile, kafka_listen, extra)
+    }
+
+    /// Starts under `ulimit -n open_files` (soft and hard: the broker cannot raise it).
+    pub fn start_limited(dir: &Path, open_files: u32) -> Broker {
+        let mut command = Command::new("sh");
+        command.args(["-c", &format!("ulimit -n {open_files} && exec \"$0\" \"$@\""), RILL]);
+        Broker::spawn(command, dir, Path::new("small-vm"), "127.0.0.1:0", &[])
+    }
+
+    fn spawn(mut command: Command, dir: &Path, profile: &Path, kafka_listen: &str, extra: &[&str]) -> Broker {
+        let mut child = command
             .args(["serve", "--native-listen", "127.0.0.1:0", "--kafka-listen", kafka_listen, "--profile"])
             .arg(profile)
             .arg("--data-dir")

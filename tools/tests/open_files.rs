@@ -1,0 +1,74 @@
+//! A node with many partitions starts and serves within a low open-file limit: segment files
+//! are opened through each shard's bounded cache instead of one descriptor per segment.
+
+mod common;
+
+use common::{Broker, data_dir};
+
+const PARTITIONS: usize = 10_000;
+/// The limit the broker runs under (soft and hard), a tenth of the partition count.
+const OPEN_FILES: u32 = 1024;
+
+/// End offsets by partition, from `rill topic describe` (`u64::MAX` where a partition is not
+/// listed with offsets, as an offline one is not).
+fn end_offsets(broker: &Broker) -> Vec<u64> {
+    let out = broker.rill(&["topic", "describe", "p"], None);
+    let mut ends = vec![u64::MAX; PARTITIONS];
+    for line in out.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(partition) = fields.first().and_then(|f| f.parse::<usize>().ok()) else { continue };
+        if let Some(end) = fields.get(3).and_then(|f| f.parse::<u64>().ok()) {
+            ends[partition] = end;
+        }
+    }
+    ends
+}
+
+fn one_record_each(broker: &Broker, round: usize) {
+    let lines: String = (0..PARTITIONS).map(|i| format!("round{round}-{i}\n")).collect();
+    broker.rill(&["produce", "--topic", "p", "--batch-records", "1", "--acks", "leader"], Some(&lines));
+}
+
+fn phase(t: &std::time::Instant, name: &str) {
+    eprintln!("{:>7.1} s  {name}", t.elapsed().as_secs_f64());
+}
+
+#[test]
+fn ten_thousand_partitions_start_and_serve_under_a_low_open_file_limit() {
+    let t = std::time::Instant::now();
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start_limited(&dir, OPEN_FILES);
+    broker.rill(&["topic", "create", "p", "--partitions", &PARTITIONS.to_string()], None);
+    phase(&t, "created");
+    one_record_each(&broker, 0);
+    phase(&t, "produced");
+    assert!(end_offsets(&broker).iter().all(|&end| end == 1), "every partition took its record");
+    broker.stop();
+    phase(&t, "stopped");
+
+    let broker = Broker::start_limited(&dir, OPEN_FILES);
+    phase(&t, "restarted");
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", broker.child.id())).unwrap().count();
+    assert!(fds < OPEN_FILES as usize, "{fds} descriptors open");
+    let ends = end_offsets(&broker);
+    let wrong: Vec<usize> = (0..PARTITIONS).filter(|&p| ends[p] != 1).collect();
+    assert!(
+        wrong.is_empty(),
+        "{} partitions lost their record or are offline, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    one_record_each(&broker, 1);
+    phase(&t, "produced again");
+    assert!(
+        end_offsets(&broker).iter().all(|&end| end == 2),
+        "every partition takes appends after the restart"
+    );
+    for partition in [0, 1, 4_321, PARTITIONS - 1] {
+        let out = broker.rill(&["consume", "--topic", "p", "--partition", &partition.to_string()], None);
+        let expected: Vec<String> = (0..2).map(|round| format!("round{round}-{partition}")).collect();
+        assert_eq!(out.lines().collect::<Vec<_>>(), expected, "partition {partition} reads back");
+    }
+    phase(&t, "consumed");
+    broker.stop();
+}
