@@ -102,9 +102,8 @@ pub(crate) enum Visit {
 impl Segment {
     pub async fn create(disk: &Disk, dir: &Path, base_offset: u64) -> Result<Segment> {
         let path = dir.join(file_name(base_offset, "log"));
-        let file =
-            disk.open(&path, Mode::CreateNew).await.map_err(|e| Error::io("creating segment", &path, e))?;
-        Ok(Segment::new(base_offset, FileHandle::new(disk.clone(), path, Mode::CreateNew, file), 0))
+        let file = FileHandle::open(disk, path, Mode::CreateNew).await?;
+        Ok(Segment::new(base_offset, file, 0))
     }
 
     pub async fn open(disk: &Disk, path: PathBuf, base_offset: u64) -> Result<Segment> {

@@ -42,6 +42,23 @@ fn many_logs_keep_at_most_the_bound_open() {
                 assert!(rill_storage::open_files_cached() <= BOUND);
             }
         }
+        // Every log's write and sync in flight at once (a produce touching every partition):
+        // the appends wait for files in turn instead of opening one each.
+        let logs = Rc::new(logs);
+        let mut tasks = Vec::new();
+        for i in 0..LOGS {
+            let logs = logs.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let log = &logs[i];
+                let base = log.log_end_offset();
+                assert_eq!(log.append(batch(payload_for(base, 1000), 1, 30)).await.unwrap(), base);
+            }));
+        }
+        for task in tasks {
+            task.await;
+        }
+        assert!(sim.open_files().1 <= BOUND + 4, "peak {} with concurrent appends", sim.open_files().1);
+        let logs = Rc::try_unwrap(logs).ok().expect("tasks are done");
         for log in &logs {
             assert!(log.stats().segments >= 3, "segments rolled");
             log.sync().await.unwrap();
@@ -49,7 +66,7 @@ fn many_logs_keep_at_most_the_bound_open() {
         // Reads from the first segments (not cached, long evicted) reopen them.
         for log in &logs {
             let batches = common::read_all(log).await;
-            assert_eq!(batches.len(), 30);
+            assert_eq!(batches.len(), 31);
             for b in batches {
                 assert_eq!(b.payload, payload_for(b.base_offset, 1000));
             }
@@ -64,7 +81,7 @@ fn many_logs_keep_at_most_the_bound_open() {
         // Reopening every log after a clean close keeps within the bound too.
         for dir in &dirs {
             let log = Log::open_on(Disk::Simulated(sim.clone()), dir, config(), clock.clone()).await.unwrap();
-            assert_eq!(log.log_end_offset(), 30);
+            assert_eq!(log.log_end_offset(), 31);
             log.close().await.unwrap();
         }
         assert!(sim.open_files().1 <= BOUND + 4);

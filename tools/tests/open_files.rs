@@ -29,6 +29,13 @@ fn one_record_each(broker: &Broker, round: usize) {
     broker.rill(&["produce", "--topic", "p", "--batch-records", "1", "--acks", "leader"], Some(&lines));
 }
 
+/// 10,000 keyed records with the producer's defaults (durable acks, batches of many
+/// partitions in each request): every partition's write and sync in flight at once.
+fn keyed_records(broker: &Broker) {
+    let lines: String = (0..PARTITIONS).map(|i| format!("k{i}:v{i}\n")).collect();
+    broker.rill(&["produce", "--topic", "p", "--key-separator", ":"], Some(&lines));
+}
+
 fn phase(t: &std::time::Instant, name: &str) {
     eprintln!("{:>7.1} s  {name}", t.elapsed().as_secs_f64());
 }
@@ -64,10 +71,16 @@ fn ten_thousand_partitions_start_and_serve_under_a_low_open_file_limit() {
         end_offsets(&broker).iter().all(|&end| end == 2),
         "every partition takes appends after the restart"
     );
+    keyed_records(&broker);
+    phase(&t, "produced keyed");
+    let total: u64 = end_offsets(&broker).iter().sum();
+    assert_eq!(total, 3 * PARTITIONS as u64, "every keyed record was taken");
     for partition in [0, 1, 4_321, PARTITIONS - 1] {
         let out = broker.rill(&["consume", "--topic", "p", "--partition", &partition.to_string()], None);
         let expected: Vec<String> = (0..2).map(|round| format!("round{round}-{partition}")).collect();
-        assert_eq!(out.lines().collect::<Vec<_>>(), expected, "partition {partition} reads back");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[..2], expected, "partition {partition} reads back");
+        assert!(lines[2..].iter().all(|l| l.starts_with('v')), "partition {partition}: {lines:?}");
     }
     phase(&t, "consumed");
     broker.stop();
