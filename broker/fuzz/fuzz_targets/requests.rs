@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use libfuzzer_sys::fuzz_target;
 use rill_broker::{BrokerConfig, OffsetsRetention};
 use rill_broker_fuzz::{PARTITIONS, TOPIC, script};
@@ -44,6 +44,7 @@ fn broker() -> &'static Fuzzed {
         profile.memory.io_memory_bytes_per_shard = 1 << 20;
         profile.io.read_chunk_bytes = 1 << 20;
         profile.log.segment_bytes = 1 << 20;
+        profile.log.batch_bytes_max = 256 << 10;
         profile.log.durability = "never".into();
         profile.log.retention_check_interval_ms = 1_000;
         let config = BrokerConfig {
@@ -80,7 +81,12 @@ fn create_topic(kafka: SocketAddr) {
     let frame = rill_net::kafka::encode_request(ApiKey::CreateTopics, 4, 1, "fuzz", &request).unwrap();
     let mut stream = TcpStream::connect(kafka).unwrap();
     stream.write_all(&frame).unwrap();
-    read_frame(&mut stream).expect("CreateTopics is answered");
+    let frame = read_frame(&mut stream).expect("CreateTopics is answered");
+    let mut body = bytes::Bytes::from(frame);
+    ResponseHeader::decode(&mut body, ApiKey::CreateTopics.response_header_version(4)).unwrap();
+    let response = CreateTopicsResponse::decode(&mut body, 4).unwrap();
+    let created = &response.topics[0];
+    assert_eq!(created.error_code, 0, "creating the topic: {:?}", created.error_message);
 }
 
 /// One response frame (without its length prefix); `None` if the broker closed the connection.
@@ -109,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
     let mut expected = Vec::new();
     for (i, request) in script.requests.iter().enumerate() {
         let correlation_id = i as i32 + 1;
-        let encoded = request.encode(correlation_id);
+        let Some(encoded) = request.encode(correlation_id) else { continue };
         if stream.write_all(&encoded.frame).is_err() {
             return;
         }

@@ -332,7 +332,8 @@ pub struct Encoded {
 }
 
 impl Request {
-    pub fn encode(&self, correlation_id: i32) -> Encoded {
+    /// `None` if the chosen version cannot carry a chosen field (the codec refuses it).
+    pub fn encode(&self, correlation_id: i32) -> Option<Encoded> {
         match self {
             Request::Produce(p) => {
                 let v = version(p.version, 3, 9);
@@ -358,8 +359,8 @@ impl Request {
                 }
                 request.topic_data = vec![topic];
                 let frame = rill_net::kafka::encode_request(ApiKey::Produce, v, correlation_id, "fuzz", &request)
-                    .expect("encodes");
-                Encoded { frame, key: ApiKey::Produce, answered: p.acks != Acks::None, fetch_max_bytes: None }
+                    .ok()?;
+                Some(Encoded { frame, key: ApiKey::Produce, answered: p.acks != Acks::None, fetch_max_bytes: None })
             }
             Request::Fetch(f) => {
                 let v = version(f.version, 4, 12);
@@ -383,14 +384,16 @@ impl Request {
                 }
                 request.topics = vec![topic];
                 let frame = rill_net::kafka::encode_request(ApiKey::Fetch, v, correlation_id, "fuzz", &request)
-                    .expect("encodes");
-                Encoded { frame, key: ApiKey::Fetch, answered: true, fetch_max_bytes: Some(f.max_bytes) }
+                    .ok()?;
+                Some(Encoded { frame, key: ApiKey::Fetch, answered: true, fetch_max_bytes: Some(f.max_bytes) })
             }
             Request::ListOffsets(l) => {
                 let v = version(l.version, 1, 7);
                 let mut request = ListOffsetsRequest::default();
                 request.replica_id = kafka_protocol::messages::BrokerId(-1);
-                request.isolation_level = l.isolation_level.rem_euclid(2);
+                if v >= 2 {
+                    request.isolation_level = l.isolation_level.rem_euclid(2);
+                }
                 let mut topic = ListOffsetsTopic::default();
                 topic.name = topic_name();
                 for (partition, timestamp) in l.parts.iter().take(8) {
@@ -402,8 +405,8 @@ impl Request {
                 request.topics = vec![topic];
                 let frame =
                     rill_net::kafka::encode_request(ApiKey::ListOffsets, v, correlation_id, "fuzz", &request)
-                        .expect("encodes");
-                Encoded { frame, key: ApiKey::ListOffsets, answered: true, fetch_max_bytes: None }
+                        .ok()?;
+                Some(Encoded { frame, key: ApiKey::ListOffsets, answered: true, fetch_max_bytes: None })
             }
         }
     }
