@@ -10,13 +10,15 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse, ResponseHeader, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, ResponseHeader, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use libfuzzer_sys::fuzz_target;
 use rill_broker::{BrokerConfig, OffsetsRetention};
@@ -121,7 +123,9 @@ fuzz_target!(|data: &[u8]| {
         }
         if encoded.answered {
             let parts = match request {
-                rill_broker_fuzz::Request::Fetch(f) => f.parts.len().min(8) * usize::from(f.repeat % 64).max(1),
+                rill_broker_fuzz::Request::Fetch(f) => {
+                    f.parts.len().min(8) * usize::from(f.repeat % 64).max(1)
+                }
                 _ => 0,
             };
             expected.push((correlation_id, encoded.key, encoded.fetch_max_bytes, parts));
@@ -134,7 +138,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(got, correlation_id, "{key:?} response out of order");
         if let Some(max_bytes) = fetch_max_bytes {
             let bound = usize::try_from(max_bytes).unwrap_or(0) + ONE_BATCH_BYTES_MAX + 64 * parts + 256;
-            assert!(frame.len() <= bound, "fetch response of {} bytes for max_bytes {max_bytes}", frame.len());
+            assert!(
+                frame.len() <= bound,
+                "fetch response of {} bytes for max_bytes {max_bytes}",
+                frame.len()
+            );
         }
     }
 });

@@ -122,7 +122,10 @@ pub enum Lie {
     PartitionLeaderEpoch(i32),
     Magic(i8),
     /// Overwrite one byte of the records section (a length, a varint, a count).
-    RecordByte { at: u16, value: u8 },
+    RecordByte {
+        at: u16,
+        value: u8,
+    },
     /// Cut the records section short.
     Truncate(u16),
     /// Leave the CRC wrong.
@@ -358,9 +361,15 @@ impl Request {
                     topic.partition_data.push(data);
                 }
                 request.topic_data = vec![topic];
-                let frame = rill_net::kafka::encode_request(ApiKey::Produce, v, correlation_id, "fuzz", &request)
-                    .ok()?;
-                Some(Encoded { frame, key: ApiKey::Produce, answered: p.acks != Acks::None, fetch_max_bytes: None })
+                let frame =
+                    rill_net::kafka::encode_request(ApiKey::Produce, v, correlation_id, "fuzz", &request)
+                        .ok()?;
+                Some(Encoded {
+                    frame,
+                    key: ApiKey::Produce,
+                    answered: p.acks != Acks::None,
+                    fetch_max_bytes: None,
+                })
             }
             Request::Fetch(f) => {
                 let v = version(f.version, 4, 12);
@@ -383,9 +392,15 @@ impl Request {
                     }
                 }
                 request.topics = vec![topic];
-                let frame = rill_net::kafka::encode_request(ApiKey::Fetch, v, correlation_id, "fuzz", &request)
-                    .ok()?;
-                Some(Encoded { frame, key: ApiKey::Fetch, answered: true, fetch_max_bytes: Some(f.max_bytes) })
+                let frame =
+                    rill_net::kafka::encode_request(ApiKey::Fetch, v, correlation_id, "fuzz", &request)
+                        .ok()?;
+                Some(Encoded {
+                    frame,
+                    key: ApiKey::Fetch,
+                    answered: true,
+                    fetch_max_bytes: Some(f.max_bytes),
+                })
             }
             Request::ListOffsets(l) => {
                 let v = version(l.version, 1, 7);
