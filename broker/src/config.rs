@@ -155,10 +155,10 @@ impl ConfigFile {
         profile.check_host(host).map_err(|e| BrokerError::Config(e.to_string()))?;
         let cores = profile.shard_cores(host).map_err(|e| BrokerError::Config(e.to_string()))?;
         let partitions = file.default_partitions.unwrap_or(1);
-        if !(1..=crate::metadata::PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+        if !(1..=crate::cluster::metadata::PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
             return Err(BrokerError::Config(format!(
                 "default_partitions: {partitions} is not between 1 and {}",
-                crate::metadata::PARTITIONS_PER_TOPIC_MAX
+                crate::cluster::metadata::PARTITIONS_PER_TOPIC_MAX
             )));
         }
         let defaults = OffsetsRetention::default();

@@ -12,7 +12,7 @@ pub enum BrokerError {
     Config(String),
     /// Metadata could not be read or written.
     #[error(transparent)]
-    Metadata(#[from] crate::metadata::MetadataError),
+    Metadata(#[from] crate::cluster::metadata::MetadataError),
     /// A partition log failed to open.
     #[error("opening partition {topic}/{partition}: {source}")]
     Log {

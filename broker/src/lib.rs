@@ -5,22 +5,16 @@
 //! it runs topic administration and persists the metadata. Every shard listens on the same
 //! native-protocol and Kafka-protocol ports with SO_REUSEPORT.
 
+mod cluster;
 mod config;
-mod connection;
-mod controller;
 mod error;
-mod group;
-mod handler;
-mod kafka;
-mod kafka_configs;
-mod kafka_groups;
-pub mod metadata;
-mod order;
+mod partition;
 mod process;
-mod producer;
+mod protocol;
 mod server;
-mod shard;
 mod signal;
+
+pub use crate::cluster::metadata;
 
 pub use crate::config::{BrokerConfig, ConfigFile, DEFAULT_CONFIG, OffsetsRetention};
 pub use crate::error::{BrokerError, Result};

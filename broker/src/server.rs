@@ -15,12 +15,12 @@ use glommio::{LocalExecutorBuilder, Placement};
 use rill_net::connection::ConnectionLimits;
 use rill_net::kafka::KafkaLimits;
 
-use crate::connection::{Kafka, Native};
+use crate::protocol::connection::{Kafka, Native};
 
+use crate::cluster::metadata::{Metadata, MetadataStore};
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
-use crate::metadata::{Metadata, MetadataStore};
-use crate::shard::{Msg, Shard};
+use crate::partition::shard::{Msg, Shard};
 
 /// How long shutdown waits for connections to finish their in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,7 +141,8 @@ fn prepare_metadata(data_dir: &Path, shards: usize) -> Result<Metadata> {
     if let Ok(entries) = std::fs::read_dir(&topics_dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let known = crate::metadata::TopicName::new(&name).ok().and_then(|n| metadata.topics.get(&n));
+            let known =
+                crate::cluster::metadata::TopicName::new(&name).ok().and_then(|n| metadata.topics.get(&n));
             match known {
                 None => {
                     tracing::warn!(topic = %name, "removing data of a deleted topic");
@@ -240,12 +241,12 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
             let max = network.max_connections_per_shard as usize;
             move |shard, stream| {
                 let core = Kafka::new(kafka_limits, &stream);
-                (max, crate::connection::serve(shard, stream, core))
+                (max, crate::protocol::connection::serve(shard, stream, core))
             }
         }));
     accept_loop(ctx.index, shard.clone(), listener, active.clone(), {
         let max = network.max_connections_per_shard as usize;
-        move |shard, stream| (max, crate::connection::serve(shard, stream, Native::new(limits)))
+        move |shard, stream| (max, crate::protocol::connection::serve(shard, stream, Native::new(limits)))
     })
     .await;
     kafka_accept.await;

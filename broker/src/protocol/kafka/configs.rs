@@ -17,9 +17,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use rill_net::kafka::code;
 
-use crate::handler::admin_op;
-use crate::metadata::{TopicName, TopicSettings, UNLIMITED};
-use crate::shard::{AdminOp, Shard};
+use crate::cluster::metadata::{TopicName, TopicSettings, UNLIMITED};
+use crate::partition::shard::{AdminOp, Shard};
+use crate::protocol::native::admin_op;
 
 const RESOURCE_TOPIC: i8 = 2;
 const OP_SET: i8 = 0;
@@ -50,7 +50,7 @@ impl SettingsChange {
                         None => configs.remove(&name),
                     };
                 }
-                crate::kafka::topic_settings(&configs.into_iter().collect::<Vec<_>>())
+                crate::protocol::kafka::topic_settings(&configs.into_iter().collect::<Vec<_>>())
             }
         }
     }
@@ -135,7 +135,7 @@ pub(crate) async fn alter_configs(shard: &Rc<Shard>, r: AlterConfigsRequest) -> 
         } else if let Some((name, _)) = configs.iter().find(|(n, _)| !names.insert(n.clone())) {
             Err((code::INVALID_REQUEST, format!("{name} is named more than once")))
         } else {
-            match crate::kafka::topic_settings(&configs) {
+            match crate::protocol::kafka::topic_settings(&configs) {
                 Ok(settings) => {
                     let change = SettingsChange::Replace(settings);
                     alter(shard, resource.resource_type, &resource.resource_name, r.validate_only, change)
@@ -198,14 +198,14 @@ async fn alter(
         .ok_or_else(|| (code::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {name}")))?;
     // Checked here for a prompt answer; the controller computes and checks again under its lock.
     let settings = change.clone().apply(current).map_err(|e| (code::INVALID_CONFIG, e))?;
-    crate::shard::log_config(shard.profile(), &settings, 1)
+    crate::partition::shard::log_config(shard.profile(), &settings, 1)
         .map_err(|reason| (code::INVALID_CONFIG, format!("invalid topic settings: {reason}")))?;
     if validate_only {
         return Ok(());
     }
     admin_op(shard, AdminOp::Alter { name: topic, change })
         .await
-        .map_err(|(e, m)| (crate::kafka::kafka_code(e), m))
+        .map_err(|(e, m)| (crate::protocol::kafka::kafka_code(e), m))
 }
 
 /// The settings a topic has set, as Kafka config pairs.

@@ -10,9 +10,9 @@ use rill_net::message::{
 };
 use rill_net::record_batch;
 
-use crate::metadata::TopicName;
-use crate::order::Order;
-use crate::shard::{AdminOp, CONTROLLER, FetchOutcome, Shard, ShardReply, ShardRequest};
+use crate::cluster::metadata::TopicName;
+use crate::partition::order::Order;
+use crate::partition::shard::{AdminOp, CONTROLLER, FetchOutcome, Shard, ShardReply, ShardRequest};
 
 /// A response: its envelope and the data chunks its record ranges point into.
 pub(crate) type Response = (ResponseBody, Vec<Bytes>);
@@ -22,11 +22,11 @@ fn status(error: ErrorCode, message: impl Into<String>) -> Response {
 }
 
 /// A native request's topic settings as the metadata keeps them.
-fn settings_of(s: rill_net::message::TopicSettings) -> crate::metadata::TopicSettings {
-    crate::metadata::TopicSettings {
+fn settings_of(s: rill_net::message::TopicSettings) -> crate::cluster::metadata::TopicSettings {
+    crate::cluster::metadata::TopicSettings {
         segment_bytes: s.segment_bytes,
-        retention_ms: s.retention_ms.map(|v| v.min(crate::metadata::UNLIMITED)),
-        retention_bytes: s.retention_bytes.map(|v| v.min(crate::metadata::UNLIMITED)),
+        retention_ms: s.retention_ms.map(|v| v.min(crate::cluster::metadata::UNLIMITED)),
+        retention_bytes: s.retention_bytes.map(|v| v.min(crate::cluster::metadata::UNLIMITED)),
         durability: s.durability,
     }
 }
@@ -64,7 +64,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes, or
             let settings = settings_of(settings);
             match TopicName::new(&name) {
                 Ok(name) => {
-                    let change = crate::kafka_configs::SettingsChange::Replace(settings);
+                    let change = crate::protocol::kafka::configs::SettingsChange::Replace(settings);
                     admin(shard, AdminOp::Alter { name, change }).await
                 }
                 Err(e) => status(ErrorCode::UnknownTopic, e.to_string()),
@@ -112,18 +112,24 @@ pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes, or
             }
             (ResponseBody::Offsets { parts: out }, Vec::new())
         }
-        RequestBody::ListGroups => crate::kafka_groups::native::list(shard).await,
-        RequestBody::DescribeGroup { group } => crate::kafka_groups::native::describe(shard, group).await,
-        RequestBody::DeleteGroup { group } => crate::kafka_groups::native::delete(shard, group).await,
+        RequestBody::ListGroups => crate::protocol::kafka::groups::native::list(shard).await,
+        RequestBody::DescribeGroup { group } => {
+            crate::protocol::kafka::groups::native::describe(shard, group).await
+        }
+        RequestBody::DeleteGroup { group } => {
+            crate::protocol::kafka::groups::native::delete(shard, group).await
+        }
         RequestBody::ResetOffsets { group, topic, to } => {
-            crate::kafka_groups::native::reset(shard, group, topic, to).await
+            crate::protocol::kafka::groups::native::reset(shard, group, topic, to).await
         }
         body @ (RequestBody::JoinGroup { .. }
         | RequestBody::SyncGroup { .. }
         | RequestBody::Heartbeat { .. }
         | RequestBody::LeaveGroup { .. }
         | RequestBody::CommitOffsets { .. }
-        | RequestBody::FetchOffsets { .. }) => crate::kafka_groups::native::member(shard, body).await,
+        | RequestBody::FetchOffsets { .. }) => {
+            crate::protocol::kafka::groups::native::member(shard, body).await
+        }
     }
 }
 

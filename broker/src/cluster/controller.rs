@@ -10,8 +10,8 @@ use std::rc::Rc;
 
 use rill_net::message::ErrorCode;
 
-use crate::metadata::{Metadata, MetadataError, MetadataStore};
-use crate::shard::{AdminOp, CONTROLLER, Shard, ShardRequest, log_config};
+use crate::cluster::metadata::{Metadata, MetadataError, MetadataStore};
+use crate::partition::shard::{AdminOp, CONTROLLER, Shard, ShardRequest, log_config};
 
 /// Runs an admin operation; only the controller shard calls this.
 pub(crate) async fn run(shard: &Rc<Shard>, op: AdminOp) -> Result<(), (ErrorCode, String)> {
@@ -22,7 +22,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, op: AdminOp) -> Result<(), (ErrorCode
     let _permit =
         shard.admin_lock().acquire_permit(1).await.map_err(|_| (ErrorCode::ShuttingDown, "closed".into()))?;
     let mut metadata: Metadata = (*shard.metadata()).clone();
-    let profile_check = |settings: &crate::metadata::TopicSettings| {
+    let profile_check = |settings: &crate::cluster::metadata::TopicSettings| {
         log_config(shard.profile(), settings, 1)
             .map(|_| ())
             .map_err(|reason| (ErrorCode::InvalidConfig, format!("invalid topic settings: {reason}")))

@@ -21,8 +21,8 @@ use rill_net::record_batch::BatchHeader;
 use rill_storage::{Batch, Clock, Log, LogConfig, SystemClock};
 use rill_tuning::Profile;
 
-use crate::metadata::{Metadata, TopicName, TopicSettings};
-use crate::producer::{Producers, Verdict};
+use crate::cluster::metadata::{Metadata, TopicName, TopicSettings};
+use crate::partition::producer::{Producers, Verdict};
 
 /// A message on the shard mesh.
 pub(crate) enum Msg {
@@ -61,7 +61,7 @@ pub(crate) enum ShardRequest {
     Admin(AdminOp),
     Apply(Metadata),
     /// Work for a consumer group's coordinator.
-    Group(crate::kafka_groups::GroupOp),
+    Group(crate::protocol::kafka::groups::GroupOp),
 }
 
 /// Topic administration, run by the controller.
@@ -81,7 +81,7 @@ pub(crate) enum AdminOp {
     /// Change a topic's settings.
     Alter {
         name: TopicName,
-        change: crate::kafka_configs::SettingsChange,
+        change: crate::protocol::kafka::configs::SettingsChange,
     },
 }
 
@@ -122,7 +122,7 @@ pub(crate) enum ShardReply {
     State(Result<(u64, u64), ErrorCode>),
     Admin(Result<(), (ErrorCode, String)>),
     Applied,
-    Group(crate::kafka_groups::GroupReply),
+    Group(crate::protocol::kafka::groups::GroupReply),
 }
 
 /// The controller (topic administration, metadata persistence) lives on shard 0.
@@ -145,7 +145,7 @@ pub(crate) struct Shard {
     /// Idempotent producers tracked by all of them (bounded, see `producer.rs`).
     producer_count: Rc<Cell<usize>>,
     /// The order of appends to each owned partition (created on first use).
-    sequencers: RefCell<HashMap<(TopicName, u32), Rc<crate::order::Sequencer>>>,
+    sequencers: RefCell<HashMap<(TopicName, u32), Rc<crate::partition::order::Sequencer>>>,
     senders: Senders<Msg>,
     /// Mesh peer id of each shard index.
     peer_of: Vec<usize>,
@@ -166,9 +166,9 @@ pub(crate) struct Shard {
     /// Offset retention of this shard's groups.
     offsets_retention: Cell<crate::config::OffsetsRetention>,
     /// Producer ids handed out by this shard (InitProducerId).
-    pub producer_ids: crate::producer::IdAllocator,
+    pub producer_ids: crate::partition::producer::IdAllocator,
     /// The consumer groups this shard coordinates.
-    pub groups: Rc<crate::group::Coordinator>,
+    pub groups: Rc<crate::partition::group::Coordinator>,
 }
 
 impl Shard {
@@ -194,8 +194,8 @@ impl Shard {
             producers: RefCell::new(HashMap::new()),
             sequencers: RefCell::new(HashMap::new()),
             producer_count: Rc::default(),
-            producer_ids: crate::producer::IdAllocator::new(index),
-            groups: Rc::new(crate::group::Coordinator::default()),
+            producer_ids: crate::partition::producer::IdAllocator::new(index),
+            groups: Rc::new(crate::partition::group::Coordinator::default()),
             kafka_advertised: RefCell::new((String::new(), 0)),
             auto_create_partitions: Cell::new(None),
             offsets_retention: Cell::new(crate::config::OffsetsRetention::default()),
@@ -269,7 +269,7 @@ impl Shard {
                     continue;
                 }
                 last = std::time::Instant::now();
-                let now = crate::group::now_ms();
+                let now = crate::partition::group::now_ms();
                 match shard.groups.expire_offsets(now, retention.retention_ms as i64).await {
                     Ok((0, 0)) => {}
                     Ok((offsets, groups)) => {
@@ -379,12 +379,12 @@ impl Shard {
             ShardRequest::State { topic, partition } => ShardReply::State(
                 self.log(&topic, partition).map(|log| (log.log_start_offset(), log.log_end_offset())),
             ),
-            ShardRequest::Admin(op) => ShardReply::Admin(crate::controller::run(self, op).await),
+            ShardRequest::Admin(op) => ShardReply::Admin(crate::cluster::controller::run(self, op).await),
             ShardRequest::Apply(metadata) => {
                 self.apply(metadata).await;
                 ShardReply::Applied
             }
-            ShardRequest::Group(op) => ShardReply::Group(crate::kafka_groups::run(self, op).await),
+            ShardRequest::Group(op) => ShardReply::Group(crate::protocol::kafka::groups::run(self, op).await),
         }
     }
 
@@ -465,8 +465,10 @@ impl Shard {
         drop(ticket);
         if let Some(snapshot) = snapshot {
             let log = log.clone();
-            glommio::spawn_local(async move { crate::producer::write_snapshot(&log, snapshot).await })
-                .detach();
+            glommio::spawn_local(
+                async move { crate::partition::producer::write_snapshot(&log, snapshot).await },
+            )
+            .detach();
         }
         let bases = enqueued.wait(durable).await.map_err(storage_error)?;
         bases.first().copied().ok_or(ErrorCode::InvalidRequest)
@@ -685,7 +687,7 @@ impl Shard {
         for (key, log) in logs {
             let producers = self.producers.borrow().get(&key).cloned();
             if let Some(snapshot) = producers.and_then(|p| p.snapshot_due(&log, true)) {
-                crate::producer::write_snapshot(&log, snapshot).await;
+                crate::partition::producer::write_snapshot(&log, snapshot).await;
             }
             if let Err(error) = log.close().await {
                 tracing::error!(dir = %log.dir().display(), %error, "closing log");
@@ -725,16 +727,19 @@ impl Shard {
         self.forget_deleted_topics(&metadata).await;
         let mut by_owner: HashMap<usize, Vec<_>> = HashMap::new();
         for entry in foreign.into_iter().filter(|e| metadata.has_topic(&e.1)) {
-            by_owner.entry(crate::group::coordinator_shard(&entry.0, self.count)).or_default().push(entry);
+            by_owner
+                .entry(crate::partition::group::coordinator_shard(&entry.0, self.count))
+                .or_default()
+                .push(entry);
         }
         for (owner, entries) in by_owner {
             let mut moved: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
             for (group, topic, partition, _) in &entries {
                 moved.entry(group.clone()).or_default().push((topic.clone(), *partition));
             }
-            let op = crate::kafka_groups::GroupOp::Restore(entries);
+            let op = crate::protocol::kafka::groups::GroupOp::Restore(entries);
             match self.call(owner, ShardRequest::Group(op)).await {
-                ShardReply::Group(crate::kafka_groups::GroupReply::Code(0)) => {}
+                ShardReply::Group(crate::protocol::kafka::groups::GroupReply::Code(0)) => {}
                 _ => return Err(format!("moving committed offsets to shard {owner} failed")),
             }
             // The owner has them now: delete this log's copies, so a later start does not move
@@ -810,7 +815,7 @@ pub(crate) fn log_config(
     if let Some(bytes) = settings.segment_bytes {
         config.segment_size_bytes_max = bytes;
     }
-    let limit = |v: u64| (v != crate::metadata::UNLIMITED).then_some(v);
+    let limit = |v: u64| (v != crate::cluster::metadata::UNLIMITED).then_some(v);
     if let Some(ms) = settings.retention_ms {
         config.retention_age_ms_max = limit(ms);
     }
@@ -843,7 +848,7 @@ fn storage_error(e: rill_storage::Error) -> ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::TopicSettings;
+    use crate::cluster::metadata::TopicSettings;
     use glommio::channels::channel_mesh::MeshBuilder;
 
     /// Topics created one at a time used to keep the shares computed when each was opened: the

@@ -24,8 +24,8 @@ use rill_net::connection::{ConnectionLimits, Incoming, ServerConnection};
 use rill_net::kafka::{KafkaConnection, KafkaIncoming, KafkaLimits};
 use rill_net::message::{Acks, RequestBody};
 
-use crate::order::Order;
-use crate::shard::Shard;
+use crate::partition::order::Order;
+use crate::partition::shard::Shard;
 
 /// The protocol half of a connection: its sans-I/O core and how its requests are handled.
 pub(crate) trait Protocol: Sized + 'static {
@@ -93,7 +93,7 @@ impl Protocol for Native {
     ) {
         let silent = matches!(body, RequestBody::Produce { acks: Acks::None, .. });
         let kind = body.kind();
-        let (response, data) = crate::handler::handle(&shard, body, data, order).await;
+        let (response, data) = crate::protocol::native::handle(&shard, body, data, order).await;
         let mut c = conn.borrow_mut();
         if silent {
             c.0.complete_silently(id);
@@ -146,7 +146,7 @@ impl Protocol for Kafka {
         order: Order,
     ) {
         let peer = conn.borrow().1.clone();
-        match crate::kafka::handle(&shard, request, &peer, order).await {
+        match crate::protocol::kafka::handle(&shard, request, &peer, order).await {
             Some(frame) => conn.borrow_mut().0.respond(id, frame),
             None => conn.borrow_mut().0.complete_silently(id),
         }

@@ -6,6 +6,9 @@
 //! itself as the only replica. Fields a version does not have are left at their defaults (the
 //! codec refuses to encode a field the requested version lacks).
 
+pub(crate) mod configs;
+pub(crate) mod groups;
+
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
@@ -39,11 +42,10 @@ use rill_net::kafka::{KafkaIncoming, KafkaRequest, code, encode_response, suppor
 use rill_net::message::{Acks, ErrorCode, FetchPart, OffsetSpec};
 use rill_net::record_batch::{self, BatchError};
 
-use crate::handler::{admin_op, fetch_outcomes, route};
-use crate::kafka_groups as groups;
-use crate::metadata::{TopicName, TopicSettings, UNLIMITED};
-use crate::order::Order;
-use crate::shard::{AdminOp, Shard, ShardReply, ShardRequest};
+use crate::cluster::metadata::{TopicName, TopicSettings, UNLIMITED};
+use crate::partition::order::Order;
+use crate::partition::shard::{AdminOp, Shard, ShardReply, ShardRequest};
+use crate::protocol::native::{admin_op, fetch_outcomes, route};
 
 /// The one node of a single-node cluster.
 const NODE_ID: i32 = 0;
@@ -99,10 +101,10 @@ pub(crate) async fn handle(
         }
         KafkaRequest::DescribeConfigs(r) => encode_response(api_key, v, id, &describe_configs(shard, r, v)),
         KafkaRequest::AlterConfigs(r) => {
-            encode_response(api_key, v, id, &crate::kafka_configs::alter_configs(shard, r).await)
+            encode_response(api_key, v, id, &configs::alter_configs(shard, r).await)
         }
         KafkaRequest::IncrementalAlterConfigs(r) => {
-            encode_response(api_key, v, id, &crate::kafka_configs::incremental_alter_configs(shard, r).await)
+            encode_response(api_key, v, id, &configs::incremental_alter_configs(shard, r).await)
         }
         KafkaRequest::DescribeCluster(_) => encode_response(api_key, v, id, &describe_cluster(shard, v)),
         KafkaRequest::InitProducerId(r) => encode_response(api_key, v, id, &init_producer_id(shard, r)),
@@ -258,7 +260,7 @@ async fn auto_create(
     shard: &Rc<Shard>,
     names: &[String],
     partitions: u32,
-) -> Option<Rc<crate::metadata::Metadata>> {
+) -> Option<Rc<crate::cluster::metadata::Metadata>> {
     let mut created = false;
     for name in names {
         let Ok(name) = TopicName::new(name) else { continue };

@@ -29,8 +29,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use rill_net::kafka::code;
 
-use crate::group::{Committed, JoinRequest, JoinResult, SyncResult, coordinator_shard, now_ms};
-use crate::shard::{Shard, ShardReply, ShardRequest};
+use crate::partition::group::{Committed, JoinRequest, JoinResult, SyncResult, coordinator_shard, now_ms};
+use crate::partition::shard::{Shard, ShardReply, ShardRequest};
 
 /// Work for a group's coordinator shard.
 pub(crate) enum GroupOp {
@@ -201,7 +201,10 @@ pub(crate) async fn run(shard: &Rc<Shard>, op: GroupOp) -> GroupReply {
                 .unwrap_or_default();
             let known = c.groups.borrow().contains_key(&group) || c.offsets.borrow().contains_key(&group);
             if !known {
-                return GroupReply::Codes(vec![crate::group::errors::GROUP_ID_NOT_FOUND; partitions.len()]);
+                return GroupReply::Codes(vec![
+                    crate::partition::group::errors::GROUP_ID_NOT_FOUND;
+                    partitions.len()
+                ]);
             }
             let deletable: Vec<(String, i32)> =
                 partitions.iter().filter(|(t, _)| !subscribed.contains(t)).cloned().collect();
@@ -210,7 +213,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, op: GroupOp) -> GroupReply {
                 partitions
                     .iter()
                     .map(|(t, _)| match (&written, subscribed.contains(t)) {
-                        (_, true) => crate::group::errors::GROUP_SUBSCRIBED_TO_TOPIC,
+                        (_, true) => crate::partition::group::errors::GROUP_SUBSCRIBED_TO_TOPIC,
                         (Err(code), false) => *code,
                         (Ok(()), false) => 0,
                     })
@@ -375,7 +378,7 @@ pub(crate) async fn offset_commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> 
     let mut unknown = Vec::new();
     for t in &r.topics {
         let topic = t.name.0.to_string();
-        let partitions = crate::metadata::TopicName::new(&topic)
+        let partitions = crate::cluster::metadata::TopicName::new(&topic)
             .ok()
             .and_then(|n| shard.metadata().topics.get(&n).map(|t| t.shards.len() as i32));
         for p in &t.partitions {
@@ -560,8 +563,8 @@ pub(crate) async fn offset_delete(shard: &Rc<Shard>, r: OffsetDeleteRequest) -> 
             return response;
         }
     };
-    if codes.iter().all(|c| *c == crate::group::errors::GROUP_ID_NOT_FOUND) && !codes.is_empty() {
-        response.error_code = crate::group::errors::GROUP_ID_NOT_FOUND;
+    if codes.iter().all(|c| *c == crate::partition::group::errors::GROUP_ID_NOT_FOUND) && !codes.is_empty() {
+        response.error_code = crate::partition::group::errors::GROUP_ID_NOT_FOUND;
         return response;
     }
     let mut codes = codes.into_iter();
@@ -604,10 +607,10 @@ pub(crate) mod native {
     use rill_net::message::{ErrorCode, GroupMemberInfo, GroupOffsetInfo, OffsetSpec, ResponseBody};
 
     use super::{GroupOp, GroupReply, call};
-    use crate::group::{Committed, now_ms};
+    use crate::partition::group::{Committed, now_ms};
 
-    use crate::handler::{Response, route};
-    use crate::shard::{Shard, ShardReply, ShardRequest};
+    use crate::partition::shard::{Shard, ShardReply, ShardRequest};
+    use crate::protocol::native::{Response, route};
 
     fn status(error: ErrorCode, message: impl Into<String>) -> Response {
         (ResponseBody::Status { error, message: message.into() }, Vec::new())
@@ -619,7 +622,7 @@ pub(crate) mod native {
         let reply = |body| (body, Vec::new());
         match body {
             R::JoinGroup { group, member_id, client_id, session_timeout_ms, protocol_type, protocols } => {
-                let request = crate::group::JoinRequest {
+                let request = crate::partition::group::JoinRequest {
                     group: group.clone(),
                     member_id,
                     instance_id: None,
@@ -633,7 +636,7 @@ pub(crate) mod native {
                 };
                 let r = match call(shard, &group, GroupOp::Join(request)).await {
                     Some(GroupReply::Join(r)) => r,
-                    _ => crate::group::JoinResult { error: 15, ..Default::default() },
+                    _ => crate::partition::group::JoinResult { error: 15, ..Default::default() },
                 };
                 reply(ResponseBody::Joined {
                     error: r.error,
@@ -810,7 +813,7 @@ pub(crate) mod native {
     }
 
     pub(crate) async fn reset(shard: &Rc<Shard>, group: String, topic: String, to: OffsetSpec) -> Response {
-        let partitions = match crate::metadata::TopicName::new(&topic)
+        let partitions = match crate::cluster::metadata::TopicName::new(&topic)
             .ok()
             .and_then(|n| shard.metadata().topics.get(&n).cloned())
         {
@@ -830,7 +833,7 @@ pub(crate) mod native {
                     .call(
                         owner,
                         ShardRequest::ListOffset {
-                            topic: crate::metadata::TopicName::new(&topic).expect("valid"),
+                            topic: crate::cluster::metadata::TopicName::new(&topic).expect("valid"),
                             partition,
                             spec: OffsetSpec::Latest,
                         },

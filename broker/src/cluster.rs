@@ -1,0 +1,6 @@
+//! Cluster state: what the node knows about topics, partitions and their placement, and the
+//! controller that changes it. The lowest layer of the broker: it imports nothing from the
+//! partition service or the protocol front ends above it.
+
+pub(crate) mod controller;
+pub mod metadata;

@@ -1,0 +1,8 @@
+//! The partition service: shards owning partitions (logs, producer state, consumer-group
+//! coordinators), routing of calls between them, and the per-connection ordering of effects.
+//! Built on `cluster`; never imports the protocol front ends above it.
+
+pub(crate) mod group;
+pub(crate) mod order;
+pub(crate) mod producer;
+pub(crate) mod shard;
