@@ -4,3 +4,4 @@
 
 pub(crate) mod controller;
 pub mod metadata;
+pub(crate) mod topic_config;

@@ -6,16 +6,61 @@
 //! start-up, when shards open exactly the partitions the saved metadata gives them and orphaned
 //! topic directories are removed.
 
+use std::path::Path;
 use std::rc::Rc;
 
 use rill_net::message::ErrorCode;
+use rill_tuning::Profile;
 
 use crate::cluster::metadata::{Metadata, MetadataError, MetadataStore};
-use crate::partition::shard::{AdminOp, CONTROLLER, Shard, ShardRequest, log_config};
+use crate::cluster::metadata::{TopicName, TopicSettings};
+use crate::cluster::topic_config::{SettingsChange, log_config};
+
+/// The controller (topic administration, metadata persistence) lives on shard 0.
+pub(crate) const CONTROLLER: usize = 0;
+
+/// Topic administration, run by the controller.
+pub(crate) enum AdminOp {
+    Create {
+        name: TopicName,
+        partitions: u32,
+        settings: TopicSettings,
+    },
+    Delete {
+        name: TopicName,
+    },
+    AddPartitions {
+        name: TopicName,
+        total: u32,
+    },
+    /// Change a topic's settings.
+    Alter {
+        name: TopicName,
+        change: SettingsChange,
+    },
+}
+
+/// What the controller needs from the shard it runs on (the partition service implements it,
+/// so this layer does not import that one).
+pub(crate) trait ControllerHost: 'static {
+    /// This shard's index.
+    fn index(&self) -> usize;
+    /// Shards in the node.
+    fn shard_count(&self) -> usize;
+    fn shutting_down(&self) -> bool;
+    /// Held while an admin operation runs: one at a time.
+    fn admin_lock(&self) -> &glommio::sync::Semaphore;
+    /// The metadata this shard has adopted.
+    fn metadata(&self) -> Rc<Metadata>;
+    fn profile(&self) -> &Profile;
+    fn data_dir(&self) -> &Path;
+    /// Has shard `target` adopt `metadata` (open and remove its logs) and waits for it.
+    async fn apply_on(self: Rc<Self>, target: usize, metadata: Metadata);
+}
 
 /// Runs an admin operation; only the controller shard calls this.
-pub(crate) async fn run(shard: &Rc<Shard>, op: AdminOp) -> Result<(), (ErrorCode, String)> {
-    assert_eq!(shard.index, CONTROLLER, "admin operations run on the controller shard");
+pub(crate) async fn run<H: ControllerHost>(shard: &Rc<H>, op: AdminOp) -> Result<(), (ErrorCode, String)> {
+    assert_eq!(shard.index(), CONTROLLER, "admin operations run on the controller shard");
     if shard.shutting_down() {
         return Err((ErrorCode::ShuttingDown, "broker is shutting down".into()));
     }
@@ -56,11 +101,9 @@ pub(crate) async fn run(shard: &Rc<Shard>, op: AdminOp) -> Result<(), (ErrorCode
         .await
         .map_err(|e| (ErrorCode::StorageError, e.to_string()))?;
     let mut tasks = Vec::new();
-    for target in 0..shard.count {
+    for target in 0..shard.shard_count() {
         let (shard, metadata) = (shard.clone(), metadata.clone());
-        tasks.push(glommio::spawn_local(
-            async move { shard.call(target, ShardRequest::Apply(metadata)).await },
-        ));
+        tasks.push(glommio::spawn_local(shard.apply_on(target, metadata)));
     }
     for task in tasks {
         task.await;

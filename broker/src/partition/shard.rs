@@ -21,7 +21,8 @@ use rill_net::record_batch::BatchHeader;
 use rill_storage::{Batch, Clock, Log, LogConfig, SystemClock};
 use rill_tuning::Profile;
 
-use crate::cluster::metadata::{Metadata, TopicName, TopicSettings};
+use crate::cluster::metadata::{Metadata, TopicName};
+use crate::cluster::topic_config::log_config;
 use crate::partition::producer::{Producers, Verdict};
 
 /// A message on the shard mesh.
@@ -58,31 +59,10 @@ pub(crate) enum ShardRequest {
         topic: TopicName,
         partition: u32,
     },
-    Admin(AdminOp),
+    Admin(crate::cluster::controller::AdminOp),
     Apply(Metadata),
     /// Work for a consumer group's coordinator.
     Group(crate::protocol::kafka::groups::GroupOp),
-}
-
-/// Topic administration, run by the controller.
-pub(crate) enum AdminOp {
-    Create {
-        name: TopicName,
-        partitions: u32,
-        settings: TopicSettings,
-    },
-    Delete {
-        name: TopicName,
-    },
-    AddPartitions {
-        name: TopicName,
-        total: u32,
-    },
-    /// Change a topic's settings.
-    Alter {
-        name: TopicName,
-        change: crate::protocol::kafka::configs::SettingsChange,
-    },
 }
 
 /// What a fetch found on the owner.
@@ -124,9 +104,6 @@ pub(crate) enum ShardReply {
     Applied,
     Group(crate::protocol::kafka::groups::GroupReply),
 }
-
-/// The controller (topic administration, metadata persistence) lives on shard 0.
-pub(crate) const CONTROLLER: usize = 0;
 
 pub(crate) struct Shard {
     pub index: usize,
@@ -804,32 +781,38 @@ impl Shard {
     }
 }
 
-/// The log configuration of a partition: the profile's defaults for a shard holding `local`
-/// partitions, overridden by the topic's settings.
-pub(crate) fn log_config(
-    profile: &Profile,
-    settings: &TopicSettings,
-    local: u64,
-) -> Result<LogConfig, &'static str> {
-    let mut config = profile.log_config_for(local.max(1));
-    if let Some(bytes) = settings.segment_bytes {
-        config.segment_size_bytes_max = bytes;
+impl crate::cluster::controller::ControllerHost for Shard {
+    fn index(&self) -> usize {
+        self.index
     }
-    let limit = |v: u64| (v != crate::cluster::metadata::UNLIMITED).then_some(v);
-    if let Some(ms) = settings.retention_ms {
-        config.retention_age_ms_max = limit(ms);
+
+    fn shard_count(&self) -> usize {
+        self.count
     }
-    if let Some(bytes) = settings.retention_bytes {
-        config.retention_bytes_max = limit(bytes);
+
+    fn shutting_down(&self) -> bool {
+        Shard::shutting_down(self)
     }
-    if let Some(d) = &settings.durability {
-        config.durability = rill_tuning::parse_durability(d)
-            .map_err(|_| "durability must be always, never or interval:<ms>")?;
+
+    fn admin_lock(&self) -> &glommio::sync::Semaphore {
+        Shard::admin_lock(self)
     }
-    match config.validate() {
-        Ok(()) => Ok(config),
-        Err(rill_storage::Error::InvalidConfig { reason, .. }) => Err(reason),
-        Err(_) => Err("invalid settings"),
+
+    fn metadata(&self) -> Rc<Metadata> {
+        Shard::metadata(self)
+    }
+
+    fn profile(&self) -> &Profile {
+        Shard::profile(self)
+    }
+
+    fn data_dir(&self) -> &std::path::Path {
+        Shard::data_dir(self)
+    }
+
+    async fn apply_on(self: Rc<Self>, target: usize, metadata: Metadata) {
+        // The reply carries nothing: a shard that cannot open a log keeps it offline.
+        let _ = self.call(target, ShardRequest::Apply(metadata)).await;
     }
 }
 

@@ -42,9 +42,11 @@ use rill_net::kafka::{KafkaIncoming, KafkaRequest, code, encode_response, suppor
 use rill_net::message::{Acks, ErrorCode, FetchPart, OffsetSpec};
 use rill_net::record_batch::{self, BatchError};
 
+use crate::cluster::controller::AdminOp;
 use crate::cluster::metadata::{TopicName, TopicSettings, UNLIMITED};
+use crate::cluster::topic_config::topic_settings;
 use crate::partition::order::Order;
-use crate::partition::shard::{AdminOp, Shard, ShardReply, ShardRequest};
+use crate::partition::shard::{Shard, ShardReply, ShardRequest};
 use crate::protocol::native::{admin_op, fetch_outcomes, route};
 
 /// The one node of a single-node cluster.
@@ -515,31 +517,6 @@ async fn list_offset(
     });
     // A compressed batch cannot be searched without decompressing it: its base offset stands.
     Ok(found.unwrap_or((target, offset)))
-}
-
-/// Topic configs Rill stores, and those it accepts only at the value it implements.
-pub(crate) fn topic_settings(configs: &[(String, Option<String>)]) -> Result<TopicSettings, String> {
-    let mut settings = TopicSettings::default();
-    for (name, value) in configs {
-        let value = value.as_deref().unwrap_or_default();
-        let number =
-            || value.parse::<u64>().map_err(|_| format!("{name}={value} is not a non-negative integer"));
-        match name.as_str() {
-            // Kafka's -1: no limit.
-            "retention.ms" if value == "-1" => settings.retention_ms = Some(UNLIMITED),
-            "retention.ms" => settings.retention_ms = Some(number()?.min(UNLIMITED)),
-            "retention.bytes" if value == "-1" => settings.retention_bytes = Some(UNLIMITED),
-            "retention.bytes" => settings.retention_bytes = Some(number()?.min(UNLIMITED)),
-            "segment.bytes" => settings.segment_bytes = Some(number()?),
-            "rill.durability" => settings.durability = Some(value.to_string()),
-            "cleanup.policy" if value == "delete" => {}
-            "compression.type" if value == "producer" => {}
-            "min.insync.replicas" if value == "1" => {}
-            "message.timestamp.type" if value == "CreateTime" => {}
-            _ => return Err(format!("unsupported topic config {name}={value}")),
-        }
-    }
-    Ok(settings)
 }
 
 async fn create_topics(shard: &Rc<Shard>, r: CreateTopicsRequest, v: i16) -> CreateTopicsResponse {

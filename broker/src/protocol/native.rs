@@ -10,9 +10,11 @@ use rill_net::message::{
 };
 use rill_net::record_batch;
 
+use crate::cluster::controller::{AdminOp, CONTROLLER};
 use crate::cluster::metadata::TopicName;
+use crate::cluster::topic_config::SettingsChange;
 use crate::partition::order::Order;
-use crate::partition::shard::{AdminOp, CONTROLLER, FetchOutcome, Shard, ShardReply, ShardRequest};
+use crate::partition::shard::{FetchOutcome, Shard, ShardReply, ShardRequest};
 
 /// A response: its envelope and the data chunks its record ranges point into.
 pub(crate) type Response = (ResponseBody, Vec<Bytes>);
@@ -64,7 +66,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes, or
             let settings = settings_of(settings);
             match TopicName::new(&name) {
                 Ok(name) => {
-                    let change = crate::protocol::kafka::configs::SettingsChange::Replace(settings);
+                    let change = SettingsChange::Replace(settings);
                     admin(shard, AdminOp::Alter { name, change }).await
                 }
                 Err(e) => status(ErrorCode::UnknownTopic, e.to_string()),

@@ -7,7 +7,7 @@
 //! profile, and has every shard reopen its partitions of the topic with them. Broker configs are
 //! static (the configuration file and the tuning profile) and cannot be changed this way.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use kafka_protocol::messages::{
@@ -17,8 +17,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use rill_net::kafka::code;
 
-use crate::cluster::metadata::{TopicName, TopicSettings, UNLIMITED};
-use crate::partition::shard::{AdminOp, Shard};
+use crate::cluster::controller::AdminOp;
+use crate::cluster::metadata::TopicName;
+use crate::cluster::topic_config::{SettingsChange, log_config, topic_settings};
+use crate::partition::shard::Shard;
 use crate::protocol::native::admin_op;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -26,35 +28,6 @@ const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
-
-/// How a topic's settings change.
-#[derive(Clone, Debug)]
-pub(crate) enum SettingsChange {
-    /// The whole set (AlterConfigs, the native AlterTopic): what is not given returns to its
-    /// default.
-    Replace(TopicSettings),
-    /// Kafka config names set (`Some`) or deleted (`None`); the others keep their values.
-    Incremental(Vec<(String, Option<String>)>),
-}
-
-impl SettingsChange {
-    /// The settings after the change; `Err` names what is wrong.
-    pub fn apply(self, current: TopicSettings) -> Result<TopicSettings, String> {
-        match self {
-            SettingsChange::Replace(settings) => Ok(settings),
-            SettingsChange::Incremental(changes) => {
-                let mut configs: BTreeMap<String, Option<String>> = pairs(&current).into_iter().collect();
-                for (name, value) in changes {
-                    match value {
-                        Some(v) => configs.insert(name, Some(v)),
-                        None => configs.remove(&name),
-                    };
-                }
-                crate::protocol::kafka::topic_settings(&configs.into_iter().collect::<Vec<_>>())
-            }
-        }
-    }
-}
 
 /// IncrementalAlterConfigs: SET and DELETE per config; the others keep their values.
 pub(crate) async fn incremental_alter_configs(
@@ -135,7 +108,7 @@ pub(crate) async fn alter_configs(shard: &Rc<Shard>, r: AlterConfigsRequest) -> 
         } else if let Some((name, _)) = configs.iter().find(|(n, _)| !names.insert(n.clone())) {
             Err((code::INVALID_REQUEST, format!("{name} is named more than once")))
         } else {
-            match crate::protocol::kafka::topic_settings(&configs) {
+            match topic_settings(&configs) {
                 Ok(settings) => {
                     let change = SettingsChange::Replace(settings);
                     alter(shard, resource.resource_type, &resource.resource_name, r.validate_only, change)
@@ -198,7 +171,7 @@ async fn alter(
         .ok_or_else(|| (code::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {name}")))?;
     // Checked here for a prompt answer; the controller computes and checks again under its lock.
     let settings = change.clone().apply(current).map_err(|e| (code::INVALID_CONFIG, e))?;
-    crate::partition::shard::log_config(shard.profile(), &settings, 1)
+    log_config(shard.profile(), &settings, 1)
         .map_err(|reason| (code::INVALID_CONFIG, format!("invalid topic settings: {reason}")))?;
     if validate_only {
         return Ok(());
@@ -206,20 +179,4 @@ async fn alter(
     admin_op(shard, AdminOp::Alter { name: topic, change })
         .await
         .map_err(|(e, m)| (crate::protocol::kafka::kafka_code(e), m))
-}
-
-/// The settings a topic has set, as Kafka config pairs.
-fn pairs(s: &TopicSettings) -> Vec<(String, Option<String>)> {
-    let limit = |v: u64| if v == UNLIMITED { "-1".to_string() } else { v.to_string() };
-    let mut out = Vec::new();
-    let mut push = |name: &str, value: Option<String>| {
-        if value.is_some() {
-            out.push((name.to_string(), value));
-        }
-    };
-    push("retention.ms", s.retention_ms.map(limit));
-    push("retention.bytes", s.retention_bytes.map(limit));
-    push("segment.bytes", s.segment_bytes.map(|v| v.to_string()));
-    push("rill.durability", s.durability.clone());
-    out
 }
