@@ -1,5 +1,6 @@
 //! Broker configuration: a TOML file and flags, over an embedded single-node default.
 
+pub use crate::partition::group::OffsetsRetention;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -77,21 +78,6 @@ pub struct BrokerConfig {
     pub auto_create_partitions: Option<u32>,
     /// Offset retention of groups without members, and the check interval.
     pub offsets_retention: OffsetsRetention,
-}
-
-/// Kafka's `offsets.retention.minutes` and `offsets.retention.check.interval.ms`, in ms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OffsetsRetention {
-    /// How long a group without members keeps its committed offsets.
-    pub retention_ms: u64,
-    /// How often expired offsets are looked for.
-    pub check_interval_ms: u64,
-}
-
-impl Default for OffsetsRetention {
-    fn default() -> OffsetsRetention {
-        OffsetsRetention { retention_ms: 7 * 24 * 3_600_000, check_interval_ms: 600_000 }
-    }
 }
 
 impl ConfigFile {

@@ -26,6 +26,21 @@ use rill_net::record_batch::{self, BatchBuilder, Record};
 use rill_storage::{Batch, Log};
 
 /// Kafka error codes of the group protocol.
+/// Kafka's `offsets.retention.minutes` and `offsets.retention.check.interval.ms`, in ms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffsetsRetention {
+    /// How long a group without members keeps its committed offsets.
+    pub retention_ms: u64,
+    /// How often expired offsets are looked for.
+    pub check_interval_ms: u64,
+}
+
+impl Default for OffsetsRetention {
+    fn default() -> OffsetsRetention {
+        OffsetsRetention { retention_ms: 7 * 24 * 3_600_000, check_interval_ms: 600_000 }
+    }
+}
+
 pub(crate) mod errors {
     pub const ILLEGAL_GENERATION: i16 = 22;
     pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
@@ -898,5 +913,6 @@ fn decode_value(b: &[u8]) -> Option<Committed> {
 mod compaction;
 mod expiry;
 mod fencing;
+pub(crate) mod ops;
 #[cfg(test)]
 mod tests;

@@ -62,7 +62,7 @@ pub(crate) enum ShardRequest {
     Admin(crate::cluster::controller::AdminOp),
     Apply(Metadata),
     /// Work for a consumer group's coordinator.
-    Group(crate::protocol::kafka::groups::GroupOp),
+    Group(crate::partition::group::ops::GroupOp),
 }
 
 /// What a fetch found on the owner.
@@ -102,7 +102,7 @@ pub(crate) enum ShardReply {
     State(Result<(u64, u64), ErrorCode>),
     Admin(Result<(), (ErrorCode, String)>),
     Applied,
-    Group(crate::protocol::kafka::groups::GroupReply),
+    Group(crate::partition::group::ops::GroupReply),
 }
 
 pub(crate) struct Shard {
@@ -141,7 +141,7 @@ pub(crate) struct Shard {
     /// With auto-creation on: partitions of a topic a Kafka client's metadata request creates.
     auto_create_partitions: Cell<Option<u32>>,
     /// Offset retention of this shard's groups.
-    offsets_retention: Cell<crate::config::OffsetsRetention>,
+    offsets_retention: Cell<crate::partition::group::OffsetsRetention>,
     /// Producer ids handed out by this shard (InitProducerId).
     pub producer_ids: crate::partition::producer::IdAllocator,
     /// The consumer groups this shard coordinates.
@@ -175,7 +175,7 @@ impl Shard {
             groups: Rc::new(crate::partition::group::Coordinator::default()),
             kafka_advertised: RefCell::new((String::new(), 0)),
             auto_create_partitions: Cell::new(None),
-            offsets_retention: Cell::new(crate::config::OffsetsRetention::default()),
+            offsets_retention: Cell::new(crate::partition::group::OffsetsRetention::default()),
             senders,
             peer_of,
             waiters: RefCell::new(HashMap::new()),
@@ -361,7 +361,9 @@ impl Shard {
                 self.apply(metadata).await;
                 ShardReply::Applied
             }
-            ShardRequest::Group(op) => ShardReply::Group(crate::protocol::kafka::groups::run(self, op).await),
+            ShardRequest::Group(op) => ShardReply::Group(
+                crate::partition::group::ops::run(self.groups.clone(), || self.metadata(), op).await,
+            ),
         }
     }
 
@@ -714,9 +716,9 @@ impl Shard {
             for (group, topic, partition, _) in &entries {
                 moved.entry(group.clone()).or_default().push((topic.clone(), *partition));
             }
-            let op = crate::protocol::kafka::groups::GroupOp::Restore(entries);
+            let op = crate::partition::group::ops::GroupOp::Restore(entries);
             match self.call(owner, ShardRequest::Group(op)).await {
-                ShardReply::Group(crate::protocol::kafka::groups::GroupReply::Code(0)) => {}
+                ShardReply::Group(crate::partition::group::ops::GroupReply::Code(0)) => {}
                 _ => return Err(format!("moving committed offsets to shard {owner} failed")),
             }
             // The owner has them now: delete this log's copies, so a later start does not move
@@ -772,7 +774,7 @@ impl Shard {
         self.auto_create_partitions.set(partitions);
     }
 
-    pub fn set_offsets_retention(&self, retention: crate::config::OffsetsRetention) {
+    pub fn set_offsets_retention(&self, retention: crate::partition::group::OffsetsRetention) {
         self.offsets_retention.set(retention);
     }
 
