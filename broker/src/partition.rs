@@ -2,7 +2,9 @@
 //! coordinators), routing of calls between them, and the per-connection ordering of effects.
 //! Built on `cluster`; never imports the protocol front ends above it.
 
+pub(crate) mod fetch;
 pub(crate) mod group;
 pub(crate) mod order;
 pub(crate) mod producer;
+pub(crate) mod routing;
 pub(crate) mod shard;

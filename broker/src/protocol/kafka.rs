@@ -45,9 +45,10 @@ use rill_net::record_batch::{self, BatchError};
 use crate::cluster::controller::AdminOp;
 use crate::cluster::metadata::{TopicName, TopicSettings, UNLIMITED};
 use crate::cluster::topic_config::topic_settings;
+use crate::partition::fetch::fetch_outcomes;
 use crate::partition::order::Order;
+use crate::partition::routing::{admin_op, route};
 use crate::partition::shard::{Shard, ShardReply, ShardRequest};
-use crate::protocol::native::{admin_op, fetch_outcomes, route};
 
 /// The one node of a single-node cluster.
 const NODE_ID: i32 = 0;

@@ -20,8 +20,8 @@ use rill_net::kafka::code;
 use crate::cluster::controller::AdminOp;
 use crate::cluster::metadata::TopicName;
 use crate::cluster::topic_config::{SettingsChange, log_config, topic_settings};
+use crate::partition::routing::admin_op;
 use crate::partition::shard::Shard;
-use crate::protocol::native::admin_op;
 
 const RESOURCE_TOPIC: i8 = 2;
 const OP_SET: i8 = 0;
