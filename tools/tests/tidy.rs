@@ -46,3 +46,37 @@ fn files_stay_under_a_thousand_lines() {
         assert!(lines < 1000, "{} has {lines} lines; split it", file.display());
     }
 }
+
+/// The broker's layers: cluster state below the partition service below the protocol front
+/// ends. A lower layer never names a higher one, and the two front ends (Kafka, native) never
+/// name each other; `server.rs`, `config.rs` and `lib.rs` assemble them all.
+#[test]
+fn broker_layers_import_only_downwards() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("broker/src");
+    let rules: [(&str, &[&str]); 4] = [
+        ("cluster", &["crate::partition", "crate::protocol", "crate::server", "crate::config"]),
+        ("partition", &["crate::protocol", "crate::server", "crate::config"]),
+        ("protocol/kafka", &["crate::protocol::native", "crate::server"]),
+        ("protocol/native", &["crate::protocol::kafka", "crate::server"]),
+    ];
+    for (layer, forbidden) in rules {
+        let mut files = Vec::new();
+        let dir = src.join(layer);
+        rust_files(&dir, &mut files);
+        files.push(dir.with_extension("rs"));
+        assert!(files.len() > 1, "found the {layer} layer");
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                for f in forbidden {
+                    assert!(
+                        !line.contains(f),
+                        "{}:{}: the {layer} layer must not use `{f}` (a higher layer or the other front end)",
+                        file.display(),
+                        n + 1
+                    );
+                }
+            }
+        }
+    }
+}

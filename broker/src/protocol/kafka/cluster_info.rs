@@ -1,0 +1,184 @@
+//! Kafka APIs about the cluster itself: ApiVersions, Metadata (with topic auto-creation),
+//! DescribeCluster and FindCoordinator.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    ApiVersionsResponse, BrokerId, DescribeClusterResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    MetadataRequest, MetadataResponse, TopicName as KafkaTopicName,
+};
+use rill_net::kafka::{code, supported_versions};
+use rill_net::message::ErrorCode;
+
+use crate::cluster::controller::AdminOp;
+use crate::cluster::metadata::{TopicName, TopicSettings};
+use crate::partition::routing::admin_op;
+use crate::partition::shard::Shard;
+
+/// The one node of a single-node cluster.
+use super::{CLUSTER_ID, NODE_ID, broker_address, str_bytes};
+
+pub(crate) fn api_versions(error_code: i16) -> ApiVersionsResponse {
+    let mut r = ApiVersionsResponse::default();
+    r.error_code = error_code;
+    r.api_keys = supported_versions()
+        .iter()
+        .map(|&(key, min, max)| {
+            let mut v = ApiVersion::default();
+            v.api_key = key as i16;
+            v.min_version = min;
+            v.max_version = max;
+            v
+        })
+        .collect();
+    r
+}
+
+pub(crate) async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> MetadataResponse {
+    let (host, port) = broker_address(shard);
+    let mut response = MetadataResponse::default();
+    let mut broker = MetadataResponseBroker::default();
+    broker.node_id = BrokerId(NODE_ID);
+    broker.host = host;
+    broker.port = port;
+    response.brokers = vec![broker];
+    if v >= 2 {
+        response.cluster_id = Some(str_bytes(CLUSTER_ID));
+    }
+    if v >= 1 {
+        response.controller_id = BrokerId(NODE_ID);
+    }
+    let catalogue = shard.metadata();
+    let names: Vec<String> = match r.topics {
+        // v0 asks for every topic with an empty list; later versions with null.
+        None => catalogue.topics.keys().map(|n| n.to_string()).collect(),
+        Some(topics) if topics.is_empty() && v == 0 => {
+            catalogue.topics.keys().map(|n| n.to_string()).collect()
+        }
+        Some(topics) => topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect(),
+    };
+    // Versions before 4 cannot say no; later ones carry the client's wish.
+    let may_create = v < 4 || r.allow_auto_topic_creation;
+    let catalogue = match shard.auto_create_partitions() {
+        Some(partitions) if may_create => auto_create(shard, &names, partitions).await.unwrap_or(catalogue),
+        _ => catalogue,
+    };
+    for name in names {
+        let mut topic = MetadataResponseTopic::default();
+        topic.name = Some(KafkaTopicName(str_bytes(name.clone())));
+        match TopicName::new(&name) {
+            Err(_) => topic.error_code = code::INVALID_TOPIC_EXCEPTION,
+            Ok(n) => match catalogue.topics.get(&n) {
+                None => topic.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(t) => {
+                    topic.partitions = (0..t.shards.len() as i32)
+                        .map(|p| {
+                            let mut part = MetadataResponsePartition::default();
+                            part.partition_index = p;
+                            part.leader_id = BrokerId(NODE_ID);
+                            if v >= 7 {
+                                part.leader_epoch = 0;
+                            }
+                            part.replica_nodes = vec![BrokerId(NODE_ID)];
+                            part.isr_nodes = vec![BrokerId(NODE_ID)];
+                            part
+                        })
+                        .collect();
+                }
+            },
+        }
+        response.topics.push(topic);
+    }
+    response
+}
+
+/// Creates those of `names` that are valid and unknown, with `partitions` partitions and default
+/// settings (Kafka's auto.create.topics.enable); returns the metadata after, if anything changed.
+pub(crate) async fn auto_create(
+    shard: &Rc<Shard>,
+    names: &[String],
+    partitions: u32,
+) -> Option<Rc<crate::cluster::metadata::Metadata>> {
+    let mut created = false;
+    for name in names {
+        let Ok(name) = TopicName::new(name) else { continue };
+        if shard.metadata().topics.contains_key(&name) {
+            continue;
+        }
+        let op = AdminOp::Create { name: name.clone(), partitions, settings: TopicSettings::default() };
+        match admin_op(shard, op).await {
+            Ok(()) => {
+                tracing::info!(topic = %name, partitions, "auto-created topic");
+                created = true;
+            }
+            // Another connection created it meanwhile.
+            Err((ErrorCode::TopicExists, _)) => created = true,
+            Err((_, message)) => tracing::warn!(topic = %name, %message, "auto-creating a topic failed"),
+        }
+    }
+    created.then(|| shard.metadata())
+}
+
+pub(crate) fn describe_cluster(shard: &Rc<Shard>, v: i16) -> DescribeClusterResponse {
+    let (host, port) = broker_address(shard);
+    let mut response = DescribeClusterResponse::default();
+    response.cluster_id = str_bytes(CLUSTER_ID);
+    response.controller_id = BrokerId(NODE_ID);
+    if v >= 1 {
+        response.endpoint_type = 1;
+    }
+    let mut broker = DescribeClusterBroker::default();
+    broker.broker_id = BrokerId(NODE_ID);
+    broker.host = host;
+    broker.port = port;
+    response.brokers = vec![broker];
+    response
+}
+
+/// Groups (key type 0) are coordinated by this node (the shard is Rill's business);
+/// transactions (key type 1) are not supported.
+pub(crate) fn find_coordinator(
+    shard: &Rc<Shard>,
+    r: FindCoordinatorRequest,
+    v: i16,
+) -> FindCoordinatorResponse {
+    let (host, port) = broker_address(shard);
+    let supported = r.key_type == 0;
+    let message = "transactions are not supported";
+    let mut response = FindCoordinatorResponse::default();
+    if v >= 4 {
+        for key in r.coordinator_keys {
+            let mut c = Coordinator::default();
+            c.key = key;
+            if supported {
+                c.node_id = BrokerId(NODE_ID);
+                c.host = host.clone();
+                c.port = port;
+            } else {
+                c.node_id = BrokerId(-1);
+                c.port = -1;
+                c.error_code = code::COORDINATOR_NOT_AVAILABLE;
+                c.error_message = Some(str_bytes(message));
+            }
+            response.coordinators.push(c);
+        }
+    } else if supported {
+        response.node_id = BrokerId(NODE_ID);
+        response.host = host;
+        response.port = port;
+    } else {
+        response.error_code = code::COORDINATOR_NOT_AVAILABLE;
+        if v >= 1 {
+            response.error_message = Some(str_bytes(message));
+        }
+        response.node_id = BrokerId(-1);
+        response.port = -1;
+    }
+    response
+}

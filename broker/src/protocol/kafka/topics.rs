@@ -1,0 +1,148 @@
+//! Kafka topic administration: CreateTopics, DeleteTopics and CreatePartitions, run by the
+//! controller.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, TopicName as KafkaTopicName,
+};
+use rill_net::kafka::code;
+use rill_net::message::ErrorCode;
+
+use crate::cluster::controller::AdminOp;
+use crate::cluster::metadata::TopicName;
+use crate::cluster::topic_config::topic_settings;
+use crate::partition::routing::admin_op;
+use crate::partition::shard::Shard;
+
+/// The one node of a single-node cluster.
+use super::{kafka_code, str_bytes};
+
+pub(crate) async fn create_topics(shard: &Rc<Shard>, r: CreateTopicsRequest, v: i16) -> CreateTopicsResponse {
+    let mut response = CreateTopicsResponse::default();
+    for t in r.topics {
+        let mut result = CreatableTopicResult::default();
+        result.name = t.name.clone();
+        let partitions = if t.num_partitions == -1 { 1 } else { t.num_partitions };
+        let configs: Vec<(String, Option<String>)> =
+            t.configs.iter().map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()))).collect();
+        let outcome: Result<(), (i16, String)> = async {
+            let name = TopicName::new(t.name.0.as_str())
+                .map_err(|e| (code::INVALID_TOPIC_EXCEPTION, e.to_string()))?;
+            if partitions <= 0 {
+                return Err((code::INVALID_PARTITIONS, "partition count must be positive".into()));
+            }
+            if t.replication_factor != -1 && t.replication_factor != 1 {
+                return Err((
+                    code::INVALID_REPLICATION_FACTOR,
+                    "a single-node cluster keeps one replica".into(),
+                ));
+            }
+            if !t.assignments.is_empty() {
+                return Err((code::INVALID_REQUEST, "manual replica assignment is not supported".into()));
+            }
+            let settings = topic_settings(&configs).map_err(|e| (code::INVALID_CONFIG, e))?;
+            if r.validate_only {
+                if shard.metadata().topics.contains_key(&name) {
+                    return Err((code::TOPIC_ALREADY_EXISTS, format!("topic {name} already exists")));
+                }
+                return Ok(());
+            }
+            let op = AdminOp::Create { name, partitions: partitions as u32, settings };
+            admin_op(shard, op).await.map_err(|(e, m)| (kafka_code(e), m))
+        }
+        .await;
+        if let Err((error, message)) = outcome {
+            result.error_code = error;
+            result.error_message = Some(str_bytes(message));
+        }
+        if v >= 5 {
+            let ok = result.error_code == code::NONE;
+            result.num_partitions = if ok { partitions } else { -1 };
+            result.replication_factor = if ok { 1 } else { -1 };
+        }
+        response.topics.push(result);
+    }
+    response
+}
+
+pub(crate) async fn delete_topics(shard: &Rc<Shard>, r: DeleteTopicsRequest, v: i16) -> DeleteTopicsResponse {
+    let mut names: Vec<Option<String>> = r.topic_names.iter().map(|n| Some(n.0.to_string())).collect();
+    if v >= 6 {
+        names = r.topics.iter().map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect();
+    }
+    let mut response = DeleteTopicsResponse::default();
+    for name in names {
+        let mut result = DeletableTopicResult::default();
+        let outcome = match &name {
+            None => {
+                Err((code::UNKNOWN_TOPIC_ID, "Rill names topics; topic ids are not supported".to_string()))
+            }
+            Some(n) => match TopicName::new(n) {
+                Err(e) => Err((code::UNKNOWN_TOPIC_OR_PARTITION, e.to_string())),
+                Ok(name) => {
+                    admin_op(shard, AdminOp::Delete { name }).await.map_err(|(e, m)| (kafka_code(e), m))
+                }
+            },
+        };
+        result.name = name.map(|n| KafkaTopicName(str_bytes(n)));
+        if let Err((error, message)) = outcome {
+            result.error_code = error;
+            if v >= 5 {
+                result.error_message = Some(str_bytes(message));
+            }
+        }
+        response.responses.push(result);
+    }
+    response
+}
+
+pub(crate) async fn create_partitions(
+    shard: &Rc<Shard>,
+    r: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut response = CreatePartitionsResponse::default();
+    for t in r.topics {
+        let mut result = CreatePartitionsTopicResult::default();
+        result.name = t.name.clone();
+        let outcome: Result<(), (i16, String)> = async {
+            let name = TopicName::new(t.name.0.as_str())
+                .map_err(|e| (code::UNKNOWN_TOPIC_OR_PARTITION, e.to_string()))?;
+            let current = shard
+                .metadata()
+                .topics
+                .get(&name)
+                .map(|t| t.shards.len() as i32)
+                .ok_or((code::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {name}")))?;
+            if t.count <= current {
+                return Err((
+                    code::INVALID_PARTITIONS,
+                    format!("topic has {current} partitions; asked for {}", t.count),
+                ));
+            }
+            if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+                return Err((code::INVALID_REQUEST, "manual replica assignment is not supported".into()));
+            }
+            if r.validate_only {
+                return Ok(());
+            }
+            let op = AdminOp::AddPartitions { name, total: t.count as u32 };
+            admin_op(shard, op).await.map_err(|(e, m)| {
+                let code =
+                    if e == ErrorCode::InvalidConfig { code::INVALID_PARTITIONS } else { kafka_code(e) };
+                (code, m)
+            })
+        }
+        .await;
+        if let Err((error, message)) = outcome {
+            result.error_code = error;
+            result.error_message = Some(str_bytes(message));
+        }
+        response.results.push(result);
+    }
+    response
+}
