@@ -22,3 +22,4 @@ pub mod kafka;
 #[allow(missing_docs)]
 pub mod message;
 pub mod record_batch;
+pub mod tls;

@@ -2,6 +2,7 @@
 //! and tune the host.
 
 mod client;
+mod cluster;
 mod consume;
 mod consume_group;
 mod group;
@@ -46,6 +47,9 @@ enum Command {
     /// Verify and repair partition logs offline (the broker stopped).
     #[command(subcommand)]
     Storage(storage::StorageCommand),
+    /// Cluster administration: the cluster CA and node certificates.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 fn main() {
@@ -69,6 +73,7 @@ fn main() {
         }
         Command::Tune(cmd) => tune::run(cmd),
         Command::Storage(cmd) => storage::run(cmd),
+        Command::Cluster(cmd) => cluster::run(cmd),
     };
     if let Err(error) = result {
         eprintln!("rill: {error:#}");
