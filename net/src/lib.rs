@@ -21,5 +21,6 @@ pub mod kafka;
 // no docs; the envelopes themselves are documented.
 #[allow(missing_docs)]
 pub mod message;
+pub mod quic;
 pub mod record_batch;
 pub mod tls;

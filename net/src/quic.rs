@@ -1,0 +1,255 @@
+//! The node-to-node QUIC transport's state machine, sans-I/O: a `quinn-proto` endpoint with
+//! the cluster's mutual TLS ([`crate::tls`]), fed datagrams and the time by its caller (the
+//! broker's glommio UDP loop, or a test moving datagrams in memory).
+//!
+//! A [`Node`] dials peers by node id and accepts them; the dialler's TLS checks that the server
+//! names the node dialled, and the acceptor learns which node a client is from its certificate
+//! as soon as the handshake ends ([`Event::Connected`] carries it). Long-lived bidirectional
+//! streams carry the traffic; bytes come out as [`Event::Received`].
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn_proto::{
+    ClientConfig, Connection, ConnectionHandle, DatagramEvent, Dir, Endpoint, EndpointConfig, ServerConfig,
+    StreamEvent, StreamId,
+};
+use rustls::pki_types::CertificateDer;
+
+use crate::tls::{self, Pem, TlsError};
+
+/// What the caller learns from a [`Node`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A connection finished its handshake; `node` is the peer's id, proven by its certificate.
+    Connected {
+        /// The connection.
+        connection: ConnectionHandle,
+        /// The peer's node id.
+        node: u32,
+    },
+    /// Bytes arrived on a stream.
+    Received {
+        /// The connection.
+        connection: ConnectionHandle,
+        /// The stream.
+        stream: StreamId,
+        /// The bytes, in stream order.
+        bytes: Bytes,
+    },
+    /// A connection ended (closed, refused, timed out); `reason` says why.
+    Lost {
+        /// The connection.
+        connection: ConnectionHandle,
+        /// What ended it.
+        reason: String,
+    },
+}
+
+struct Peer {
+    conn: Connection,
+    /// The node dialled (a client connection) or, once connected, the node proven.
+    node: Option<u32>,
+}
+
+/// One node's QUIC endpoint.
+pub struct Node {
+    endpoint: Endpoint,
+    client: ClientConfig,
+    /// The largest node id an acceptor looks for in a client certificate.
+    node_id_max: u32,
+    peers: HashMap<ConnectionHandle, Peer>,
+    events: VecDeque<Event>,
+}
+
+/// Errors building a node.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    /// The TLS configuration.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// quinn refused the TLS configuration.
+    #[error("quic crypto: {0}")]
+    Crypto(String),
+    /// quinn refused to dial.
+    #[error("connecting: {0}")]
+    Connect(#[from] quinn_proto::ConnectError),
+}
+
+impl Node {
+    /// A node with the cluster CA certificate and its own certificate; `node_id_max` bounds the
+    /// ids of the cluster's nodes.
+    pub fn new(ca_cert: &str, node: &Pem, node_id_max: u32) -> Result<Node, QuicError> {
+        let server_tls = tls::server_config(ca_cert, node)?;
+        let client_tls = tls::client_config(ca_cert, node)?;
+        let server_crypto =
+            QuicServerConfig::try_from(server_tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
+        let client_crypto =
+            QuicClientConfig::try_from(client_tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
+        let server = ServerConfig::with_crypto(Arc::new(server_crypto));
+        let client = ClientConfig::new(Arc::new(client_crypto));
+        let endpoint = Endpoint::new(Arc::new(EndpointConfig::default()), Some(Arc::new(server)), true, None);
+        Ok(Node { endpoint, client, node_id_max, peers: HashMap::new(), events: VecDeque::new() })
+    }
+
+    /// Starts a connection to node `node` at `remote`.
+    pub fn dial(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        node: u32,
+    ) -> Result<ConnectionHandle, QuicError> {
+        let name = tls::node_dns_name(node);
+        let (handle, conn) = self.endpoint.connect(now, self.client.clone(), remote, &name)?;
+        self.peers.insert(handle, Peer { conn, node: Some(node) });
+        Ok(handle)
+    }
+
+    /// Takes a datagram that arrived from `from`.
+    pub fn receive(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        match self.endpoint.handle(now, from, None, None, BytesMut::from(datagram), &mut buf) {
+            Some(DatagramEvent::ConnectionEvent(handle, event)) => {
+                if let Some(peer) = self.peers.get_mut(&handle) {
+                    peer.conn.handle_event(event);
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                match self.endpoint.accept(incoming, now, &mut buf, None) {
+                    Ok((handle, conn)) => {
+                        self.peers.insert(handle, Peer { conn, node: None });
+                    }
+                    Err(e) => {
+                        if let Some(transmit) = e.response {
+                            out.push((transmit.destination, buf[..transmit.size].to_vec()));
+                        }
+                    }
+                }
+            }
+            Some(DatagramEvent::Response(transmit)) => {
+                out.push((transmit.destination, buf[..transmit.size].to_vec()));
+            }
+            None => {}
+        }
+        out
+    }
+
+    /// Runs timers that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for peer in self.peers.values_mut() {
+            if peer.conn.poll_timeout().is_some_and(|t| t <= now) {
+                peer.conn.handle_timeout(now);
+            }
+        }
+    }
+
+    /// When [`Node::handle_timeout`] should run next.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.peers.values_mut().filter_map(|p| p.conn.poll_timeout()).min()
+    }
+
+    /// Opens a bidirectional stream on a connection (`None` if the peer's limit is reached or
+    /// the connection is gone).
+    pub fn open_stream(&mut self, connection: ConnectionHandle) -> Option<StreamId> {
+        self.peers.get_mut(&connection)?.conn.streams().open(Dir::Bi)
+    }
+
+    /// Writes as much of `bytes` as flow control allows; returns how much was taken.
+    pub fn send(&mut self, connection: ConnectionHandle, stream: StreamId, bytes: &[u8]) -> usize {
+        let Some(peer) = self.peers.get_mut(&connection) else { return 0 };
+        peer.conn.send_stream(stream).write(bytes).unwrap_or(0)
+    }
+
+    /// Datagrams to send now, and events for the caller; call after every input.
+    pub fn poll(&mut self, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
+        let mut out = Vec::new();
+        let handles: Vec<ConnectionHandle> = self.peers.keys().copied().collect();
+        for handle in handles {
+            self.drive(now, handle, &mut out);
+        }
+        out
+    }
+
+    /// The next event, if any.
+    pub fn next_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn drive(&mut self, now: Instant, handle: ConnectionHandle, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        let node_id_max = self.node_id_max;
+        let Some(peer) = self.peers.get_mut(&handle) else { return };
+        // Endpoint events may answer with connection events (new connection ids).
+        while let Some(event) = peer.conn.poll_endpoint_events() {
+            if let Some(reply) = self.endpoint.handle_event(handle, event) {
+                peer.conn.handle_event(reply);
+            }
+        }
+        let mut lost = None;
+        while let Some(event) = peer.conn.poll() {
+            match event {
+                quinn_proto::Event::Connected => {
+                    let certs = peer
+                        .conn
+                        .crypto_session()
+                        .peer_identity()
+                        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok());
+                    let proven = certs.and_then(|certs| {
+                        let cert = certs.first()?.clone();
+                        match peer.node {
+                            // The dialler's TLS already checked the name of the node dialled.
+                            Some(node) => tls::certificate_names_node(&cert, node).then_some(node),
+                            None => (0..=node_id_max).find(|&id| tls::certificate_names_node(&cert, id)),
+                        }
+                    });
+                    match proven {
+                        Some(node) => {
+                            peer.node = Some(node);
+                            self.events.push_back(Event::Connected { connection: handle, node });
+                        }
+                        None => {
+                            let reason = "the peer certificate names no node of this cluster";
+                            peer.conn.close(now, 1u32.into(), Bytes::from_static(reason.as_bytes()));
+                        }
+                    }
+                }
+                quinn_proto::Event::ConnectionLost { reason } => lost = Some(reason.to_string()),
+                quinn_proto::Event::Stream(StreamEvent::Readable { id }) => {
+                    read_stream(&mut peer.conn, handle, id, &mut self.events);
+                }
+                quinn_proto::Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
+                    while let Some(id) = peer.conn.streams().accept(Dir::Bi) {
+                        read_stream(&mut peer.conn, handle, id, &mut self.events);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut buf = Vec::new();
+        while let Some(transmit) = peer.conn.poll_transmit(now, 1, &mut buf) {
+            out.push((transmit.destination, buf[..transmit.size].to_vec()));
+            buf.clear();
+        }
+        if let Some(reason) = lost {
+            self.events.push_back(Event::Lost { connection: handle, reason });
+        }
+        if peer.conn.is_drained() {
+            self.peers.remove(&handle);
+        }
+    }
+}
+
+/// Moves what a stream has received, in order, into `events`.
+fn read_stream(conn: &mut Connection, handle: ConnectionHandle, id: StreamId, events: &mut VecDeque<Event>) {
+    let mut stream = conn.recv_stream(id);
+    let Ok(mut chunks) = stream.read(true) else { return };
+    while let Ok(Some(chunk)) = chunks.next(usize::MAX) {
+        events.push_back(Event::Received { connection: handle, stream: id, bytes: chunk.bytes });
+    }
+    // Whether the peer needs a window update is picked up by the next poll_transmit.
+    let _ = chunks.finalize();
+}
