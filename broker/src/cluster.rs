@@ -5,3 +5,4 @@
 pub(crate) mod controller;
 pub mod metadata;
 pub(crate) mod topic_config;
+pub mod transport;

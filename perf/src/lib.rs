@@ -12,11 +12,15 @@ mod kafka_client;
 mod native_client;
 mod plot;
 mod storage_bench;
+mod transport_bench;
 mod workload;
 
 pub use crate::ack_writer::{AckWriterArgs, ack_payload, run_ack_writer};
 pub use crate::bench::{BenchArgs, BenchResult, Percentiles, print_table, run_bench, run_bench_and_print};
 pub use crate::storage_bench::{StorageBenchArgs, run_storage_bench};
+pub use crate::transport_bench::{
+    TransportBenchArgs, TransportFigures, measure_transports, run_transport_bench,
+};
 pub use crate::workload::{Keys, Workload, WorkloadArgs};
 
 /// Runs `f` on one glommio executor pinned to CPU 0 with a small io_memory.

@@ -17,6 +17,8 @@ enum Command {
     AckWriter(rill_perf::AckWriterArgs),
     /// The load generator (also `rill bench`).
     Bench(rill_perf::BenchArgs),
+    /// Node-to-node QUIC (mutual TLS) against TCP on loopback, in one run.
+    Transport(rill_perf::TransportBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -24,5 +26,6 @@ fn main() -> anyhow::Result<()> {
         Command::Storage(args) => rill_perf::run_storage_bench(args),
         Command::AckWriter(args) => rill_perf::run_ack_writer(args),
         Command::Bench(args) => rill_perf::run_bench_and_print(args),
+        Command::Transport(args) => rill_perf::run_transport_bench(args),
     }
 }
