@@ -26,8 +26,8 @@ fn acceptor(ca: Pem, cert: Pem, expect_bytes: usize, tx: mpsc::Sender<SocketAddr
     LocalExecutorBuilder::default()
         .io_memory(1 << 20)
         .spawn(move || async move {
-            let t = Transport::bind("127.0.0.1:0".parse().unwrap(), Node::new(&ca.cert, &cert, 8).unwrap())
-                .unwrap();
+            let t =
+                Transport::bind("127.0.0.1:0".parse().unwrap(), Node::new(&ca.cert, &cert).unwrap()).unwrap();
             glommio::spawn_local(t.clone().run()).detach();
             tx.send(t.local_addr().unwrap()).unwrap();
             let (mut got, mut admitted) = (Vec::new(), Vec::new());
@@ -55,8 +55,8 @@ fn dialler(ca: Pem, cert: Pem, addr: SocketAddr, bytes: Vec<u8>) -> (bool, bool)
     LocalExecutorBuilder::default()
         .io_memory(1 << 20)
         .spawn(move || async move {
-            let t = Transport::bind("127.0.0.1:0".parse().unwrap(), Node::new(&ca.cert, &cert, 8).unwrap())
-                .unwrap();
+            let t =
+                Transport::bind("127.0.0.1:0".parse().unwrap(), Node::new(&ca.cert, &cert).unwrap()).unwrap();
             glommio::spawn_local(t.clone().run()).detach();
             let conn = t.dial(addr, 1).await.unwrap();
             let connected = loop {

@@ -108,8 +108,6 @@ struct Peer {
 pub struct Node {
     endpoint: Endpoint,
     client: ClientConfig,
-    /// The largest node id an acceptor looks for in a client certificate.
-    node_id_max: u32,
     peers: HashMap<ConnectionHandle, Peer>,
     events: VecDeque<Event>,
 }
@@ -129,19 +127,13 @@ pub enum QuicError {
 }
 
 impl Node {
-    /// A node with the cluster CA certificate and its own certificate; `node_id_max` bounds the
-    /// ids of the cluster's nodes.
-    pub fn new(ca_cert: &str, node: &Pem, node_id_max: u32) -> Result<Node, QuicError> {
-        Node::with_tuning(ca_cert, node, node_id_max, Tuning::default())
+    /// A node with the cluster CA certificate and its own certificate.
+    pub fn new(ca_cert: &str, node: &Pem) -> Result<Node, QuicError> {
+        Node::with_tuning(ca_cert, node, Tuning::default())
     }
 
     /// [`Node::new`] with explicit windows and packet sizes.
-    pub fn with_tuning(
-        ca_cert: &str,
-        node: &Pem,
-        node_id_max: u32,
-        tuning: Tuning,
-    ) -> Result<Node, QuicError> {
+    pub fn with_tuning(ca_cert: &str, node: &Pem, tuning: Tuning) -> Result<Node, QuicError> {
         let server_tls = tls::server_config(ca_cert, node)?;
         let client_tls = tls::client_config(ca_cert, node)?;
         let server_crypto =
@@ -154,7 +146,7 @@ impl Node {
         let mut client = ClientConfig::new(Arc::new(client_crypto));
         client.transport_config(transport);
         let endpoint = Endpoint::new(Arc::new(EndpointConfig::default()), Some(Arc::new(server)), true, None);
-        Ok(Node { endpoint, client, node_id_max, peers: HashMap::new(), events: VecDeque::new() })
+        Ok(Node { endpoint, client, peers: HashMap::new(), events: VecDeque::new() })
     }
 
     /// Starts a connection to node `node` at `remote`.
@@ -242,7 +234,6 @@ impl Node {
     }
 
     fn drive(&mut self, now: Instant, handle: ConnectionHandle, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
-        let node_id_max = self.node_id_max;
         let Some(peer) = self.peers.get_mut(&handle) else { return };
         // Endpoint events may answer with connection events (new connection ids).
         while let Some(event) = peer.conn.poll_endpoint_events() {
@@ -264,7 +255,7 @@ impl Node {
                         match peer.node {
                             // The dialler's TLS already checked the name of the node dialled.
                             Some(node) => tls::certificate_names_node(&cert, node).then_some(node),
-                            None => (0..=node_id_max).find(|&id| tls::certificate_names_node(&cert, id)),
+                            None => tls::certificate_node_id(&cert),
                         }
                     });
                     match proven {

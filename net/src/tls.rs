@@ -167,3 +167,22 @@ pub fn certificate_names_node(cert: &CertificateDer<'_>, node_id: u32) -> bool {
     let Ok(cert) = webpki::EndEntityCert::try_from(cert) else { return false };
     cert.verify_is_valid_for_subject_name(&server_name(node_id)).is_ok()
 }
+
+/// The node id a peer's certificate (already verified against the CA by the handshake) names:
+/// its DNS name `node-<id>.rill.internal`, confirmed by the same check a dialler makes.
+/// `None` if it names no node, or more than one.
+pub fn certificate_node_id(cert: &CertificateDer<'_>) -> Option<u32> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let san = parsed.subject_alternative_name().ok()??;
+    let mut ids = san.value.general_names.iter().filter_map(|name| match name {
+        x509_parser::extensions::GeneralName::DNSName(dns) => {
+            dns.strip_prefix("node-")?.strip_suffix(".rill.internal")?.parse::<u32>().ok()
+        }
+        _ => None,
+    });
+    let id = ids.next()?;
+    if ids.next().is_some() {
+        return None;
+    }
+    certificate_names_node(cert, id).then_some(id)
+}

@@ -66,7 +66,7 @@ impl Net {
 }
 
 fn node(ca: &Pem, cert: &Pem) -> Node {
-    Node::new(&ca.cert, cert, 16).unwrap()
+    Node::new(&ca.cert, cert).unwrap()
 }
 
 #[test]

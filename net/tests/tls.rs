@@ -4,6 +4,7 @@
 
 use rill_net::tls::{self, Pem};
 use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConnection, ServerConnection};
 
 /// Runs a handshake of `dialler` (dialling node `dialled`) against `acceptor`; returns the
@@ -63,6 +64,7 @@ fn nodes_of_one_cluster_connect_and_the_acceptor_learns_the_peer_id() {
     let c = cluster("a", 3);
     let seen = handshake(&c.ca, &c.nodes[1], 2, &c.ca, &c.nodes[2]).expect("node 1 dials node 2");
     assert!(tls::certificate_names_node(&seen, 1), "the acceptor sees node 1's certificate");
+    assert_eq!(tls::certificate_node_id(&seen), Some(1), "and reads node 1 from it");
     assert!(!tls::certificate_names_node(&seen, 0), "a claim to be node 0 is refused");
     assert!(!tls::certificate_names_node(&seen, 2));
     // Dialling works both ways and between any pair.
@@ -101,6 +103,9 @@ fn a_ca_reloaded_from_its_pem_files_issues_certificates_that_chain() {
     let late = tls::issue_node_certificate(&reloaded, 7).unwrap();
     let seen = handshake(&c.ca, &late, 0, &c.ca, &c.nodes[0]).expect("a node added later connects");
     assert!(tls::certificate_names_node(&seen, 7));
+    assert_eq!(tls::certificate_node_id(&seen), Some(7));
+    let ca_cert = CertificateDer::from_pem_slice(c.ca.cert.as_bytes()).unwrap();
+    assert_eq!(tls::certificate_node_id(&ca_cert), None, "the CA names no node");
 }
 
 #[test]

@@ -160,7 +160,7 @@ async fn quic_server(
     rounds: usize,
     tuning: Tuning,
 ) -> anyhow::Result<()> {
-    let transport = Transport::bind("127.0.0.1:0".parse()?, Node::with_tuning(&ca.cert, &cert, 4, tuning)?)?;
+    let transport = Transport::bind("127.0.0.1:0".parse()?, Node::with_tuning(&ca.cert, &cert, tuning)?)?;
     glommio::spawn_local(transport.clone().run()).detach();
     tx.send(transport.local_addr()?)?;
     let mut got = 0u64;
@@ -197,7 +197,7 @@ async fn quic_client(
     rounds: usize,
     tuning: Tuning,
 ) -> anyhow::Result<(Duration, Vec<Duration>)> {
-    let transport = Transport::bind("127.0.0.1:0".parse()?, Node::with_tuning(&ca.cert, &cert, 4, tuning)?)?;
+    let transport = Transport::bind("127.0.0.1:0".parse()?, Node::with_tuning(&ca.cert, &cert, tuning)?)?;
     glommio::spawn_local(transport.clone().run()).detach();
     let connection = transport.dial(addr, 1).await?;
     loop {
