@@ -67,8 +67,10 @@ fn dialler(ca: Pem, cert: Pem, addr: SocketAddr, bytes: Vec<u8>) -> (bool, bool)
                 }
             };
             let mut lost = !connected;
-            if connected {
-                let stream = t.open_stream(conn).unwrap();
+            // A refused dialler's connection may already be gone by now: no stream to open.
+            let stream = if connected { t.open_stream(conn) } else { None };
+            lost |= connected && stream.is_none();
+            if let Some(stream) = stream {
                 t.send_all(conn, stream, &bytes).await;
                 // Stay up until the acceptor has read everything (it stops on its own), or
                 // until the connection ends.

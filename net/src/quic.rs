@@ -145,7 +145,12 @@ impl Node {
         server.transport_config(transport.clone());
         let mut client = ClientConfig::new(Arc::new(client_crypto));
         client.transport_config(transport);
-        let endpoint = Endpoint::new(Arc::new(EndpointConfig::default()), Some(Arc::new(server)), true, None);
+        let mut endpoint_config = EndpointConfig::default();
+        // The largest datagram this endpoint takes; MTU discovery never probes above it.
+        endpoint_config
+            .max_udp_payload_size(tuning.mtu_max.max(1_200))
+            .map_err(|e| QuicError::Crypto(format!("mtu_max {}: {e}", tuning.mtu_max)))?;
+        let endpoint = Endpoint::new(Arc::new(endpoint_config), Some(Arc::new(server)), true, None);
         Ok(Node { endpoint, client, peers: HashMap::new(), events: VecDeque::new() })
     }
 
@@ -212,10 +217,15 @@ impl Node {
         self.peers.get_mut(&connection)?.conn.streams().open(Dir::Bi)
     }
 
-    /// Writes as much of `bytes` as flow control allows; returns how much was taken.
-    pub fn send(&mut self, connection: ConnectionHandle, stream: StreamId, bytes: &[u8]) -> usize {
-        let Some(peer) = self.peers.get_mut(&connection) else { return 0 };
-        peer.conn.send_stream(stream).write(bytes).unwrap_or(0)
+    /// Writes as much of `bytes` as flow control allows; returns how much was taken (0 while
+    /// the window is full), or `None` if the stream or connection can no longer be written.
+    pub fn send(&mut self, connection: ConnectionHandle, stream: StreamId, bytes: &[u8]) -> Option<usize> {
+        let peer = self.peers.get_mut(&connection)?;
+        match peer.conn.send_stream(stream).write(bytes) {
+            Ok(taken) => Some(taken),
+            Err(quinn_proto::WriteError::Blocked) => Some(0),
+            Err(_) => None,
+        }
     }
 
     /// Datagrams to send now, and events for the caller; call after every input.

@@ -86,7 +86,12 @@ fn nodes_connect_learn_each_others_ids_and_exchange_stream_bytes() {
     let message = vec![7u8; 100_000];
     let mut sent = 0;
     for _ in 0..100 {
-        sent += net.nodes.get_mut(&addr(0)).unwrap().send(conn, stream, &message[sent..]);
+        sent += net
+            .nodes
+            .get_mut(&addr(0))
+            .unwrap()
+            .send(conn, stream, &message[sent..])
+            .expect("the stream is open");
         net.run(5);
         if sent == message.len() {
             break;

@@ -169,10 +169,11 @@ impl Transport {
         self.node.borrow_mut().open_stream(connection)
     }
 
-    /// Writes all of `bytes` to a stream, waiting while flow control holds them back.
+    /// Writes all of `bytes` to a stream, waiting while flow control holds them back; false if
+    /// the stream or its connection ended first.
     pub async fn send_all(&self, connection: ConnectionHandle, stream: StreamId, mut bytes: &[u8]) -> bool {
         while !bytes.is_empty() {
-            let taken = self.node.borrow_mut().send(connection, stream, bytes);
+            let Some(taken) = self.node.borrow_mut().send(connection, stream, bytes) else { return false };
             bytes = &bytes[taken..];
             self.flush().await;
             if !bytes.is_empty() {
