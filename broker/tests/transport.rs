@@ -21,14 +21,19 @@ async fn event(t: &Transport, timeout: Duration) -> Option<Event> {
     futures_lite::future::or(next, timer).await
 }
 
+/// A transport on a loopback port, its socket loop running on this executor.
+fn start(ca: &Pem, cert: &Pem) -> std::rc::Rc<Transport> {
+    let t = Transport::bind("127.0.0.1:0".parse().unwrap(), Node::new(&ca.cert, cert).unwrap()).unwrap();
+    glommio::spawn_local(t.clone().run()).detach();
+    t
+}
+
 /// Runs node 1 as the acceptor; returns the bytes it received and the peer ids it admitted.
 fn acceptor(ca: Pem, cert: Pem, expect_bytes: usize, tx: mpsc::Sender<SocketAddr>) -> (Vec<u8>, Vec<u32>) {
     LocalExecutorBuilder::default()
         .io_memory(1 << 20)
         .spawn(move || async move {
-            let t =
-                Transport::bind("127.0.0.1:0".parse().unwrap(), Node::new(&ca.cert, &cert).unwrap()).unwrap();
-            glommio::spawn_local(t.clone().run()).detach();
+            let t = start(&ca, &cert);
             tx.send(t.local_addr().unwrap()).unwrap();
             let (mut got, mut admitted) = (Vec::new(), Vec::new());
             while got.len() < expect_bytes {
@@ -55,9 +60,7 @@ fn dialler(ca: Pem, cert: Pem, addr: SocketAddr, bytes: Vec<u8>) -> (bool, bool)
     LocalExecutorBuilder::default()
         .io_memory(1 << 20)
         .spawn(move || async move {
-            let t =
-                Transport::bind("127.0.0.1:0".parse().unwrap(), Node::new(&ca.cert, &cert).unwrap()).unwrap();
-            glommio::spawn_local(t.clone().run()).detach();
+            let t = start(&ca, &cert);
             let conn = t.dial(addr, 1).await.unwrap();
             let connected = loop {
                 match event(&t, Duration::from_secs(3)).await {

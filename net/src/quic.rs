@@ -121,6 +121,9 @@ pub enum QuicError {
     /// quinn refused the TLS configuration.
     #[error("quic crypto: {0}")]
     Crypto(String),
+    /// A tuning value quinn refuses.
+    #[error("quic tuning: {0}")]
+    Tuning(String),
     /// quinn refused to dial.
     #[error("connecting: {0}")]
     Connect(#[from] quinn_proto::ConnectError),
@@ -149,7 +152,7 @@ impl Node {
         // The largest datagram this endpoint takes; MTU discovery never probes above it.
         endpoint_config
             .max_udp_payload_size(tuning.mtu_max.max(1_200))
-            .map_err(|e| QuicError::Crypto(format!("mtu_max {}: {e}", tuning.mtu_max)))?;
+            .map_err(|e| QuicError::Tuning(format!("mtu_max {}: {e}", tuning.mtu_max)))?;
         let endpoint = Endpoint::new(Arc::new(endpoint_config), Some(Arc::new(server)), true, None);
         Ok(Node { endpoint, client, peers: HashMap::new(), events: VecDeque::new() })
     }

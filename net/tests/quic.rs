@@ -109,6 +109,16 @@ fn nodes_connect_learn_each_others_ids_and_exchange_stream_bytes() {
         })
         .sum();
     assert_eq!(received, message.len(), "every byte arrived");
+
+    // The acceptor vanishes (a crashed node sends no close): the dialler's connection ends at its
+    // idle timeout, and a write then says the stream is gone instead of "window full" forever.
+    net.nodes.remove(&addr(1));
+    net.run(1_000);
+    assert!(
+        net.events.iter().any(|(a, e)| *a == addr(0) && matches!(e, Event::Lost { .. })),
+        "the dialler notices the silent peer"
+    );
+    assert_eq!(net.nodes.get_mut(&addr(0)).unwrap().send(conn, stream, b"late"), None);
 }
 
 #[test]

@@ -151,6 +151,13 @@ async fn event(transport: &Transport) -> anyhow::Result<Event> {
     futures_lite::future::or(next, timeout).await
 }
 
+/// A transport on a loopback port, its socket loop running on this executor.
+fn start(ca: &tls::Pem, cert: &tls::Pem, tuning: Tuning) -> anyhow::Result<std::rc::Rc<Transport>> {
+    let transport = Transport::bind("127.0.0.1:0".parse()?, Node::with_tuning(&ca.cert, cert, tuning)?)?;
+    glommio::spawn_local(transport.clone().run()).detach();
+    Ok(transport)
+}
+
 async fn quic_server(
     tx: mpsc::Sender<SocketAddr>,
     ca: tls::Pem,
@@ -160,8 +167,7 @@ async fn quic_server(
     rounds: usize,
     tuning: Tuning,
 ) -> anyhow::Result<()> {
-    let transport = Transport::bind("127.0.0.1:0".parse()?, Node::with_tuning(&ca.cert, &cert, tuning)?)?;
-    glommio::spawn_local(transport.clone().run()).detach();
+    let transport = start(&ca, &cert, tuning)?;
     tx.send(transport.local_addr()?)?;
     let mut got = 0u64;
     let mut reply_to = None;
@@ -197,8 +203,7 @@ async fn quic_client(
     rounds: usize,
     tuning: Tuning,
 ) -> anyhow::Result<(Duration, Vec<Duration>)> {
-    let transport = Transport::bind("127.0.0.1:0".parse()?, Node::with_tuning(&ca.cert, &cert, tuning)?)?;
-    glommio::spawn_local(transport.clone().run()).detach();
+    let transport = start(&ca, &cert, tuning)?;
     let connection = transport.dial(addr, 1).await?;
     loop {
         match event(&transport).await? {

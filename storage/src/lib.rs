@@ -35,7 +35,8 @@ pub use crate::disk::{Disk, SimDisk};
 pub use crate::entry::ENTRY_HEADER_BYTES;
 pub use crate::error::{Error, Result};
 pub use crate::log::{Batch, Enqueued, Log, LogStats, RetentionReport, StoredBatch};
-pub use crate::open_files::{OPEN_FILES_MAX_DEFAULT, open_files_cached, open_files_max, set_open_files_max};
+pub use crate::notify::{Changed, Notify};
+pub use crate::open_files::{OPEN_FILES_MAX_DEFAULT, open_files_max, open_files_now, set_open_files_max};
 pub use crate::repair::{
     DATA_DIR_LOCK_FILE, Damage, DataDirLock, TruncateReport, VerifyReport, truncate_dir, verify_dirs,
 };

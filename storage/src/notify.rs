@@ -12,14 +12,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+/// A single-threaded wake-all (see the module doc).
 #[derive(Debug, Default)]
-pub(crate) struct Notify {
+pub struct Notify {
     generation: Cell<u64>,
     next_key: Cell<u64>,
     wakers: RefCell<HashMap<u64, Waker>>,
 }
 
 impl Notify {
+    /// Wakes every waiter.
     pub fn notify_all(&self) {
         self.generation.set(self.generation.get() + 1);
         let wakers: Vec<Waker> = self.wakers.borrow_mut().drain().map(|(_, w)| w).collect();
@@ -39,7 +41,8 @@ impl Notify {
     }
 }
 
-pub(crate) struct Changed<'a> {
+/// The future of [`Notify::changed`].
+pub struct Changed<'a> {
     notify: &'a Notify,
     generation: u64,
     key: Option<u64>,

@@ -69,7 +69,7 @@ pub fn open_files_max() -> usize {
 }
 
 /// Segment files this thread has open now (cached or in use).
-pub fn open_files_cached() -> usize {
+pub fn open_files_now() -> usize {
     OPEN.with(|open| {
         let open = open.borrow();
         open.max - open.permits.available() as usize

@@ -32,14 +32,14 @@ fn many_logs_keep_at_most_the_bound_open() {
             logs.push(
                 Log::open_on(Disk::Simulated(sim.clone()), dir, config(), clock.clone()).await.unwrap(),
             );
-            assert!(rill_storage::open_files_cached() <= BOUND);
+            assert!(rill_storage::open_files_now() <= BOUND);
         }
         // Interleaved appends: every log's active segment is touched again after many others.
         for round in 0..30u64 {
             for log in &logs {
                 let base = log.log_end_offset();
                 assert_eq!(log.append(batch(payload_for(base, 1000), 1, round as i64)).await.unwrap(), base);
-                assert!(rill_storage::open_files_cached() <= BOUND);
+                assert!(rill_storage::open_files_now() <= BOUND);
             }
         }
         // Every log's write and sync in flight at once (a produce touching every partition):

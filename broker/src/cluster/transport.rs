@@ -8,64 +8,26 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use glommio::net::UdpSocket;
 use rill_net::quic::{ConnectionHandle, StreamId};
 use rill_net::quic::{Event, Node};
+use rill_storage::Notify;
 
 /// The largest UDP datagram read at once.
 const DATAGRAM_BYTES_MAX: usize = 65_536;
-
-/// A single-threaded wake-all: waiters re-check their condition after each `notify`.
-#[derive(Default)]
-struct Progress {
-    generation: Cell<u64>,
-    wakers: RefCell<Vec<Waker>>,
-}
-
-impl Progress {
-    fn notify(&self) {
-        self.generation.set(self.generation.get() + 1);
-        for waker in self.wakers.borrow_mut().drain(..) {
-            waker.wake();
-        }
-    }
-
-    fn changed(&self) -> Changed<'_> {
-        Changed { progress: self, generation: self.generation.get() }
-    }
-}
-
-struct Changed<'a> {
-    progress: &'a Progress,
-    generation: u64,
-}
-
-impl Future for Changed<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.progress.generation.get() != self.generation {
-            return Poll::Ready(());
-        }
-        self.progress.wakers.borrow_mut().push(cx.waker().clone());
-        Poll::Pending
-    }
-}
 
 /// A node's QUIC endpoint on a UDP socket.
 pub struct Transport {
     socket: UdpSocket,
     node: RefCell<Node>,
     events: RefCell<VecDeque<Event>>,
-    progress: Progress,
+    /// Signalled after every pass of the loop (bytes acknowledged, events queued) and at stop.
+    progress: Notify,
     stopped: Cell<bool>,
 }
 
@@ -77,7 +39,7 @@ impl Transport {
             socket,
             node: RefCell::new(node),
             events: RefCell::new(VecDeque::new()),
-            progress: Progress::default(),
+            progress: Notify::default(),
             stopped: Cell::new(false),
         }))
     }
@@ -119,7 +81,7 @@ impl Transport {
     /// Ends [`Transport::run`] at its next wake-up.
     pub fn stop(&self) {
         self.stopped.set(true);
-        self.progress.notify();
+        self.progress.notify_all();
     }
 
     /// Sends what the node has to send, and hands its events to waiters.
@@ -137,7 +99,7 @@ impl Transport {
             events.push_back(event);
         }
         drop((node, events));
-        self.progress.notify();
+        self.progress.notify_all();
     }
 
     /// Starts a connection to node `node` at `remote`.
