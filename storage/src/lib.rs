@@ -18,6 +18,7 @@ mod entry;
 mod error;
 mod flush;
 mod index;
+mod journal;
 mod log;
 mod maintenance;
 mod notify;
@@ -34,6 +35,7 @@ pub use crate::config::{BLOCK_BYTES, Durability, INDEX_ENTRIES_PER_SEGMENT_MAX, 
 pub use crate::disk::{Disk, SimDisk};
 pub use crate::entry::ENTRY_HEADER_BYTES;
 pub use crate::error::{Error, Result};
+pub use crate::journal::{JOURNAL_RECORD_BYTES_MAX, JOURNAL_RECORD_HEADER_BYTES, Journal};
 pub use crate::log::{Batch, Enqueued, Log, LogStats, RetentionReport, StoredBatch};
 pub use crate::notify::{Changed, Notify};
 pub use crate::open_files::{OPEN_FILES_MAX_DEFAULT, open_files_max, open_files_now, set_open_files_max};
