@@ -2,6 +2,7 @@
 //! controller that changes it. The lowest layer of the broker: it imports nothing from the
 //! partition service or the protocol front ends above it.
 
+pub mod consensus;
 pub(crate) mod controller;
 pub mod metadata;
 pub(crate) mod topic_config;
