@@ -5,5 +5,6 @@
 pub mod consensus;
 pub(crate) mod controller;
 pub mod metadata;
+pub mod state;
 pub(crate) mod topic_config;
 pub mod transport;

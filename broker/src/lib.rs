@@ -14,7 +14,7 @@ mod protocol;
 mod server;
 mod signal;
 
-pub use crate::cluster::{consensus, metadata, transport};
+pub use crate::cluster::{consensus, metadata, state, transport};
 
 pub use crate::config::{BrokerConfig, ConfigFile, DEFAULT_CONFIG, OffsetsRetention};
 pub use crate::error::{BrokerError, Result};

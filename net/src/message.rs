@@ -125,6 +125,12 @@ pub enum ErrorCode {
     OutOfOrderSequence = 14,
     /// An idempotent producer's epoch is older than the partition has seen.
     InvalidProducerEpoch = 15,
+    /// A replication factor the cluster cannot satisfy.
+    InvalidReplicationFactor = 16,
+    /// Replica assignments that name unknown nodes, repeat one, or differ in size.
+    InvalidReplicaAssignment = 17,
+    /// The request needs the controller, and none is reachable.
+    NotController = 18,
 }
 
 /// Optional per-topic settings; `None` takes the broker's default.

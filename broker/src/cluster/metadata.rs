@@ -130,10 +130,15 @@ pub const UNLIMITED: u64 = rill_net::message::RETENTION_UNLIMITED;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Topic {
-    /// The shard owning each partition, by partition index.
+    /// The shard owning each partition, by partition index (on this node, for the partitions
+    /// it holds a replica of).
     pub shards: Vec<u32>,
     /// Settings.
     pub settings: TopicSettings,
+    /// The nodes holding each partition's replicas, leader first; empty when this node holds
+    /// every partition (a single node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Vec<u32>>,
 }
 
 /// The node's topics and shard table.
@@ -193,7 +198,7 @@ impl Metadata {
                 shard
             })
             .collect();
-        Ok(self.topics.entry(name).or_insert(Topic { shards, settings }))
+        Ok(self.topics.entry(name).or_insert(Topic { shards, settings, replicas: Vec::new() }))
     }
 
     /// Replaces a topic's settings (partitions and placement stay).

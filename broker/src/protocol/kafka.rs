@@ -148,6 +148,9 @@ pub(crate) fn kafka_code(e: ErrorCode) -> i16 {
         ErrorCode::InvalidConfig => code::INVALID_CONFIG,
         ErrorCode::OutOfOrderSequence => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         ErrorCode::InvalidProducerEpoch => code::INVALID_PRODUCER_EPOCH,
+        ErrorCode::InvalidReplicationFactor => code::INVALID_REPLICATION_FACTOR,
+        ErrorCode::InvalidReplicaAssignment => code::INVALID_REPLICA_ASSIGNMENT,
+        ErrorCode::NotController => code::NOT_CONTROLLER,
     }
 }
 
