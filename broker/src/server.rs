@@ -131,14 +131,24 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
 /// by a crash).
 fn prepare_metadata(data_dir: &Path, shards: usize) -> Result<Metadata> {
     let store = MetadataStore::new(data_dir);
-    let mut metadata = store.load()?.unwrap_or_else(|| Metadata::new(shards as u32));
+    let loaded = store.load()?;
+    // The metadata group's journal is the truth; metadata.toml is the view the shards open
+    // first. Without the file, nothing on disk is removed as unknown: the group's view,
+    // adopted once it has replayed, says what exists.
+    let journal = crate::cluster::controller::journal_path(data_dir);
+    let trust_file = loaded.is_some() || !journal.exists();
+    if !trust_file {
+        tracing::warn!("metadata.toml is missing; the node takes its topics from the metadata group's log");
+    }
+    let mut metadata = loaded.unwrap_or_else(|| Metadata::new(shards as u32));
     if metadata.shard_count as usize != shards {
         let moved = metadata.adapt_to_shards(shards as u32);
         tracing::info!(shards, moved, "shard count changed; partitions of vanished shards moved");
     }
     store.save(&metadata)?;
     let topics_dir = data_dir.join("topics");
-    if let Ok(entries) = std::fs::read_dir(&topics_dir) {
+    let entries = if trust_file { std::fs::read_dir(&topics_dir).ok() } else { None };
+    if let Some(entries) = entries {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let known =
@@ -222,7 +232,12 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
         Some((host, port)) => (host.clone(), *port),
         None => (ctx.config.kafka_listen.ip().to_string(), ctx.kafka_port.load(Ordering::Acquire)),
     };
-    shard.set_kafka_advertised(advertised);
+    shard.set_kafka_advertised(advertised.clone());
+    let metadata_group = if ctx.index == crate::cluster::controller::CONTROLLER {
+        Some(open_metadata_group(ctx, &shard, &advertised).await?)
+    } else {
+        None
+    };
     shard.set_auto_create_partitions(ctx.config.auto_create_partitions);
     shard.set_offsets_retention(ctx.config.offsets_retention);
     ctx.ready.fetch_add(1, Ordering::AcqRel);
@@ -258,9 +273,43 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
     while ctx.drained.load(Ordering::Acquire) < ctx.peers.len() && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
+    if let Some(group) = metadata_group {
+        group.stop();
+    }
     shard.close_logs().await;
     tracing::info!(shard = ctx.index, "stopped");
     Ok(())
+}
+
+/// Opens the metadata Raft group on the controller shard and starts its driver. A data
+/// directory without a group journal (a new node, or one from before the group existed) starts
+/// the group from its `metadata.toml`, as a snapshot at index 1 with this node as the only voter.
+async fn open_metadata_group(
+    ctx: &ShardContext,
+    shard: &Rc<Shard>,
+    advertised: &(String, u16),
+) -> Result<Rc<crate::cluster::metadata_group::MetadataGroup>> {
+    use crate::cluster::consensus::{Bootstrap, Group, GroupConfig, StateMachine};
+    use crate::cluster::metadata_group::{MetadataGroup, raft_id};
+    use crate::cluster::state::{ClusterState, NodeInfo};
+    let node = 0;
+    let info = NodeInfo {
+        shard_count: ctx.peers.len() as u32,
+        cluster_address: String::new(),
+        kafka_address: format!("{}:{}", advertised.0, advertised.1),
+    };
+    let initial = ClusterState::from_local(&ctx.metadata, node, info.clone());
+    let bootstrap =
+        Bootstrap::Snapshot { index: 1, term: 1, voters: vec![raft_id(node)], data: initial.snapshot() };
+    let path = crate::cluster::controller::journal_path(&ctx.config.data_dir);
+    let config = GroupConfig::new(raft_id(node));
+    let group = Group::open(rill_storage::Disk::Direct, path, &config, bootstrap, ClusterState::default())
+        .await
+        .map_err(|e| BrokerError::Runtime(format!("opening the metadata group: {e}")))?;
+    let driver = MetadataGroup::new(node, info, group.machine().clone());
+    shard.set_metadata_group(driver.clone());
+    glommio::spawn_local(driver.clone().run(group, shard.clone(), ctx.metadata.clone())).detach();
+    Ok(driver)
 }
 
 /// Accepts connections until the broker stops; each is served by the future `serve` makes,

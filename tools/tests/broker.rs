@@ -284,3 +284,33 @@ fn pipelining_beyond_the_inflight_limit_answers_everything() {
     }
     assert_eq!(seen, (1..=300).collect());
 }
+
+/// A data directory from before the metadata group (a `metadata.toml` without
+/// `applied_index`, no `raft/` directory) upgrades in place: its topics and records are all
+/// there, the group starts from it, and it takes new topics, across another restart too.
+#[test]
+fn a_data_directory_from_before_the_metadata_group_upgrades_in_place() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "old", "--partitions", "3"], None);
+    let lines: String = (0..300).map(|i| format!("r{i}\n")).collect();
+    broker.rill(&["produce", "--topic", "old"], Some(&lines));
+    broker.stop();
+    // Make it look as the previous version left it.
+    std::fs::remove_dir_all(dir.join("raft")).unwrap();
+    let metadata = std::fs::read_to_string(dir.join("metadata.toml")).unwrap();
+    assert!(metadata.contains("applied_index"), "{metadata}");
+    let old: String =
+        metadata.lines().filter(|l| !l.starts_with("applied_index")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.join("metadata.toml"), old).unwrap();
+    let broker = Broker::start(&dir);
+    assert!(dir.join("raft/metadata/journal").exists(), "the group's journal is created");
+    assert_eq!(broker.rill(&["consume", "--topic", "old"], None).lines().count(), 300);
+    broker.rill(&["topic", "create", "new", "--partitions", "2"], None);
+    broker.rill(&["produce", "--topic", "new"], Some("n1\n"));
+    broker.kill9();
+    let broker = Broker::start(&dir);
+    assert_eq!(broker.rill(&["topic", "list"], None), "new\nold\n");
+    assert_eq!(broker.rill(&["consume", "--topic", "old"], None).lines().count(), 300);
+    assert_eq!(broker.rill(&["consume", "--topic", "new"], None), "n1\n");
+}

@@ -261,6 +261,14 @@ impl<S: StateMachine> Group<S> {
         }
     }
 
+    /// Starts an election now instead of after the election timeout (a group whose only voter
+    /// is this node elects itself at once).
+    pub fn campaign(&mut self) {
+        if let Err(e) = self.raw.campaign() {
+            tracing::debug!(node = self.id, error = %e, "raft campaign refused");
+        }
+    }
+
     /// Proposes a command; it is applied, on every member, once committed.
     pub fn propose(&mut self, command: Vec<u8>) -> Result<ProposalId, ProposeError> {
         let id = self.check_leader()?;
@@ -408,6 +416,12 @@ impl<S: StateMachine> Group<S> {
     /// Whether this node is the leader.
     pub fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
+    }
+
+    /// Whether this node leads and has applied everything committed, including an entry of
+    /// its own term: its state machine is then the latest, and checks made against it hold.
+    pub fn leads_caught_up(&self) -> bool {
+        self.is_leader() && self.raw.raft.commit_to_current_term() && self.applied == self.commit_index()
     }
 
     /// This node's current term.

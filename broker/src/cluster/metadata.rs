@@ -147,11 +147,21 @@ pub struct Topic {
 pub struct Metadata {
     /// Shards the table was made for.
     pub shard_count: u32,
+    /// The metadata group's index this view was taken at (0 before the group existed): at
+    /// start-up the node adopts the group's view only once the group has reached it, so a
+    /// group that has not yet replayed its log never makes the node drop a topic it has.
+    #[serde(default)]
+    pub applied_index: u64,
     /// Topics by name.
     pub topics: BTreeMap<TopicName, Topic>,
 }
 
 impl Metadata {
+    /// Whether two views place the same topics the same way (whatever their index).
+    pub fn same_placement(&self, other: &Metadata) -> bool {
+        self.shard_count == other.shard_count && self.topics == other.topics
+    }
+
     /// Whether a topic of this name exists (an invalid name never does).
     pub fn has_topic(&self, name: &str) -> bool {
         TopicName::new(name).is_ok_and(|n| self.topics.contains_key(&n))
@@ -160,7 +170,7 @@ impl Metadata {
     /// Empty metadata for `shard_count` shards.
     pub fn new(shard_count: u32) -> Metadata {
         assert!(shard_count > 0, "a broker has at least one shard");
-        Metadata { shard_count, topics: BTreeMap::new() }
+        Metadata { shard_count, applied_index: 0, topics: BTreeMap::new() }
     }
 
     /// Partitions per shard.

@@ -151,7 +151,14 @@ impl ClusterState {
                 .iter()
                 .map(|replicas| replicas.iter().find(|r| r.node == node).map_or(0, |r| r.shard))
                 .collect();
-            let replicas = topic.partitions.iter().map(|r| r.iter().map(|r| r.node).collect()).collect();
+            // Empty when this node holds every partition alone (a single node), as
+            // `metadata.toml` has always had it.
+            let alone = topic.partitions.iter().all(|r| r.len() == 1 && r[0].node == node);
+            let replicas = if alone {
+                Vec::new()
+            } else {
+                topic.partitions.iter().map(|r| r.iter().map(|r| r.node).collect()).collect()
+            };
             metadata
                 .topics
                 .insert(name.clone(), Topic { shards, settings: topic.settings.clone(), replicas });

@@ -146,6 +146,8 @@ pub(crate) struct Shard {
     pub producer_ids: crate::partition::producer::IdAllocator,
     /// The consumer groups this shard coordinates.
     pub groups: Rc<crate::partition::group::Coordinator>,
+    /// The metadata Raft group's driver (the controller shard only, once opened).
+    metadata_group: RefCell<Option<Rc<crate::cluster::metadata_group::MetadataGroup>>>,
 }
 
 impl Shard {
@@ -185,7 +187,13 @@ impl Shard {
             connection_bytes: Cell::new(0),
             stopping: crate::signal::Signal::default(),
             shutdown,
+            metadata_group: RefCell::new(None),
         }
+    }
+
+    /// Installs the metadata group's driver (the controller shard, at start-up).
+    pub fn set_metadata_group(&self, group: Rc<crate::cluster::metadata_group::MetadataGroup>) {
+        *self.metadata_group.borrow_mut() = Some(group);
     }
 
     pub fn metadata(&self) -> Rc<Metadata> {
@@ -815,6 +823,16 @@ impl crate::cluster::controller::ControllerHost for Shard {
     async fn apply_on(self: Rc<Self>, target: usize, metadata: Metadata) {
         // The reply carries nothing: a shard that cannot open a log keeps it offline.
         let _ = self.call(target, ShardRequest::Apply(metadata)).await;
+    }
+
+    fn metadata_group(&self) -> Option<Rc<crate::cluster::metadata_group::MetadataGroup>> {
+        self.metadata_group.borrow().clone()
+    }
+}
+
+impl crate::cluster::metadata_group::GroupHost for Shard {
+    async fn adopt(self: Rc<Self>, view: Metadata) {
+        crate::cluster::controller::adopt(self, view).await;
     }
 }
 

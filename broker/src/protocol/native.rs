@@ -57,7 +57,17 @@ pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes, or
         RequestBody::CreateTopic { name, partitions, settings } => {
             let settings = settings_of(settings);
             match TopicName::new(&name) {
-                Ok(name) => admin(shard, AdminOp::Create { name, partitions, settings }).await,
+                Ok(name) => {
+                    let op = AdminOp::Create {
+                        name,
+                        partitions,
+                        replication_factor: None,
+                        assignment: None,
+                        settings,
+                        validate_only: false,
+                    };
+                    admin(shard, op).await
+                }
                 Err(e) => status(ErrorCode::InvalidTopicName, e.to_string()),
             }
         }
@@ -76,7 +86,10 @@ pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes, or
             }
         }
         RequestBody::AddPartitions { name, total } => match TopicName::new(&name) {
-            Ok(name) => admin(shard, AdminOp::AddPartitions { name, total }).await,
+            Ok(name) => {
+                let op = AdminOp::AddPartitions { name, total, assignment: None, validate_only: false };
+                admin(shard, op).await
+            }
             Err(e) => status(ErrorCode::UnknownTopic, e.to_string()),
         },
         RequestBody::ListTopics => {

@@ -111,7 +111,14 @@ pub(crate) async fn auto_create(
         if shard.metadata().topics.contains_key(&name) {
             continue;
         }
-        let op = AdminOp::Create { name: name.clone(), partitions, settings: TopicSettings::default() };
+        let op = AdminOp::Create {
+            name: name.clone(),
+            partitions,
+            replication_factor: None,
+            assignment: None,
+            settings: TopicSettings::default(),
+            validate_only: false,
+        };
         match admin_op(shard, op).await {
             Ok(()) => {
                 tracing::info!(topic = %name, partitions, "auto-created topic");

@@ -27,32 +27,63 @@ pub(crate) async fn create_topics(shard: &Rc<Shard>, r: CreateTopicsRequest, v: 
     for t in r.topics {
         let mut result = CreatableTopicResult::default();
         result.name = t.name.clone();
-        let partitions = if t.num_partitions == -1 { 1 } else { t.num_partitions };
+        // Explicit assignments (Kafka: with num_partitions and replication_factor both -1).
+        let mut assignments: Vec<_> = t.assignments.iter().collect();
+        assignments.sort_by_key(|a| a.partition_index);
+        let partitions = if !assignments.is_empty() {
+            assignments.len() as i32
+        } else if t.num_partitions == -1 {
+            1
+        } else {
+            t.num_partitions
+        };
+        let replication_factor = match assignments.first() {
+            Some(a) => a.broker_ids.len() as i16,
+            None if t.replication_factor == -1 => 1,
+            None => t.replication_factor,
+        };
         let configs: Vec<(String, Option<String>)> =
             t.configs.iter().map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()))).collect();
         let outcome: Result<(), (i16, String)> = async {
             let name = TopicName::new(t.name.0.as_str())
                 .map_err(|e| (code::INVALID_TOPIC_EXCEPTION, e.to_string()))?;
+            let assignment = if assignments.is_empty() {
+                None
+            } else {
+                if t.num_partitions != -1 || t.replication_factor != -1 {
+                    return Err((
+                        code::INVALID_REQUEST,
+                        "Both numPartitions or replicationFactor and replicasAssignments were set. \
+                         Both cannot be used at the same time."
+                            .into(),
+                    ));
+                }
+                if assignments.iter().enumerate().any(|(i, a)| a.partition_index != i as i32) {
+                    return Err((
+                        code::INVALID_REPLICA_ASSIGNMENT,
+                        "partitions should be a consecutive 0-based integer sequence".into(),
+                    ));
+                }
+                Some(node_lists(assignments.iter().map(|a| &a.broker_ids[..]))?)
+            };
             if partitions <= 0 {
                 return Err((code::INVALID_PARTITIONS, "partition count must be positive".into()));
             }
-            if t.replication_factor != -1 && t.replication_factor != 1 {
+            if assignment.is_none() && t.replication_factor != -1 && t.replication_factor <= 0 {
                 return Err((
                     code::INVALID_REPLICATION_FACTOR,
-                    "a single-node cluster keeps one replica".into(),
+                    "Replication factor must be larger than 0, or -1 to use the default value.".into(),
                 ));
             }
-            if !t.assignments.is_empty() {
-                return Err((code::INVALID_REQUEST, "manual replica assignment is not supported".into()));
-            }
             let settings = topic_settings(&configs).map_err(|e| (code::INVALID_CONFIG, e))?;
-            if r.validate_only {
-                if shard.metadata().topics.contains_key(&name) {
-                    return Err((code::TOPIC_ALREADY_EXISTS, format!("topic {name} already exists")));
-                }
-                return Ok(());
-            }
-            let op = AdminOp::Create { name, partitions: partitions as u32, settings };
+            let op = AdminOp::Create {
+                name,
+                partitions: partitions as u32,
+                replication_factor: assignment.is_none().then_some(replication_factor as u32),
+                assignment,
+                settings,
+                validate_only: r.validate_only,
+            };
             admin_op(shard, op).await.map_err(|(e, m)| (kafka_code(e), m))
         }
         .await;
@@ -63,7 +94,7 @@ pub(crate) async fn create_topics(shard: &Rc<Shard>, r: CreateTopicsRequest, v: 
         if v >= 5 {
             let ok = result.error_code == code::NONE;
             result.num_partitions = if ok { partitions } else { -1 };
-            result.replication_factor = if ok { 1 } else { -1 };
+            result.replication_factor = if ok { replication_factor } else { -1 };
         }
         response.topics.push(result);
     }
@@ -124,13 +155,16 @@ pub(crate) async fn create_partitions(
                     format!("topic has {current} partitions; asked for {}", t.count),
                 ));
             }
-            if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
-                return Err((code::INVALID_REQUEST, "manual replica assignment is not supported".into()));
-            }
-            if r.validate_only {
-                return Ok(());
-            }
-            let op = AdminOp::AddPartitions { name, total: t.count as u32 };
+            let assignment = match t.assignments.as_ref().filter(|a| !a.is_empty()) {
+                Some(lists) => Some(node_lists(lists.iter().map(|a| &a.broker_ids[..]))?),
+                None => None,
+            };
+            let op = AdminOp::AddPartitions {
+                name,
+                total: t.count as u32,
+                assignment,
+                validate_only: r.validate_only,
+            };
             admin_op(shard, op).await.map_err(|(e, m)| {
                 let code =
                     if e == ErrorCode::InvalidConfig { code::INVALID_PARTITIONS } else { kafka_code(e) };
@@ -145,4 +179,21 @@ pub(crate) async fn create_partitions(
         response.results.push(result);
     }
     response
+}
+
+/// Kafka broker-id lists as node ids; a negative id is refused.
+fn node_lists<'a>(
+    lists: impl Iterator<Item = &'a [kafka_protocol::messages::BrokerId]>,
+) -> Result<Vec<Vec<u32>>, (i16, String)> {
+    lists
+        .map(|ids| {
+            ids.iter()
+                .map(|id| {
+                    u32::try_from(id.0).map_err(|_| {
+                        (code::INVALID_REPLICA_ASSIGNMENT, format!("broker id {} is not valid", id.0))
+                    })
+                })
+                .collect()
+        })
+        .collect()
 }
