@@ -6,6 +6,7 @@ pub mod consensus;
 pub(crate) mod controller;
 pub mod metadata;
 pub(crate) mod metadata_group;
+pub(crate) mod peers;
 pub mod state;
 pub(crate) mod topic_config;
 pub mod transport;

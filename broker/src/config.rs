@@ -31,6 +31,14 @@ kafka_listen = "127.0.0.1:9092"
 # commit and the group's emptying (Kafka's offsets.retention.minutes: 7 days), checked this often.
 # offsets_retention_ms = 604800000
 # offsets_retention_check_interval_ms = 600000
+# Cluster mode (all four together; without them the node is a cluster of one). This node's id,
+# its QUIC address for the other nodes, the initial members as id@host:port (this node
+# included), and the directory holding ca.pem, node-<id>.pem and node-<id>.key (made by
+# `rill cluster ca init` and `rill cluster cert issue`).
+# node_id = 1
+# cluster_listen = "10.0.0.1:9500"
+# seeds = ["1@10.0.0.1:9500", "2@10.0.0.2:9500", "3@10.0.0.3:9500"]
+# cluster_tls_dir = "./cluster-tls"
 "#;
 
 /// The file form of the configuration; every field optional over the default.
@@ -57,6 +65,14 @@ pub struct ConfigFile {
     pub offsets_retention_ms: Option<u64>,
     /// How often expired offsets are looked for, ms.
     pub offsets_retention_check_interval_ms: Option<u64>,
+    /// This node's id (cluster mode).
+    pub node_id: Option<u32>,
+    /// The QUIC address other nodes reach this one at.
+    pub cluster_listen: Option<String>,
+    /// The initial members, `id@host:port`.
+    pub seeds: Option<Vec<String>>,
+    /// Directory of the cluster CA certificate and this node's certificate and key.
+    pub cluster_tls_dir: Option<PathBuf>,
 }
 
 /// The resolved configuration the broker runs with.
@@ -78,6 +94,21 @@ pub struct BrokerConfig {
     pub auto_create_partitions: Option<u32>,
     /// Offset retention of groups without members, and the check interval.
     pub offsets_retention: OffsetsRetention,
+    /// Cluster mode; `None`: the embedded single node (a cluster of one, node 0).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A node's cluster settings.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// This node's id.
+    pub node_id: u32,
+    /// Where this node's QUIC endpoint listens.
+    pub listen: SocketAddr,
+    /// The initial members (this node included), by id.
+    pub seeds: std::collections::BTreeMap<u32, SocketAddr>,
+    /// The directory of `ca.pem`, `node-<id>.pem` and `node-<id>.key`.
+    pub tls_dir: PathBuf,
 }
 
 impl ConfigFile {
@@ -108,6 +139,10 @@ impl ConfigFile {
             offsets_retention_check_interval_ms: other
                 .offsets_retention_check_interval_ms
                 .or(self.offsets_retention_check_interval_ms),
+            node_id: other.node_id.or(self.node_id),
+            cluster_listen: other.cluster_listen.or(self.cluster_listen),
+            seeds: other.seeds.or(self.seeds),
+            cluster_tls_dir: other.cluster_tls_dir.or(self.cluster_tls_dir),
         }
     }
 
@@ -115,6 +150,7 @@ impl ConfigFile {
     /// and checked against the host, the address parsed, the cores checked.
     pub fn resolve(self, host: &HostFacts) -> Result<BrokerConfig> {
         let file = ConfigFile::parse(DEFAULT_CONFIG, "embedded default")?.overlay(self);
+        let cluster = cluster_config(&file)?;
         let listen = file.native_listen.expect("the default sets it");
         let native_listen = listen
             .parse()
@@ -161,6 +197,7 @@ impl ConfigFile {
             }
         }
         Ok(BrokerConfig {
+            cluster,
             offsets_retention,
             auto_create_partitions: file.auto_create_topics.unwrap_or(false).then_some(partitions),
             data_dir: file.data_dir.expect("the default sets it"),
@@ -178,4 +215,33 @@ fn parse_host_port(text: &str) -> Option<(String, u16)> {
     let (host, port) = text.rsplit_once(':')?;
     let port: u16 = port.parse().ok()?;
     (!host.is_empty() && port > 0).then(|| (host.to_string(), port))
+}
+
+fn cluster_config(file: &ConfigFile) -> Result<Option<ClusterConfig>> {
+    let bad = |m: String| BrokerError::Config(m);
+    let (node_id, listen, seeds, tls_dir) =
+        match (&file.node_id, &file.cluster_listen, &file.seeds, &file.cluster_tls_dir) {
+            (None, None, None, None) => return Ok(None),
+            (Some(n), Some(l), Some(s), Some(t)) => (*n, l, s, t),
+            _ => return Err(bad("node_id, cluster_listen, seeds and cluster_tls_dir go together".into())),
+        };
+    if node_id >= i32::MAX as u32 {
+        return Err(bad(format!("node_id: {node_id} is not a Kafka broker id")));
+    }
+    let listen: SocketAddr =
+        listen.parse().map_err(|_| bad(format!("cluster_listen: {listen:?} is not an address:port")))?;
+    let mut members = std::collections::BTreeMap::new();
+    for seed in seeds {
+        let parsed = seed
+            .split_once('@')
+            .and_then(|(id, addr)| Some((id.parse::<u32>().ok()?, addr.parse::<SocketAddr>().ok()?)));
+        let (id, addr) = parsed.ok_or_else(|| bad(format!("seeds: {seed:?} is not id@address:port")))?;
+        if members.insert(id, addr).is_some() {
+            return Err(bad(format!("seeds: node {id} appears twice")));
+        }
+    }
+    if !members.contains_key(&node_id) {
+        return Err(bad(format!("seeds: they must include this node ({node_id})")));
+    }
+    Ok(Some(ClusterConfig { node_id, listen, seeds: members, tls_dir: tls_dir.clone() }))
 }

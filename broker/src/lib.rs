@@ -16,7 +16,7 @@ mod signal;
 
 pub use crate::cluster::{consensus, metadata, state, transport};
 
-pub use crate::config::{BrokerConfig, ConfigFile, DEFAULT_CONFIG, OffsetsRetention};
+pub use crate::config::{BrokerConfig, ClusterConfig, ConfigFile, DEFAULT_CONFIG, OffsetsRetention};
 pub use crate::error::{BrokerError, Result};
 pub use crate::process::{exit_on_panic, raise_open_file_limit};
 pub use crate::server::{RunningBroker, start};

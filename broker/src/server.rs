@@ -292,24 +292,99 @@ async fn open_metadata_group(
     use crate::cluster::consensus::{Bootstrap, Group, GroupConfig, StateMachine};
     use crate::cluster::metadata_group::{MetadataGroup, raft_id};
     use crate::cluster::state::{ClusterState, NodeInfo};
-    let node = 0;
+    let cluster = ctx.config.cluster.as_ref();
+    let node = cluster.map_or(0, |c| c.node_id);
     let info = NodeInfo {
         shard_count: ctx.peers.len() as u32,
-        cluster_address: String::new(),
+        cluster_address: cluster.map(|c| c.listen.to_string()).unwrap_or_default(),
         kafka_address: format!("{}:{}", advertised.0, advertised.1),
     };
-    let initial = ClusterState::from_local(&ctx.metadata, node, info.clone());
-    let bootstrap =
-        Bootstrap::Snapshot { index: 1, term: 1, voters: vec![raft_id(node)], data: initial.snapshot() };
+    let bootstrap = match cluster {
+        None => {
+            let initial = ClusterState::from_local(&ctx.metadata, node, info.clone());
+            Bootstrap::Snapshot { index: 1, term: 1, voters: vec![raft_id(node)], data: initial.snapshot() }
+        }
+        Some(c) => Bootstrap::Voters(c.seeds.keys().map(|id| raft_id(*id)).collect()),
+    };
     let path = crate::cluster::controller::journal_path(&ctx.config.data_dir);
+    if cluster.is_some() && !path.exists() && !ctx.metadata.topics.is_empty() {
+        return Err(BrokerError::Config(
+            "this data directory holds a single node's topics; a new cluster starts from empty data \
+             directories (a single node joins a cluster with `rill cluster add-node`, not yet built)"
+                .into(),
+        ));
+    }
     let config = GroupConfig::new(raft_id(node));
     let group = Group::open(rill_storage::Disk::Direct, path, &config, bootstrap, ClusterState::default())
         .await
         .map_err(|e| BrokerError::Runtime(format!("opening the metadata group: {e}")))?;
     let driver = MetadataGroup::new(node, info, group.machine().clone());
     shard.set_metadata_group(driver.clone());
+    if let Some(c) = cluster {
+        let peers = start_peers(c, shard, &driver)?;
+        shard.set_peers(peers.clone());
+        glommio::spawn_local(announce_loop(shard.clone(), driver.clone())).detach();
+        let stop_peers = peers.clone();
+        glommio::spawn_local(async move {
+            stop_peers.group_stopped_wait().await;
+            stop_peers.stop();
+        })
+        .detach();
+    }
     glommio::spawn_local(driver.clone().run(group, shard.clone(), ctx.metadata.clone())).detach();
     Ok(driver)
+}
+
+/// Binds the cluster listener and starts the links to the other nodes.
+fn start_peers(
+    cluster: &crate::config::ClusterConfig,
+    shard: &Rc<Shard>,
+    group: &Rc<crate::cluster::metadata_group::MetadataGroup>,
+) -> Result<Rc<crate::cluster::peers::Peers>> {
+    use crate::cluster::peers::Peers;
+    let read = |name: String| {
+        let path = cluster.tls_dir.join(&name);
+        std::fs::read_to_string(&path)
+            .map_err(|e| BrokerError::Config(format!("reading {}: {e}", path.display())))
+    };
+    let id = cluster.node_id;
+    let ca = read("ca.pem".into())?;
+    let pem =
+        rill_net::tls::Pem { cert: read(format!("node-{id}.pem"))?, key: read(format!("node-{id}.key"))? };
+    let node = rill_net::quic::Node::new(&ca, &pem)
+        .map_err(|e| BrokerError::Config(format!("the cluster certificate of node {id}: {e}")))?;
+    let transport = crate::cluster::transport::Transport::bind(cluster.listen, node)
+        .map_err(|e| BrokerError::Runtime(format!("binding the cluster listener {}: {e}", cluster.listen)))?;
+    let weak = Rc::downgrade(shard);
+    let handler: crate::cluster::peers::AdminHandler = Box::new(move |op| {
+        let shard = weak.upgrade();
+        Box::pin(async move {
+            match shard {
+                Some(shard) => crate::cluster::controller::run_forwarded(&shard, op).await,
+                None => Err((rill_net::message::ErrorCode::ShuttingDown, "stopping".into())),
+            }
+        })
+    });
+    let peers = Peers::new(id, transport, group.clone(), cluster.seeds.clone(), handler);
+    peers.start();
+    tracing::info!(node = id, listen = %cluster.listen, seeds = cluster.seeds.len(), "cluster links started");
+    Ok(peers)
+}
+
+/// Registers this node (addresses, shard count) with the controller until the cluster state
+/// has it as it is, and again whenever it differs.
+async fn announce_loop(shard: Rc<Shard>, group: Rc<crate::cluster::metadata_group::MetadataGroup>) {
+    use crate::cluster::controller::AdminOp;
+    while !group.stopped() {
+        let registered = group.state().nodes.get(&group.node()) == Some(&group.announce);
+        if !registered && group.leader().is_some() {
+            let op = AdminOp::RegisterNode { id: group.node(), info: group.announce.clone() };
+            if let Err((code, message)) = crate::cluster::controller::run(&shard, op).await {
+                tracing::debug!(?code, %message, "registering this node failed; retrying");
+            }
+        }
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Accepts connections until the broker stops; each is served by the future `serve` makes,

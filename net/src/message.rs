@@ -131,6 +131,8 @@ pub enum ErrorCode {
     InvalidReplicaAssignment = 17,
     /// The request needs the controller, and none is reachable.
     NotController = 18,
+    /// Another node leads the partition (clients refresh their metadata).
+    NotLeaderOrFollower = 19,
 }
 
 /// Optional per-topic settings; `None` takes the broker's default.

@@ -39,6 +39,19 @@ pub struct ServeArgs {
     /// Partitions of an auto-created topic (default 1).
     #[arg(long)]
     default_partitions: Option<u32>,
+    /// This node's id in a cluster (with --cluster-listen, --seeds and --cluster-tls-dir).
+    #[arg(long)]
+    node_id: Option<u32>,
+    /// The QUIC address the other nodes reach this one at, e.g. 10.0.0.1:9500.
+    #[arg(long)]
+    cluster_listen: Option<String>,
+    /// The initial members, this node included: id@host:port,...
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<String>>,
+    /// Directory of ca.pem, node-<id>.pem and node-<id>.key (`rill cluster ca init`,
+    /// `rill cluster cert issue`).
+    #[arg(long)]
+    cluster_tls_dir: Option<PathBuf>,
 }
 
 /// Runs the broker in the foreground.
@@ -56,6 +69,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         cores: args.cores,
         auto_create_topics: args.auto_create_topics.then_some(true),
         default_partitions: args.default_partitions,
+        node_id: args.node_id,
+        cluster_listen: args.cluster_listen,
+        seeds: args.seeds,
+        cluster_tls_dir: args.cluster_tls_dir,
         ..ConfigFile::default()
     };
     rill_broker::exit_on_panic();

@@ -18,13 +18,15 @@ use rill_tuning::Profile;
 use crate::cluster::metadata::{Metadata, MetadataStore, PARTITIONS_PER_TOPIC_MAX};
 use crate::cluster::metadata::{TopicName, TopicSettings};
 use crate::cluster::metadata_group::{GroupHost, MetadataGroup};
-use crate::cluster::state::{Command, NodeId, Refusal};
+use crate::cluster::peers::Peers;
+use crate::cluster::state::{Command, NodeId, NodeInfo, Refusal};
 use crate::cluster::topic_config::{SettingsChange, log_config};
 
 /// The controller (topic administration, metadata persistence) lives on shard 0.
 pub(crate) const CONTROLLER: usize = 0;
 
-/// Topic administration, run by the controller.
+/// Topic administration, run by the controller (forwarded to it as JSON).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum AdminOp {
     Create {
         name: TopicName,
@@ -52,6 +54,11 @@ pub(crate) enum AdminOp {
         name: TopicName,
         change: SettingsChange,
     },
+    /// A node announces itself (addresses, shard count).
+    RegisterNode {
+        id: NodeId,
+        info: NodeInfo,
+    },
 }
 
 /// What the controller needs from the shard it runs on (the partition service implements it,
@@ -72,10 +79,26 @@ pub(crate) trait ControllerHost: GroupHost {
     async fn apply_on(self: Rc<Self>, target: usize, metadata: Metadata);
     /// The metadata group's driver, once this shard has opened it.
     fn metadata_group(&self) -> Option<Rc<MetadataGroup>>;
+    /// The links to the other nodes (cluster mode).
+    fn peers(&self) -> Option<Rc<Peers>>;
 }
 
-/// Runs an admin operation; only the controller shard calls this.
+/// Runs an admin operation, forwarding it to the controller when another node is the
+/// controller; only the controller shard calls this.
 pub(crate) async fn run<H: ControllerHost>(shard: &Rc<H>, op: AdminOp) -> Result<(), Refusal> {
+    run_here_or_forward(shard, op, true).await
+}
+
+/// Runs an admin operation another node forwarded: never forwarded again.
+pub(crate) async fn run_forwarded<H: ControllerHost>(shard: &Rc<H>, op: AdminOp) -> Result<(), Refusal> {
+    run_here_or_forward(shard, op, false).await
+}
+
+async fn run_here_or_forward<H: ControllerHost>(
+    shard: &Rc<H>,
+    op: AdminOp,
+    may_forward: bool,
+) -> Result<(), Refusal> {
     assert_eq!(shard.index(), CONTROLLER, "admin operations run on the controller shard");
     if shard.shutting_down() {
         return Err((ErrorCode::ShuttingDown, "broker is shutting down".into()));
@@ -85,6 +108,10 @@ pub(crate) async fn run<H: ControllerHost>(shard: &Rc<H>, op: AdminOp) -> Result
     let group = metadata_group(shard).await?;
     // Checks hold only against the latest state: this node must lead and have applied all.
     if !group.wait_caught_up(Duration::from_secs(5)).await {
+        let leader = group.leader().filter(|l| *l != group.node());
+        if let (Some(leader), Some(peers), true) = (leader, shard.peers(), may_forward) {
+            return peers.forward(leader, &op).await;
+        }
         let leader = group.leader().map_or("none".to_string(), |l| format!("node {l}"));
         return Err((
             ErrorCode::NotController,
@@ -138,6 +165,12 @@ pub(crate) async fn run<H: ControllerHost>(shard: &Rc<H>, op: AdminOp) -> Result
             let settings = change.apply(current).map_err(|m| (ErrorCode::InvalidConfig, m))?;
             profile_check(&settings)?;
             (Command::AlterTopic { name, settings }, false)
+        }
+        AdminOp::RegisterNode { id, info } => {
+            if state.nodes.get(&id) == Some(&info) {
+                return Ok(());
+            }
+            (Command::RegisterNode { id, info }, false)
         }
     };
     if validate_only {

@@ -152,14 +152,35 @@ pub struct Metadata {
     /// group that has not yet replayed its log never makes the node drop a topic it has.
     #[serde(default)]
     pub applied_index: u64,
+    /// This node's id (0 for a single node).
+    #[serde(default)]
+    pub node: u32,
+    /// Every node's Kafka address (`host:port`) by id; empty for a single node, which
+    /// advertises its own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodes: BTreeMap<u32, String>,
     /// Topics by name.
     pub topics: BTreeMap<TopicName, Topic>,
 }
 
 impl Metadata {
-    /// Whether two views place the same topics the same way (whatever their index).
+    /// Whether two views place the same topics the same way and know the same nodes (whatever
+    /// their index).
     pub fn same_placement(&self, other: &Metadata) -> bool {
-        self.shard_count == other.shard_count && self.topics == other.topics
+        self.shard_count == other.shard_count
+            && self.topics == other.topics
+            && self.node == other.node
+            && self.nodes == other.nodes
+    }
+
+    /// Whether this node holds a replica of `partition` of `topic`.
+    pub fn is_local(&self, topic: &Topic, partition: u32) -> bool {
+        topic.replicas.get(partition as usize).is_none_or(|r| r.contains(&self.node))
+    }
+
+    /// The node leading `partition` of `topic` (its first replica; this node on a single node).
+    pub fn leader(&self, topic: &Topic, partition: u32) -> u32 {
+        topic.replicas.get(partition as usize).and_then(|r| r.first().copied()).unwrap_or(self.node)
     }
 
     /// Whether a topic of this name exists (an invalid name never does).
@@ -170,7 +191,7 @@ impl Metadata {
     /// Empty metadata for `shard_count` shards.
     pub fn new(shard_count: u32) -> Metadata {
         assert!(shard_count > 0, "a broker has at least one shard");
-        Metadata { shard_count, applied_index: 0, topics: BTreeMap::new() }
+        Metadata { shard_count, applied_index: 0, node: 0, nodes: BTreeMap::new(), topics: BTreeMap::new() }
     }
 
     /// Partitions per shard.

@@ -51,7 +51,7 @@ pub(crate) trait GroupHost: 'static {
 pub(crate) struct MetadataGroup {
     node: NodeId,
     /// What this node announces about itself (registered when the state differs).
-    announce: NodeInfo,
+    pub(crate) announce: NodeInfo,
     state: RefCell<Rc<ClusterState>>,
     leader: Cell<Option<NodeId>>,
     term: Cell<u64>,
@@ -89,7 +89,6 @@ impl MetadataGroup {
     }
 
     /// This node's id.
-    #[expect(dead_code, reason = "the cluster transport wiring uses it; single nodes do not")]
     pub(crate) fn node(&self) -> NodeId {
         self.node
     }
@@ -142,14 +141,12 @@ impl MetadataGroup {
     }
 
     /// Hands the group a message from a peer.
-    #[expect(dead_code, reason = "the cluster transport wiring uses it; single nodes do not")]
     pub(crate) fn receive(&self, message: RaftMessage) {
         self.inbox.borrow_mut().push(message);
         self.wake.notify_all();
     }
 
     /// Takes the messages waiting to be sent, waiting for some if there are none.
-    #[expect(dead_code, reason = "the cluster transport wiring uses it; single nodes do not")]
     pub(crate) async fn outgoing(&self) -> Vec<RaftMessage> {
         loop {
             let changed = self.sent.changed();
@@ -159,6 +156,11 @@ impl MetadataGroup {
             }
             changed.await;
         }
+    }
+
+    /// Whether the driver has stopped.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped.get()
     }
 
     /// Stops the driver; waiting proposals fail.

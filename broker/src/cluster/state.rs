@@ -145,6 +145,11 @@ impl ClusterState {
     pub fn local_view(&self, node: NodeId) -> Metadata {
         let shard_count = self.nodes.get(&node).map_or(1, |n| n.shard_count.max(1));
         let mut metadata = Metadata::new(shard_count);
+        metadata.node = node;
+        // A node alone advertises its own address (it may change with every start).
+        if self.nodes.keys().any(|&n| n != node) {
+            metadata.nodes = self.nodes.iter().map(|(id, n)| (*id, n.kafka_address.clone())).collect();
+        }
         for (name, topic) in &self.topics {
             let shards = topic
                 .partitions

@@ -34,7 +34,7 @@ pub(crate) fn topic_settings(configs: &[(String, Option<String>)]) -> Result<Top
 }
 
 /// How a topic's settings change.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum SettingsChange {
     /// The whole set (AlterConfigs, the native AlterTopic): what is not given returns to its
     /// default.

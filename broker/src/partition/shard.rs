@@ -148,6 +148,8 @@ pub(crate) struct Shard {
     pub groups: Rc<crate::partition::group::Coordinator>,
     /// The metadata Raft group's driver (the controller shard only, once opened).
     metadata_group: RefCell<Option<Rc<crate::cluster::metadata_group::MetadataGroup>>>,
+    /// Links to the other nodes (the controller shard in cluster mode).
+    peers: RefCell<Option<Rc<crate::cluster::peers::Peers>>>,
 }
 
 impl Shard {
@@ -188,7 +190,13 @@ impl Shard {
             stopping: crate::signal::Signal::default(),
             shutdown,
             metadata_group: RefCell::new(None),
+            peers: RefCell::new(None),
         }
+    }
+
+    /// Installs the links to the other nodes (the controller shard, at start-up).
+    pub fn set_peers(&self, peers: Rc<crate::cluster::peers::Peers>) {
+        *self.peers.borrow_mut() = Some(peers);
     }
 
     /// Installs the metadata group's driver (the controller shard, at start-up).
@@ -204,7 +212,13 @@ impl Shard {
     pub fn owner(&self, topic: &TopicName, partition: u32) -> Result<usize, ErrorCode> {
         let metadata = self.metadata.borrow();
         let t = metadata.topics.get(topic).ok_or(ErrorCode::UnknownTopic)?;
-        t.shards.get(partition as usize).map(|s| *s as usize).ok_or(ErrorCode::UnknownPartition)
+        let shard =
+            t.shards.get(partition as usize).map(|s| *s as usize).ok_or(ErrorCode::UnknownPartition)?;
+        if metadata.leader(t, partition) != metadata.node {
+            // Another node leads it: clients refresh their metadata and go there.
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
+        Ok(shard)
     }
 
     /// Starts the tasks that receive mesh messages, apply retention, and watch for shutdown.
@@ -527,10 +541,11 @@ impl Shard {
             .topics
             .iter()
             .flat_map(|(name, t)| {
+                let metadata = &metadata;
                 t.shards
                     .iter()
                     .enumerate()
-                    .filter(|(_, s)| **s as usize == self.index)
+                    .filter(move |(p, s)| **s as usize == self.index && metadata.is_local(t, *p as u32))
                     .map(|(p, _)| (name.clone(), p as u32))
             })
             .collect();
@@ -827,6 +842,10 @@ impl crate::cluster::controller::ControllerHost for Shard {
 
     fn metadata_group(&self) -> Option<Rc<crate::cluster::metadata_group::MetadataGroup>> {
         self.metadata_group.borrow().clone()
+    }
+
+    fn peers(&self) -> Option<Rc<crate::cluster::peers::Peers>> {
+        self.peers.borrow().clone()
     }
 }
 

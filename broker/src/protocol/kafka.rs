@@ -151,6 +151,7 @@ pub(crate) fn kafka_code(e: ErrorCode) -> i16 {
         ErrorCode::InvalidReplicationFactor => code::INVALID_REPLICATION_FACTOR,
         ErrorCode::InvalidReplicaAssignment => code::INVALID_REPLICA_ASSIGNMENT,
         ErrorCode::NotController => code::NOT_CONTROLLER,
+        ErrorCode::NotLeaderOrFollower => 6, // NOT_LEADER_OR_FOLLOWER
     }
 }
 

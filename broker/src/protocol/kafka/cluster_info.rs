@@ -13,6 +13,7 @@ use kafka_protocol::messages::{
     ApiVersionsResponse, BrokerId, DescribeClusterResponse, FindCoordinatorRequest, FindCoordinatorResponse,
     MetadataRequest, MetadataResponse, TopicName as KafkaTopicName,
 };
+use kafka_protocol::protocol::StrBytes;
 use rill_net::kafka::{code, supported_versions};
 use rill_net::message::ErrorCode;
 
@@ -21,8 +22,32 @@ use crate::cluster::metadata::{TopicName, TopicSettings};
 use crate::partition::routing::admin_op;
 use crate::partition::shard::Shard;
 
-/// The one node of a single-node cluster.
-use super::{CLUSTER_ID, NODE_ID, broker_address, str_bytes};
+use super::{CLUSTER_ID, broker_address, str_bytes};
+
+/// Every node clients can use, with its Kafka address: the cluster's nodes, or this node alone.
+fn brokers(shard: &Shard) -> Vec<(i32, StrBytes, i32)> {
+    let view = shard.metadata();
+    if view.nodes.is_empty() {
+        let (host, port) = broker_address(shard);
+        return vec![(view.node as i32, host, port)];
+    }
+    view.nodes
+        .iter()
+        .filter_map(|(id, address)| {
+            let (host, port) = address.rsplit_once(':')?;
+            Some((*id as i32, str_bytes(host.to_string()), port.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The node coordinating `group`: one chosen by the group's name among the nodes, so every
+/// client of a group finds the same one (this node on a single node).
+fn coordinator_of(shard: &Shard, group: &str) -> (i32, StrBytes, i32) {
+    let brokers = brokers(shard);
+    let hash =
+        group.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    brokers[(hash % brokers.len() as u64) as usize].clone()
+}
 
 pub(crate) fn api_versions(error_code: i16) -> ApiVersionsResponse {
     let mut r = ApiVersionsResponse::default();
@@ -41,20 +66,23 @@ pub(crate) fn api_versions(error_code: i16) -> ApiVersionsResponse {
 }
 
 pub(crate) async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> MetadataResponse {
-    let (host, port) = broker_address(shard);
     let mut response = MetadataResponse::default();
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = BrokerId(NODE_ID);
-    broker.host = host;
-    broker.port = port;
-    response.brokers = vec![broker];
+    for (id, host, port) in brokers(shard) {
+        let mut broker = MetadataResponseBroker::default();
+        broker.node_id = BrokerId(id);
+        broker.host = host;
+        broker.port = port;
+        response.brokers.push(broker);
+    }
+    let catalogue = shard.metadata();
+    let node = catalogue.node as i32;
     if v >= 2 {
         response.cluster_id = Some(str_bytes(CLUSTER_ID));
     }
     if v >= 1 {
-        response.controller_id = BrokerId(NODE_ID);
+        // As a KRaft broker does: any node takes admin requests (it forwards them).
+        response.controller_id = BrokerId(node);
     }
-    let catalogue = shard.metadata();
     let names: Vec<String> = match r.topics {
         // v0 asks for every topic with an empty list; later versions with null.
         None => catalogue.topics.keys().map(|n| n.to_string()).collect(),
@@ -81,12 +109,17 @@ pub(crate) async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> M
                         .map(|p| {
                             let mut part = MetadataResponsePartition::default();
                             part.partition_index = p;
-                            part.leader_id = BrokerId(NODE_ID);
+                            let leader = catalogue.leader(t, p as u32) as i32;
+                            part.leader_id = BrokerId(leader);
                             if v >= 7 {
                                 part.leader_epoch = 0;
                             }
-                            part.replica_nodes = vec![BrokerId(NODE_ID)];
-                            part.isr_nodes = vec![BrokerId(NODE_ID)];
+                            part.replica_nodes = match t.replicas.get(p as usize) {
+                                Some(nodes) => nodes.iter().map(|n| BrokerId(*n as i32)).collect(),
+                                None => vec![BrokerId(leader)],
+                            };
+                            // Partition data is not replicated yet: only the leader is in sync.
+                            part.isr_nodes = vec![BrokerId(leader)];
                             part
                         })
                         .collect();
@@ -133,18 +166,19 @@ pub(crate) async fn auto_create(
 }
 
 pub(crate) fn describe_cluster(shard: &Rc<Shard>, v: i16) -> DescribeClusterResponse {
-    let (host, port) = broker_address(shard);
     let mut response = DescribeClusterResponse::default();
     response.cluster_id = str_bytes(CLUSTER_ID);
-    response.controller_id = BrokerId(NODE_ID);
+    response.controller_id = BrokerId(shard.metadata().node as i32);
     if v >= 1 {
         response.endpoint_type = 1;
     }
-    let mut broker = DescribeClusterBroker::default();
-    broker.broker_id = BrokerId(NODE_ID);
-    broker.host = host;
-    broker.port = port;
-    response.brokers = vec![broker];
+    for (id, host, port) in brokers(shard) {
+        let mut broker = DescribeClusterBroker::default();
+        broker.broker_id = BrokerId(id);
+        broker.host = host;
+        broker.port = port;
+        response.brokers.push(broker);
+    }
     response
 }
 
@@ -155,17 +189,16 @@ pub(crate) fn find_coordinator(
     r: FindCoordinatorRequest,
     v: i16,
 ) -> FindCoordinatorResponse {
-    let (host, port) = broker_address(shard);
     let supported = r.key_type == 0;
     let message = "transactions are not supported";
     let mut response = FindCoordinatorResponse::default();
     if v >= 4 {
         for key in r.coordinator_keys {
             let mut c = Coordinator::default();
-            c.key = key;
             if supported {
-                c.node_id = BrokerId(NODE_ID);
-                c.host = host.clone();
+                let (id, host, port) = coordinator_of(shard, &key);
+                c.node_id = BrokerId(id);
+                c.host = host;
                 c.port = port;
             } else {
                 c.node_id = BrokerId(-1);
@@ -173,10 +206,12 @@ pub(crate) fn find_coordinator(
                 c.error_code = code::COORDINATOR_NOT_AVAILABLE;
                 c.error_message = Some(str_bytes(message));
             }
+            c.key = key;
             response.coordinators.push(c);
         }
     } else if supported {
-        response.node_id = BrokerId(NODE_ID);
+        let (id, host, port) = coordinator_of(shard, &r.key);
+        response.node_id = BrokerId(id);
         response.host = host;
         response.port = port;
     } else {

@@ -1,0 +1,387 @@
+//! The controller shard's links to the other nodes, over the QUIC [`Transport`].
+//!
+//! One connection per pair of nodes, dialled by the node with the higher id (so two nodes
+//! never race to connect each other), and on it one long-lived bidirectional stream that the
+//! dialler opens with a [`PeerFrame::Hello`]. A peer is who its certificate says (the transport
+//! checks it against the cluster CA); a frame claiming another sender is dropped. Each link has
+//! its own queue and sender task, so one slow peer never holds back the others, and its queued
+//! bytes are bounded: Raft messages beyond the bound are dropped (Raft resends), which is the
+//! back-pressure a full flow-control window turns into.
+//!
+//! Frames carry the metadata group's Raft messages and admin requests forwarded to the
+//! controller (and their answers).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::channels::local_channel::{self, LocalSender};
+use protobuf::Message as _;
+use rill_net::message::ErrorCode;
+use rill_net::peer::{PeerFrame, PeerReader};
+use rill_net::quic::{ConnectionHandle, Event, StreamId};
+use rill_storage::Notify;
+
+use crate::cluster::consensus::RaftMessage;
+use crate::cluster::controller::AdminOp;
+use crate::cluster::metadata_group::{MetadataGroup, node_of, raft_id};
+use crate::cluster::state::{NodeId, Refusal};
+use crate::cluster::transport::Transport;
+
+/// The largest frame a peer may send.
+const PEER_FRAME_BYTES_MAX: usize = 64 << 20;
+/// Bytes queued for one peer beyond which Raft messages are dropped.
+const QUEUED_BYTES_MAX: usize = 32 << 20;
+/// How often a missing link is dialled again.
+const REDIAL: Duration = Duration::from_secs(1);
+/// How long a forwarded admin request waits for the controller's answer.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Reply = Result<(), Refusal>;
+/// Runs an admin request forwarded by a peer (on the controller).
+pub(crate) type AdminHandler = Box<dyn Fn(AdminOp) -> Pin<Box<dyn Future<Output = Reply>>>>;
+
+struct Link {
+    connection: ConnectionHandle,
+    stream: StreamId,
+    queue: RefCell<VecDeque<Vec<u8>>>,
+    queued: Cell<usize>,
+    wake: Notify,
+    closed: Cell<bool>,
+}
+
+/// The node's peer links (see the module documentation).
+pub(crate) struct Peers {
+    node: NodeId,
+    transport: Rc<Transport>,
+    group: Rc<MetadataGroup>,
+    seeds: BTreeMap<NodeId, SocketAddr>,
+    links: RefCell<BTreeMap<NodeId, Rc<Link>>>,
+    /// The proven node of each connection.
+    connections: RefCell<HashMap<ConnectionHandle, NodeId>>,
+    /// Connections dialled and not yet connected or lost.
+    dialling: RefCell<BTreeMap<NodeId, ConnectionHandle>>,
+    readers: RefCell<HashMap<(ConnectionHandle, StreamId), PeerReader>>,
+    pending: RefCell<HashMap<u64, LocalSender<Reply>>>,
+    next_request: Cell<u64>,
+    handler: AdminHandler,
+}
+
+impl Peers {
+    pub(crate) fn new(
+        node: NodeId,
+        transport: Rc<Transport>,
+        group: Rc<MetadataGroup>,
+        seeds: BTreeMap<NodeId, SocketAddr>,
+        handler: AdminHandler,
+    ) -> Rc<Peers> {
+        Rc::new(Peers {
+            node,
+            transport,
+            group,
+            seeds,
+            links: RefCell::default(),
+            connections: RefCell::default(),
+            dialling: RefCell::default(),
+            readers: RefCell::default(),
+            pending: RefCell::default(),
+            next_request: Cell::new(1),
+            handler,
+        })
+    }
+
+    /// Starts the tasks: the socket loop, dialling, receiving, and sending Raft messages.
+    pub(crate) fn start(self: &Rc<Self>) {
+        glommio::spawn_local(self.transport.clone().run()).detach();
+        glommio::spawn_local(self.clone().dial_loop()).detach();
+        glommio::spawn_local(self.clone().receive_loop()).detach();
+        glommio::spawn_local(self.clone().raft_loop()).detach();
+    }
+
+    /// Stops the socket loop (and with it every task here).
+    pub(crate) fn stop(&self) {
+        self.transport.stop();
+    }
+
+    async fn dial_loop(self: Rc<Self>) {
+        loop {
+            let lower: Vec<(NodeId, SocketAddr)> =
+                self.seeds.iter().filter(|(id, _)| **id < self.node).map(|(id, a)| (*id, *a)).collect();
+            for (peer, addr) in lower {
+                let linked =
+                    self.links.borrow().contains_key(&peer) || self.dialling.borrow().contains_key(&peer);
+                if !linked {
+                    match self.transport.dial(addr, peer).await {
+                        Ok(connection) => {
+                            self.dialling.borrow_mut().insert(peer, connection);
+                        }
+                        Err(error) => tracing::warn!(peer, %addr, %error, "dialling a peer failed"),
+                    }
+                }
+            }
+            glommio::timer::sleep(REDIAL).await;
+            if self.group_stopped() {
+                return;
+            }
+        }
+    }
+
+    fn group_stopped(&self) -> bool {
+        self.group.stopped()
+    }
+
+    /// Returns once the metadata group has stopped.
+    pub(crate) async fn group_stopped_wait(&self) {
+        while !self.group.stopped() {
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn receive_loop(self: Rc<Self>) {
+        while let Some(event) = self.transport.next_event().await {
+            match event {
+                Event::Connected { connection, node } => {
+                    self.connections.borrow_mut().insert(connection, node);
+                    let dialled = self.dialling.borrow().get(&node) == Some(&connection);
+                    if dialled {
+                        self.dialling.borrow_mut().remove(&node);
+                        if let Some(stream) = self.transport.open_stream(connection) {
+                            let link = self.add_link(node, connection, stream);
+                            self.enqueue(&link, PeerFrame::Hello { node: self.node }.encode(), true);
+                        }
+                    }
+                    tracing::info!(peer = node, "cluster peer connected");
+                }
+                Event::Received { connection, stream, bytes } => {
+                    let Some(peer) = self.connections.borrow().get(&connection).copied() else { continue };
+                    let frames = {
+                        let mut readers = self.readers.borrow_mut();
+                        let reader = readers
+                            .entry((connection, stream))
+                            .or_insert_with(|| PeerReader::new(PEER_FRAME_BYTES_MAX));
+                        reader.push(&bytes)
+                    };
+                    match frames {
+                        Ok(frames) => {
+                            for frame in frames {
+                                self.handle(peer, connection, stream, frame);
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(peer, %error, "a peer sent bytes that are not frames; its stream is dropped");
+                            self.drop_connection(connection);
+                        }
+                    }
+                }
+                Event::Lost { connection, reason } => {
+                    if let Some(peer) = self.connections.borrow().get(&connection) {
+                        tracing::info!(peer, %reason, "cluster peer lost");
+                    }
+                    self.drop_connection(connection);
+                }
+            }
+        }
+    }
+
+    fn drop_connection(&self, connection: ConnectionHandle) {
+        self.connections.borrow_mut().remove(&connection);
+        self.dialling.borrow_mut().retain(|_, c| *c != connection);
+        self.readers.borrow_mut().retain(|(c, _), _| *c != connection);
+        self.links.borrow_mut().retain(|_, link| {
+            let keep = link.connection != connection;
+            if !keep {
+                link.closed.set(true);
+                link.wake.notify_all();
+            }
+            keep
+        });
+    }
+
+    fn add_link(self: &Rc<Self>, peer: NodeId, connection: ConnectionHandle, stream: StreamId) -> Rc<Link> {
+        let link = Rc::new(Link {
+            connection,
+            stream,
+            queue: RefCell::default(),
+            queued: Cell::new(0),
+            wake: Notify::default(),
+            closed: Cell::new(false),
+        });
+        if let Some(old) = self.links.borrow_mut().insert(peer, link.clone()) {
+            old.closed.set(true);
+            old.wake.notify_all();
+        }
+        glommio::spawn_local(self.clone().send_loop(link.clone())).detach();
+        link
+    }
+
+    fn handle(
+        self: &Rc<Self>,
+        peer: NodeId,
+        connection: ConnectionHandle,
+        stream: StreamId,
+        frame: PeerFrame,
+    ) {
+        match frame {
+            PeerFrame::Hello { node } => {
+                if node != peer {
+                    tracing::warn!(peer, claimed = node, "a peer's hello names another node; dropped");
+                    return;
+                }
+                let current = self.links.borrow().get(&peer).map(|l| (l.connection, l.stream));
+                if current != Some((connection, stream)) {
+                    self.add_link(peer, connection, stream);
+                }
+            }
+            PeerFrame::Raft { group: 0, message } => match RaftMessage::parse_from_bytes(&message) {
+                Ok(message) if message.from == raft_id(peer) && message.to == raft_id(self.node) => {
+                    self.group.receive(message);
+                }
+                Ok(message) => {
+                    tracing::warn!(
+                        peer,
+                        from = message.from,
+                        to = message.to,
+                        "a raft message with the wrong sender"
+                    );
+                }
+                Err(error) => tracing::warn!(peer, %error, "an undecodable raft message"),
+            },
+            PeerFrame::Raft { group, .. } => {
+                tracing::debug!(peer, group, "a message for an unknown raft group")
+            }
+            PeerFrame::Admin { id, request } => {
+                let peers = self.clone();
+                glommio::spawn_local(async move {
+                    let reply = match serde_json::from_slice::<AdminOp>(&request) {
+                        Ok(op) => (peers.handler)(op).await,
+                        Err(e) => {
+                            Err((ErrorCode::InvalidRequest, format!("undecodable forwarded request: {e}")))
+                        }
+                    };
+                    let (code, message) = match reply {
+                        Ok(()) => (ErrorCode::None as u16, String::new()),
+                        Err((code, message)) => (code as u16, message),
+                    };
+                    if let Some(link) = peers.links.borrow().get(&peer).cloned() {
+                        peers.enqueue(&link, PeerFrame::AdminReply { id, code, message }.encode(), true);
+                    }
+                })
+                .detach();
+            }
+            PeerFrame::AdminReply { id, code, message } => {
+                if let Some(waiter) = self.pending.borrow_mut().remove(&id) {
+                    let reply = if code == ErrorCode::None as u16 {
+                        Ok(())
+                    } else {
+                        Err((error_code(code), message))
+                    };
+                    let _ = waiter.try_send(reply);
+                }
+            }
+        }
+    }
+
+    /// Queues a frame for a peer; a Raft message (`must` false) is dropped when the queue is
+    /// full.
+    fn enqueue(&self, link: &Link, frame: Vec<u8>, must: bool) {
+        if !must && link.queued.get() + frame.len() > QUEUED_BYTES_MAX {
+            return;
+        }
+        link.queued.set(link.queued.get() + frame.len());
+        link.queue.borrow_mut().push_back(frame);
+        link.wake.notify_all();
+    }
+
+    async fn send_loop(self: Rc<Self>, link: Rc<Link>) {
+        loop {
+            let woken = link.wake.changed();
+            let next = link.queue.borrow_mut().pop_front();
+            match next {
+                Some(frame) => {
+                    link.queued.set(link.queued.get() - frame.len());
+                    if !self.transport.send_all(link.connection, link.stream, &frame).await {
+                        link.closed.set(true);
+                    }
+                }
+                None if link.closed.get() => return,
+                None => woken.await,
+            }
+            if link.closed.get() {
+                return;
+            }
+        }
+    }
+
+    async fn raft_loop(self: Rc<Self>) {
+        loop {
+            let messages = self.group.outgoing().await;
+            if messages.is_empty() {
+                return;
+            }
+            for message in messages {
+                let peer = node_of(message.to);
+                let Some(link) = self.links.borrow().get(&peer).cloned() else { continue };
+                let bytes = message.write_to_bytes().expect("raft messages encode");
+                self.enqueue(&link, PeerFrame::Raft { group: 0, message: bytes }.encode(), false);
+            }
+        }
+    }
+
+    /// Sends an admin request to node `to` (the controller) and waits for its answer.
+    pub(crate) async fn forward(&self, to: NodeId, op: &AdminOp) -> Reply {
+        let Some(link) = self.links.borrow().get(&to).cloned() else {
+            return Err((
+                ErrorCode::NotController,
+                format!("the controller (node {to}) is not reachable from here"),
+            ));
+        };
+        let id = self.next_request.get();
+        self.next_request.set(id + 1);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.pending.borrow_mut().insert(id, tx);
+        let request = serde_json::to_vec(op).expect("admin requests serialize");
+        self.enqueue(&link, PeerFrame::Admin { id, request }.encode(), true);
+        let reply =
+            async { rx.recv().await.unwrap_or(Err((ErrorCode::NotController, "link closed".into()))) };
+        let timeout = async {
+            glommio::timer::sleep(FORWARD_TIMEOUT).await;
+            Err((ErrorCode::Timeout, format!("the controller (node {to}) did not answer in time")))
+        };
+        let result = futures_lite::future::or(reply, timeout).await;
+        self.pending.borrow_mut().remove(&id);
+        result
+    }
+}
+
+/// The native error code of a number a peer sent.
+fn error_code(code: u16) -> ErrorCode {
+    use ErrorCode as E;
+    [
+        E::UnknownTopic,
+        E::UnknownPartition,
+        E::OffsetOutOfRange,
+        E::InvalidRequest,
+        E::TopicExists,
+        E::InvalidTopicName,
+        E::CorruptBatch,
+        E::BatchTooLarge,
+        E::Unsupported,
+        E::StorageError,
+        E::Timeout,
+        E::ShuttingDown,
+        E::InvalidConfig,
+        E::OutOfOrderSequence,
+        E::InvalidProducerEpoch,
+        E::InvalidReplicationFactor,
+        E::InvalidReplicaAssignment,
+        E::NotController,
+        E::NotLeaderOrFollower,
+    ]
+    .into_iter()
+    .find(|c| *c as u16 == code)
+    .unwrap_or(E::InvalidRequest)
+}
