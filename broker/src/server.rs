@@ -68,6 +68,7 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
         open_segment_files_per_shard = open_segment_files, "starting");
 
     let mesh = MeshBuilder::<Msg, _>::full(shards, config.profile.io.shard_channel_depth as usize);
+    let controller = Arc::new(std::sync::atomic::AtomicI64::new(-1));
     let peers: Arc<Vec<AtomicUsize>> = Arc::new((0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect());
     let port = Arc::new(AtomicU16::new(0));
     let kafka_port = Arc::new(AtomicU16::new(0));
@@ -89,6 +90,7 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
             failed: failed.clone(),
             drained: drained.clone(),
             shutdown: shutdown.clone(),
+            controller: controller.clone(),
         };
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("rill-shard-{index}"))
@@ -192,6 +194,9 @@ struct ShardContext {
     /// so no shard leaves while another still waits for its answer.
     drained: Arc<AtomicUsize>,
     shutdown: Arc<AtomicBool>,
+    /// The controller's node id as shard 0 last saw it (-1: none known); read by every shard
+    /// for Metadata and DescribeCluster, off the data path.
+    controller: Arc<std::sync::atomic::AtomicI64>,
 }
 
 async fn shard_main(ctx: ShardContext) {
@@ -223,6 +228,7 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
         peer_of,
         ctx.shutdown.clone(),
     ));
+    shard.set_controller_cell(ctx.controller.clone());
     shard.start(receivers);
     shard.apply(ctx.metadata.clone()).await;
     shard.open_groups().await.map_err(BrokerError::Runtime)?;
@@ -318,7 +324,7 @@ async fn open_metadata_group(
     let group = Group::open(rill_storage::Disk::Direct, path, &config, bootstrap, ClusterState::default())
         .await
         .map_err(|e| BrokerError::Runtime(format!("opening the metadata group: {e}")))?;
-    let driver = MetadataGroup::new(node, info, group.machine().clone());
+    let driver = MetadataGroup::new(node, info, group.machine().clone(), ctx.controller.clone());
     shard.set_metadata_group(driver.clone());
     if let Some(c) = cluster {
         let peers = start_peers(c, shard, &driver)?;
@@ -351,6 +357,17 @@ fn start_peers(
     let ca = read("ca.pem".into())?;
     let pem =
         rill_net::tls::Pem { cert: read(format!("node-{id}.pem"))?, key: read(format!("node-{id}.key"))? };
+    // A node presents only a certificate that names it: one claiming another id never starts.
+    match rill_net::tls::pem_node_id(&pem.cert) {
+        Some(named) if named == id => {}
+        named => {
+            let named = named.map_or("no node".to_string(), |n| format!("node {n}"));
+            return Err(BrokerError::Config(format!(
+                "node-{id}.pem names {named}, not this node ({id}); \
+                 issue one with `rill cluster cert issue --node-id {id}`"
+            )));
+        }
+    }
     let node = rill_net::quic::Node::new(&ca, &pem)
         .map_err(|e| BrokerError::Config(format!("the cluster certificate of node {id}: {e}")))?;
     let transport = crate::cluster::transport::Transport::bind(cluster.listen, node)

@@ -38,6 +38,10 @@ pub struct Tuning {
     /// The largest UDP payload MTU discovery tries (9,000 for jumbo-frame networks; loopback
     /// allows more).
     pub mtu_max: u16,
+    /// A connection silent this long is lost (its peer is dead or cut off).
+    pub idle_timeout: std::time::Duration,
+    /// How often an otherwise idle connection sends a keep-alive.
+    pub keep_alive: std::time::Duration,
 }
 
 impl Default for Tuning {
@@ -50,6 +54,8 @@ impl Default for Tuning {
             send_window_bytes: 64 << 20,
             initial_mtu: 1_452,
             mtu_max: 8_952,
+            idle_timeout: std::time::Duration::from_secs(3),
+            keep_alive: std::time::Duration::from_millis(500),
         }
     }
 }
@@ -64,6 +70,10 @@ impl Tuning {
         let mut mtu = quinn_proto::MtuDiscoveryConfig::default();
         mtu.upper_bound(self.mtu_max);
         t.mtu_discovery_config(Some(mtu));
+        if let Ok(idle) = quinn_proto::IdleTimeout::try_from(self.idle_timeout) {
+            t.max_idle_timeout(Some(idle));
+        }
+        t.keep_alive_interval(Some(self.keep_alive));
         t
     }
 }

@@ -161,6 +161,12 @@ pub fn server_name(node_id: u32) -> ServerName<'static> {
     ServerName::try_from(node_dns_name(node_id)).expect("node DNS names are valid")
 }
 
+/// The node id a PEM certificate names (its first certificate), if it names exactly one.
+pub fn pem_node_id(pem: &str) -> Option<u32> {
+    let certs = certs("certificate", pem).ok()?;
+    certificate_node_id(certs.first()?)
+}
+
 /// Whether `cert` (a peer's end-entity certificate, already verified against the CA by the
 /// handshake) names node `node_id`.
 pub fn certificate_names_node(cert: &CertificateDer<'_>, node_id: u32) -> bool {

@@ -107,16 +107,26 @@ async fn run_here_or_forward<H: ControllerHost>(
         shard.admin_lock().acquire_permit(1).await.map_err(|_| (ErrorCode::ShuttingDown, "closed".into()))?;
     let group = metadata_group(shard).await?;
     // Checks hold only against the latest state: this node must lead and have applied all.
-    if !group.wait_caught_up(Duration::from_secs(5)).await {
-        let leader = group.leader().filter(|l| *l != group.node());
-        if let (Some(leader), Some(peers), true) = (leader, shard.peers(), may_forward) {
-            return peers.forward(leader, &op).await;
+    // Elsewhere the request goes to the controller, again if the controller changes meanwhile.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if group.wait_caught_up(Duration::from_secs(5)).await {
+            break;
         }
-        let leader = group.leader().map_or("none".to_string(), |l| format!("node {l}"));
-        return Err((
-            ErrorCode::NotController,
-            format!("this node is not the controller (controller: {leader})"),
-        ));
+        let leader = group.leader().filter(|l| *l != group.node());
+        let (Some(leader), Some(peers), true) = (leader, shard.peers(), may_forward) else {
+            let leader = group.leader().map_or("none".to_string(), |l| format!("node {l}"));
+            return Err((
+                ErrorCode::NotController,
+                format!("this node is not the controller (controller: {leader})"),
+            ));
+        };
+        match peers.forward(leader, &op).await {
+            Err((ErrorCode::NotController, _)) if std::time::Instant::now() < deadline => {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+            result => return result,
+        }
     }
     let state = group.state();
     let profile_check = |settings: &TopicSettings| {

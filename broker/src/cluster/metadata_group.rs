@@ -67,11 +67,19 @@ pub(crate) struct MetadataGroup {
     /// Signalled when the outbox has messages.
     sent: Notify,
     stopped: Cell<bool>,
+    /// Where the other shards read the controller's id (-1: none).
+    controller: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl MetadataGroup {
-    pub(crate) fn new(node: NodeId, announce: NodeInfo, state: ClusterState) -> Rc<MetadataGroup> {
+    pub(crate) fn new(
+        node: NodeId,
+        announce: NodeInfo,
+        state: ClusterState,
+        controller: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    ) -> Rc<MetadataGroup> {
         Rc::new(MetadataGroup {
+            controller,
             node,
             announce,
             state: RefCell::new(Rc::new(state)),
@@ -265,6 +273,7 @@ impl MetadataGroup {
                     }
                 }
                 self.leader.set(leader);
+                self.controller.store(leader.map_or(-1, i64::from), std::sync::atomic::Ordering::Relaxed);
             }
             self.term.set(group.term());
             if changed || first {

@@ -39,7 +39,7 @@ const QUEUED_BYTES_MAX: usize = 32 << 20;
 /// How often a missing link is dialled again.
 const REDIAL: Duration = Duration::from_secs(1);
 /// How long a forwarded admin request waits for the controller's answer.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
 
 type Reply = Result<(), Refusal>;
 /// Runs an admin request forwarded by a peer (on the controller).
@@ -351,6 +351,18 @@ impl Peers {
             glommio::timer::sleep(FORWARD_TIMEOUT).await;
             Err((ErrorCode::Timeout, format!("the controller (node {to}) did not answer in time")))
         };
+        // A controller that dies or is deposed never answers: stop waiting once this node
+        // knows of another leader, or the link is gone, so the caller can go to the new one.
+        let deposed = async {
+            loop {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                let linked = self.links.borrow().get(&to).is_some_and(|l| !l.closed.get());
+                if self.group.leader() != Some(to) || !linked {
+                    return Err((ErrorCode::NotController, format!("node {to} is no longer the controller")));
+                }
+            }
+        };
+        let timeout = futures_lite::future::or(timeout, deposed);
         let result = futures_lite::future::or(reply, timeout).await;
         self.pending.borrow_mut().remove(&id);
         result

@@ -150,6 +150,8 @@ pub(crate) struct Shard {
     metadata_group: RefCell<Option<Rc<crate::cluster::metadata_group::MetadataGroup>>>,
     /// Links to the other nodes (the controller shard in cluster mode).
     peers: RefCell<Option<Rc<crate::cluster::peers::Peers>>>,
+    /// The controller's node id as the controller shard last saw it (-1: unknown).
+    controller: RefCell<Arc<std::sync::atomic::AtomicI64>>,
 }
 
 impl Shard {
@@ -191,7 +193,18 @@ impl Shard {
             shutdown,
             metadata_group: RefCell::new(None),
             peers: RefCell::new(None),
+            controller: RefCell::new(Arc::new(std::sync::atomic::AtomicI64::new(-1))),
         }
+    }
+
+    /// Shares the cell the controller shard keeps the controller's id in.
+    pub fn set_controller_cell(&self, cell: Arc<std::sync::atomic::AtomicI64>) {
+        *self.controller.borrow_mut() = cell;
+    }
+
+    /// The controller's node id, if one is known.
+    pub fn controller(&self) -> Option<u32> {
+        u32::try_from(self.controller.borrow().load(std::sync::atomic::Ordering::Relaxed)).ok()
     }
 
     /// Installs the links to the other nodes (the controller shard, at start-up).

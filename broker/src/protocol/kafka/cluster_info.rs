@@ -80,8 +80,8 @@ pub(crate) async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> M
         response.cluster_id = Some(str_bytes(CLUSTER_ID));
     }
     if v >= 1 {
-        // As a KRaft broker does: any node takes admin requests (it forwards them).
-        response.controller_id = BrokerId(node);
+        // Any node takes admin requests (it forwards them); the controller is named when known.
+        response.controller_id = BrokerId(shard.controller().map_or(node, |c| c as i32));
     }
     let names: Vec<String> = match r.topics {
         // v0 asks for every topic with an empty list; later versions with null.
@@ -168,7 +168,7 @@ pub(crate) async fn auto_create(
 pub(crate) fn describe_cluster(shard: &Rc<Shard>, v: i16) -> DescribeClusterResponse {
     let mut response = DescribeClusterResponse::default();
     response.cluster_id = str_bytes(CLUSTER_ID);
-    response.controller_id = BrokerId(shard.metadata().node as i32);
+    response.controller_id = BrokerId(shard.controller().map_or(shard.metadata().node as i32, |c| c as i32));
     if v >= 1 {
         response.endpoint_type = 1;
     }

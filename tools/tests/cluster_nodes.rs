@@ -1,0 +1,183 @@
+//! Real clusters: `rill serve` nodes as separate processes, each in its own network namespace
+//! (see `netns/mod.rs`), driven by the CLI and kcat from outside.
+//!
+//! - Three and five nodes elect a controller; every node's Kafka metadata lists all of them; a
+//!   topic created through any node exists on all; kill -9 of the controller: another is
+//!   elected and topics can be created again (the time it takes is printed); the killed node
+//!   restarts and catches up.
+//! - A network partition: the isolated controller cannot change metadata, the majority can,
+//!   and after healing the isolated node has the majority's change.
+//! - A node with a certificate from another CA is never admitted, and one whose certificate
+//!   names another node id does not start.
+
+mod netns;
+
+use std::time::{Duration, Instant};
+
+use netns::{Net, Node, eventually, seeds, tls_dir};
+
+/// Waits until every running node's Kafka metadata lists `count` brokers and one controller;
+/// returns the controller.
+fn agreed_controller(nodes: &[&Node], count: usize) -> u32 {
+    eventually(Duration::from_secs(30), "a controller every node names", || {
+        let mut controllers = Vec::new();
+        for node in nodes {
+            let metadata = node.kcat_metadata();
+            if !metadata.contains(&format!(" {count} brokers:")) {
+                return None;
+            }
+            controllers.push(node.controller()?);
+        }
+        controllers.dedup();
+        (controllers.len() == 1).then(|| controllers[0])
+    })
+}
+
+/// Creates `topic` through `node`, retrying while the cluster elects; returns the time taken.
+fn create_eventually(node: &Node, topic: &str, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        match node.rill(&["topic", "create", topic, "--partitions", "3"]) {
+            Ok(_) => return started.elapsed(),
+            Err(e) => assert!(started.elapsed() < timeout, "creating {topic} through node {}: {e}", node.id),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn failover(count: u32) {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::new(count);
+    let tls = tls_dir(tmp.path(), count);
+    let seeds = seeds(&net, count);
+    let mut nodes: Vec<Node> = (1..=count).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds)).collect();
+    let controller = agreed_controller(&nodes.iter().collect::<Vec<_>>(), count as usize);
+    // A topic created through the last node (forwarded to the controller) is on every node,
+    // its partitions led by different nodes.
+    create_eventually(&nodes[count as usize - 1], "first", Duration::from_secs(20));
+    for node in &nodes {
+        eventually(Duration::from_secs(10), "the topic on every node", || {
+            let metadata = node.kcat_metadata();
+            metadata.contains("topic \"first\" with 3 partitions").then_some(())
+        });
+    }
+    let leaders: std::collections::BTreeSet<String> = nodes[0]
+        .kcat_metadata()
+        .lines()
+        .filter(|l| l.trim_start().starts_with("partition "))
+        .filter_map(|l| l.split("leader ").nth(1).map(|r| r.split(',').next().unwrap().to_string()))
+        .collect();
+    assert_eq!(leaders.len(), 3, "three partitions, three leaders: {leaders:?}");
+    // kill -9 of the controller; a survivor takes admin requests again after an election.
+    let dead = controller as usize - 1;
+    nodes[dead].kill9();
+    let survivor = &nodes[(dead + 1) % count as usize];
+    let took = create_eventually(survivor, "after-kill", Duration::from_secs(20));
+    eprintln!(
+        "failover with {count} nodes: topic creation works again {} ms after the controller's kill -9",
+        took.as_millis()
+    );
+    let others: Vec<&Node> = nodes.iter().enumerate().filter(|(i, _)| *i != dead).map(|(_, n)| n).collect();
+    let new_controller = agreed_controller(&others, count as usize);
+    assert_ne!(new_controller, controller, "a new controller is elected");
+    // The killed node comes back and catches up.
+    nodes[dead] = Node::start(&net, controller, tmp.path(), &tls, &seeds);
+    eventually(Duration::from_secs(20), "the restarted node catching up", || {
+        nodes[dead].view().contains("[topics.after-kill]").then_some(())
+    });
+    agreed_controller(&nodes.iter().collect::<Vec<_>>(), count as usize);
+}
+
+#[test]
+fn three_nodes_fail_over_after_the_controller_is_killed_and_it_catches_up() {
+    failover(3);
+}
+
+#[test]
+fn five_nodes_fail_over_after_the_controller_is_killed_and_it_catches_up() {
+    failover(5);
+}
+
+#[test]
+fn an_isolated_controller_cannot_change_metadata_and_catches_up_after_healing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::new(3);
+    let tls = tls_dir(tmp.path(), 3);
+    let seeds = seeds(&net, 3);
+    let nodes: Vec<Node> = (1..=3).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds)).collect();
+    let controller = agreed_controller(&nodes.iter().collect::<Vec<_>>(), 3);
+    let isolated = &nodes[controller as usize - 1];
+    let majority: Vec<&Node> = nodes.iter().filter(|n| n.id != controller).collect();
+    net.isolate(controller);
+    // The majority elects a controller of its own and changes metadata.
+    create_eventually(majority[0], "majority", Duration::from_secs(30));
+    // The isolated node's own admin request cannot commit (it is run inside its namespace,
+    // the only place that still reaches it).
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &net.namespace(controller), netns::RILL, "topic", "create", "minority"])
+        .args(["--broker", &isolated.native()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the minority side created a topic");
+    eprintln!("minority side refused: {}", String::from_utf8_lossy(&out.stderr).trim());
+    assert!(!isolated.view().contains("[topics.majority]"));
+    net.heal(controller);
+    eventually(Duration::from_secs(30), "the healed node catching up", || {
+        isolated.view().contains("[topics.majority]").then_some(())
+    });
+    for node in &nodes {
+        assert!(!node.view().contains("[topics.minority]"), "node {} has the minority's topic", node.id);
+    }
+}
+
+#[test]
+fn nodes_of_another_ca_or_claiming_another_id_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::new(4);
+    let tls = tls_dir(tmp.path(), 3);
+    let seeds3 = seeds(&net, 3);
+    let nodes: Vec<Node> = (1..=3).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds3)).collect();
+    agreed_controller(&nodes.iter().collect::<Vec<_>>(), 3);
+    // Node 4, with a certificate from another CA, dials the three and is refused by all.
+    let stranger_dir = tmp.path().join("stranger");
+    let foreign = tls_dir(&stranger_dir, 4);
+    let stranger = Node::start(&net, 4, &stranger_dir, &foreign, &seeds(&net, 4));
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!stranger.log_text().contains("cluster peer connected"), "{}", stranger.log_text());
+    for node in &nodes {
+        assert!(!node.log_text().contains("peer=4"), "node {} admitted the stranger", node.id);
+    }
+    assert!(nodes[0].kcat_metadata().contains(" 3 brokers:"));
+    // A process claiming id 2 with node 3's certificate never starts.
+    let impostor_tls = tmp.path().join("impostor");
+    std::fs::create_dir_all(&impostor_tls).unwrap();
+    std::fs::copy(tls.join("ca.pem"), impostor_tls.join("ca.pem")).unwrap();
+    std::fs::copy(tls.join("node-3.pem"), impostor_tls.join("node-2.pem")).unwrap();
+    std::fs::copy(tls.join("node-3.key"), impostor_tls.join("node-2.key")).unwrap();
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.namespace(4),
+            netns::RILL,
+            "serve",
+            "--profile",
+            "small-vm",
+            "--cores",
+            "0",
+        ])
+        .args(["--data-dir", tmp.path().join("impostor-data").to_str().unwrap()])
+        .args([
+            "--native-listen",
+            &format!("{}:9301", net.ip(4)),
+            "--kafka-listen",
+            &format!("{}:9093", net.ip(4)),
+        ])
+        .args(["--node-id", "2", "--cluster-listen", &format!("{}:9501", net.ip(4)), "--seeds", &seeds3])
+        .args(["--cluster-tls-dir", impostor_tls.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(output.contains("node-2.pem names node 3, not this node (2)"), "{output}");
+}
