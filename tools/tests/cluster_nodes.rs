@@ -68,24 +68,33 @@ fn failover(count: u32) {
         .filter_map(|l| l.split("leader ").nth(1).map(|r| r.split(',').next().unwrap().to_string()))
         .collect();
     assert_eq!(leaders.len(), 3, "three partitions, three leaders: {leaders:?}");
-    // kill -9 of the controller; a survivor takes admin requests again after an election.
-    let dead = controller as usize - 1;
-    nodes[dead].kill9();
-    let survivor = &nodes[(dead + 1) % count as usize];
-    let took = create_eventually(survivor, "after-kill", Duration::from_secs(20));
+    // kill -9 of the controller; a survivor takes admin requests again after an election; the
+    // killed node restarts and catches up. One round, or 20 with RILL_SLOW=1 (the figures in
+    // README's Performance section).
+    let rounds = if std::env::var("RILL_SLOW").is_ok_and(|v| v == "1") { 20 } else { 1 };
+    let mut controller = controller;
+    let mut took = Vec::new();
+    for round in 0..rounds {
+        let dead = controller as usize - 1;
+        nodes[dead].kill9();
+        let survivor = &nodes[(dead + 1) % count as usize];
+        let topic = format!("after-kill-{round}");
+        took.push(create_eventually(survivor, &topic, Duration::from_secs(20)));
+        let others: Vec<&Node> = nodes.iter().enumerate().filter(|(i, _)| *i != dead).map(|(_, n)| n).collect();
+        let new_controller = agreed_controller(&others, count as usize);
+        assert_ne!(new_controller, controller, "a new controller is elected");
+        nodes[dead] = Node::start(&net, controller, tmp.path(), &tls, &seeds);
+        eventually(Duration::from_secs(20), "the restarted node catching up", || {
+            nodes[dead].view().contains(&format!("[topics.{topic}]")).then_some(())
+        });
+        controller = agreed_controller(&nodes.iter().collect::<Vec<_>>(), count as usize);
+    }
+    took.sort();
     eprintln!(
-        "failover with {count} nodes: topic creation works again {} ms after the controller's kill -9",
-        took.as_millis()
+        "failover with {count} nodes over {rounds} kill -9 of the controller: topic creation works again after median {} ms, max {} ms",
+        took[took.len() / 2].as_millis(),
+        took[took.len() - 1].as_millis()
     );
-    let others: Vec<&Node> = nodes.iter().enumerate().filter(|(i, _)| *i != dead).map(|(_, n)| n).collect();
-    let new_controller = agreed_controller(&others, count as usize);
-    assert_ne!(new_controller, controller, "a new controller is elected");
-    // The killed node comes back and catches up.
-    nodes[dead] = Node::start(&net, controller, tmp.path(), &tls, &seeds);
-    eventually(Duration::from_secs(20), "the restarted node catching up", || {
-        nodes[dead].view().contains("[topics.after-kill]").then_some(())
-    });
-    agreed_controller(&nodes.iter().collect::<Vec<_>>(), count as usize);
 }
 
 #[test]
