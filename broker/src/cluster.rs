@@ -8,5 +8,6 @@ pub mod metadata;
 pub(crate) mod metadata_group;
 pub(crate) mod peers;
 pub mod state;
+pub(crate) mod status;
 pub(crate) mod topic_config;
 pub mod transport;

@@ -51,6 +51,8 @@ pub enum Kind {
     FetchOffsets = 18,
     /// Replace a topic's settings.
     AlterTopic = 19,
+    /// The cluster's nodes, their liveness and partitions, and the controller.
+    ClusterStatus = 20,
 }
 
 /// Set in a response frame's kind.
@@ -82,6 +84,7 @@ impl Kind {
             CommitOffsets,
             FetchOffsets,
             AlterTopic,
+            ClusterStatus,
         ]
         .into_iter()
         .find(|k| *k as u16 == v)
@@ -347,6 +350,8 @@ pub enum RequestBody {
         /// The topic's new settings.
         settings: TopicSettings,
     },
+    /// The cluster's status as the answering node sees it.
+    ClusterStatus,
 }
 
 impl RequestBody {
@@ -372,8 +377,28 @@ impl RequestBody {
             RequestBody::CommitOffsets { .. } => Kind::CommitOffsets,
             RequestBody::FetchOffsets { .. } => Kind::FetchOffsets,
             RequestBody::AlterTopic { .. } => Kind::AlterTopic,
+            RequestBody::ClusterStatus => Kind::ClusterStatus,
         }
     }
+}
+
+/// One node in a cluster status.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Node id.
+    pub id: u32,
+    /// Its Kafka address.
+    pub kafka_address: String,
+    /// Its cluster (QUIC) address.
+    pub cluster_address: String,
+    /// Shards it runs.
+    pub shards: u32,
+    /// Whether the answering node has a live link to it (or is it).
+    pub alive: bool,
+    /// Partition replicas it holds.
+    pub replicas: u32,
+    /// Partitions it leads.
+    pub leaders: u32,
 }
 
 /// A partition as described to clients.
@@ -461,6 +486,17 @@ pub enum ResponseBody {
     Topics {
         /// Names.
         names: Vec<String>,
+    },
+    /// The cluster's status.
+    ClusterStatus {
+        /// The controller, if the answering node knows one.
+        controller: Option<u32>,
+        /// The node that answered.
+        answered_by: u32,
+        /// Every member node.
+        nodes: Vec<NodeStatus>,
+        /// Partitions with fewer in-sync replicas than replicas.
+        under_replicated: u32,
     },
     /// A topic.
     Topic {

@@ -1,5 +1,6 @@
 //! `rill cluster ca init|cert issue`: the cluster CA and node certificates for mutual TLS
-//! between nodes (`rill_net::tls`).
+//! between nodes (`rill_net::tls`); `rill cluster status`: nodes, liveness, the controller,
+//! partitions and leaders per node, and what is under-replicated.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -18,6 +19,9 @@ pub enum ClusterCommand {
     /// Node certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Nodes, their liveness as the asked node sees it, the controller, replicas and leaders
+    /// per node, and the under-replicated partitions.
+    Status,
 }
 
 /// `rill cluster ca ...`
@@ -50,10 +54,38 @@ pub enum CertCommand {
     },
 }
 
-pub fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
+pub fn run(broker: &str, cmd: ClusterCommand) -> anyhow::Result<()> {
     match cmd {
         ClusterCommand::Ca(CaCommand::Init { dir, name }) => ca_init(&dir, &name),
         ClusterCommand::Cert(CertCommand::Issue { node_id, dir }) => cert_issue(&dir, node_id),
+        ClusterCommand::Status => status(broker),
+    }
+}
+
+fn status(broker: &str) -> anyhow::Result<()> {
+    use rill_net::message::{RequestBody, ResponseBody};
+    let mut client = crate::client::Client::connect(broker)?;
+    match client.call(&RequestBody::ClusterStatus, &[])?.0 {
+        ResponseBody::ClusterStatus { controller, answered_by, nodes, under_replicated } => {
+            let controller = controller.map_or("none".to_string(), |c| format!("node {c}"));
+            println!("controller: {controller} (as node {answered_by} sees it)");
+            println!(
+                "{:>5}  {:<6}  {:<22}  {:<22}  {:>6}  {:>8}  {:>7}",
+                "node", "state", "kafka", "cluster", "shards", "replicas", "leaders"
+            );
+            for n in nodes {
+                let state = if n.alive { "alive" } else { "down" };
+                let cluster = if n.cluster_address.is_empty() { "-" } else { n.cluster_address.as_str() };
+                println!(
+                    "{:>5}  {:<6}  {:<22}  {:<22}  {:>6}  {:>8}  {:>7}",
+                    n.id, state, n.kafka_address, cluster, n.shards, n.replicas, n.leaders
+                );
+            }
+            println!("under-replicated partitions: {under_replicated}");
+            Ok(())
+        }
+        ResponseBody::Status { error, message } => bail!("{error:?}: {message}"),
+        other => bail!("unexpected response {other:?}"),
     }
 }
 

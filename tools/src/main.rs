@@ -47,7 +47,7 @@ enum Command {
     /// Verify and repair partition logs offline (the broker stopped).
     #[command(subcommand)]
     Storage(storage::StorageCommand),
-    /// Cluster administration: the cluster CA and node certificates.
+    /// Cluster administration: the cluster CA and node certificates, the cluster's status.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
 }
@@ -73,7 +73,7 @@ fn main() {
         }
         Command::Tune(cmd) => tune::run(cmd),
         Command::Storage(cmd) => storage::run(cmd),
-        Command::Cluster(cmd) => cluster::run(cmd),
+        Command::Cluster(cmd) => cluster::run(&native, cmd),
     };
     if let Err(error) = result {
         eprintln!("rill: {error:#}");

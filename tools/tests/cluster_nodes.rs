@@ -4,7 +4,7 @@
 //! - Three and five nodes elect a controller; every node's Kafka metadata lists all of them; a
 //!   topic created through any node exists on all; kill -9 of the controller: another is
 //!   elected and topics can be created again (the time it takes is printed); the killed node
-//!   restarts and catches up.
+//!   restarts and catches up; `rill cluster status` names the new controller and the dead node.
 //! - A network partition: the isolated controller cannot change metadata, the majority can,
 //!   and after healing the isolated node has the majority's change.
 //! - A node with a certificate from another CA is never admitted, and one whose certificate
@@ -80,9 +80,19 @@ fn failover(count: u32) {
         let survivor = &nodes[(dead + 1) % count as usize];
         let topic = format!("after-kill-{round}");
         took.push(create_eventually(survivor, &topic, Duration::from_secs(20)));
-        let others: Vec<&Node> = nodes.iter().enumerate().filter(|(i, _)| *i != dead).map(|(_, n)| n).collect();
+        let others: Vec<&Node> =
+            nodes.iter().enumerate().filter(|(i, _)| *i != dead).map(|(_, n)| n).collect();
         let new_controller = agreed_controller(&others, count as usize);
         assert_ne!(new_controller, controller, "a new controller is elected");
+        // `rill cluster status` at a survivor names the new controller and the dead node down.
+        let survivor = &nodes[(dead + 1) % count as usize];
+        eventually(Duration::from_secs(10), "the status showing the dead node down", || {
+            let status = survivor.rill(&["cluster", "status"]).ok()?;
+            let down = status
+                .lines()
+                .any(|l| l.split_whitespace().take(2).eq([controller.to_string().as_str(), "down"]));
+            (status.contains(&format!("controller: node {new_controller}")) && down).then_some(())
+        });
         nodes[dead] = Node::start(&net, controller, tmp.path(), &tls, &seeds);
         eventually(Duration::from_secs(20), "the restarted node catching up", || {
             nodes[dead].view().contains(&format!("[topics.{topic}]")).then_some(())

@@ -107,6 +107,11 @@ impl Peers {
         self.transport.stop();
     }
 
+    /// Nodes this node has a live link with.
+    pub(crate) fn linked(&self) -> Vec<NodeId> {
+        self.links.borrow().iter().filter(|(_, l)| !l.closed.get()).map(|(id, _)| *id).collect()
+    }
+
     async fn dial_loop(self: Rc<Self>) {
         loop {
             let lower: Vec<(NodeId, SocketAddr)> =

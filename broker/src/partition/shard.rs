@@ -60,6 +60,8 @@ pub(crate) enum ShardRequest {
         partition: u32,
     },
     Admin(crate::cluster::controller::AdminOp),
+    /// The cluster status (the controller shard).
+    ClusterStatus,
     Apply(Metadata),
     /// Work for a consumer group's coordinator.
     Group(crate::partition::group::ops::GroupOp),
@@ -101,6 +103,7 @@ pub(crate) enum ShardReply {
     Offset(Result<i64, ErrorCode>),
     State(Result<(u64, u64), ErrorCode>),
     Admin(Result<(), (ErrorCode, String)>),
+    ClusterStatus(Box<rill_net::message::ResponseBody>),
     Applied,
     Group(crate::partition::group::ops::GroupReply),
 }
@@ -395,6 +398,17 @@ impl Shard {
             ShardRequest::Apply(metadata) => {
                 self.apply(metadata).await;
                 ShardReply::Applied
+            }
+            ShardRequest::ClusterStatus => {
+                let group = self.metadata_group.borrow().clone();
+                let linked = self.peers.borrow().as_ref().map(|p| p.linked()).unwrap_or_default();
+                ShardReply::ClusterStatus(Box::new(match group {
+                    Some(group) => crate::cluster::status::cluster_status(&group, &linked),
+                    None => rill_net::message::ResponseBody::Status {
+                        error: ErrorCode::NotController,
+                        message: "the metadata group is not open".into(),
+                    },
+                }))
             }
             ShardRequest::Group(op) => ShardReply::Group(
                 crate::partition::group::ops::run(self.groups.clone(), || self.metadata(), op).await,

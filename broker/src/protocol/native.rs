@@ -11,7 +11,7 @@ use rill_net::message::{
 };
 use rill_net::record_batch;
 
-use crate::cluster::controller::AdminOp;
+use crate::cluster::controller::{AdminOp, CONTROLLER};
 use crate::cluster::metadata::TopicName;
 use crate::cluster::topic_config::SettingsChange;
 use crate::partition::fetch::fetch_outcomes;
@@ -46,6 +46,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes, or
         RequestBody::Fetch { .. }
             | RequestBody::ListOffsets { .. }
             | RequestBody::ListTopics
+            | RequestBody::ClusterStatus
             | RequestBody::DescribeTopic { .. }
             | RequestBody::ListGroups
             | RequestBody::DescribeGroup { .. }
@@ -91,6 +92,10 @@ pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes, or
                 admin(shard, op).await
             }
             Err(e) => status(ErrorCode::UnknownTopic, e.to_string()),
+        },
+        RequestBody::ClusterStatus => match shard.call(CONTROLLER, ShardRequest::ClusterStatus).await {
+            ShardReply::ClusterStatus(body) => (*body, Vec::new()),
+            _ => status(ErrorCode::ShuttingDown, "the controller shard is stopping"),
         },
         RequestBody::ListTopics => {
             let names = shard.metadata().topics.keys().map(|n| n.to_string()).collect();

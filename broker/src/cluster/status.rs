@@ -1,0 +1,43 @@
+//! `rill cluster status`: the cluster as the controller shard of the answering node sees it.
+
+use rill_net::message::{NodeStatus, ResponseBody};
+
+use crate::cluster::metadata_group::MetadataGroup;
+use crate::cluster::state::NodeId;
+
+/// Nodes, liveness (this node and those it has a live link to), replicas and leaders per node,
+/// and the partitions that have fewer in-sync replicas than replicas (all with more than one,
+/// until partition data is replicated).
+pub(crate) fn cluster_status(group: &MetadataGroup, linked: &[NodeId]) -> ResponseBody {
+    let state = group.state();
+    let mut nodes: Vec<NodeStatus> = state
+        .nodes
+        .iter()
+        .map(|(id, info)| NodeStatus {
+            id: *id,
+            kafka_address: info.kafka_address.clone(),
+            cluster_address: info.cluster_address.clone(),
+            shards: info.shard_count,
+            alive: *id == group.node() || linked.contains(id),
+            replicas: 0,
+            leaders: 0,
+        })
+        .collect();
+    let mut under_replicated = 0;
+    for replicas in state.topics.values().flat_map(|t| t.partitions.iter()) {
+        for (i, replica) in replicas.iter().enumerate() {
+            if let Some(node) = nodes.iter_mut().find(|n| n.id == replica.node) {
+                node.replicas += 1;
+                node.leaders += u32::from(i == 0);
+            }
+        }
+        // Only the leader holds the data until partitions are replicated (issue 14).
+        under_replicated += u32::from(replicas.len() > 1);
+    }
+    ResponseBody::ClusterStatus {
+        controller: group.leader(),
+        answered_by: group.node(),
+        nodes,
+        under_replicated,
+    }
+}
