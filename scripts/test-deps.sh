@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives besides Rust: fio (the baseline `rill tune probe` is
-# checked against) and the Kafka clients under test (kcat; confluent-kafka, kafka-python with
+# checked against), iproute2 (the cluster tests' network namespaces) and the Kafka clients under test (kcat; confluent-kafka, kafka-python with
 # their codecs; kafkajs). Quick when everything is there already. Needs root for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,8 @@ command -v fio >/dev/null 2>&1 || missing+=(fio)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+# The cluster tests put each node in its own network namespace (ip netns, veth, a bridge).
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q >/dev/null
   apt-get install -y -q "${missing[@]}" >/dev/null

@@ -9,6 +9,8 @@
 //!   and after healing the isolated node has the majority's change.
 //! - A node with a certificate from another CA is never admitted, and one whose certificate
 //!   names another node id does not start.
+//! - Kafka clients (confluent-kafka): an admin client, an idempotent producer and a consumer
+//!   group, each bootstrapped from a different node, use every node.
 
 mod netns;
 
@@ -199,4 +201,60 @@ fn nodes_of_another_ca_or_claiming_another_id_are_refused() {
     assert!(!out.status.success());
     let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(output.contains("node-2.pem names node 3, not this node (2)"), "{output}");
+}
+
+/// Kafka clients against three nodes: confluent-kafka's admin client creates a topic through
+/// one node (forwarded to the controller), a producer bootstrapped from another writes to every
+/// partition (each led by a different node) and a consumer bootstrapped from the third reads
+/// every record back.
+#[test]
+fn kafka_clients_use_every_node_of_a_three_node_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::new(3);
+    let tls = tls_dir(tmp.path(), 3);
+    let seeds = seeds(&net, 3);
+    let nodes: Vec<Node> = (1..=3).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds)).collect();
+    agreed_controller(&nodes.iter().collect::<Vec<_>>(), 3);
+    let script = r#"
+import sys
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+admin_node, producer_node, consumer_node = sys.argv[1:4]
+admin = AdminClient({"bootstrap.servers": admin_node})
+admin.create_topics([NewTopic("spread", 6, 1)])["spread"].result(30)
+meta = admin.list_topics(timeout=10)
+assert len(meta.brokers) == 3, meta.brokers
+leaders = sorted({p.leader for p in meta.topics["spread"].partitions.values()})
+assert leaders == [1, 2, 3], leaders
+producer = Producer({"bootstrap.servers": producer_node, "acks": "all", "enable.idempotence": True})
+acked = []
+for i in range(600):
+    producer.produce("spread", value=b"v%d" % i, partition=i % 6,
+                     on_delivery=lambda err, msg: acked.append(msg) if err is None else sys.exit("delivery: %s" % err))
+producer.flush(30)
+assert len(acked) == 600, len(acked)
+consumer = Consumer({"bootstrap.servers": consumer_node, "group.id": "spread-readers",
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
+consumer.subscribe(["spread"])
+seen = set()
+import time
+deadline = time.time() + 60
+while len(seen) < 600 and time.time() < deadline:
+    msg = consumer.poll(1.0)
+    if msg is not None and msg.error() is None:
+        seen.add(msg.value())
+consumer.close()
+assert len(seen) == 600, len(seen)
+print("ok", len(acked), len(seen))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &nodes[0].kafka(), &nodes[1].kafka(), &nodes[2].kafka()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("ok 600 600"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
