@@ -39,6 +39,9 @@ kafka_listen = "127.0.0.1:9092"
 # cluster_listen = "10.0.0.1:9500"
 # seeds = ["1@10.0.0.1:9500", "2@10.0.0.2:9500", "3@10.0.0.3:9500"]
 # cluster_tls_dir = "./cluster-tls"
+# A node added to a running cluster (`rill cluster add-node --node-id N` first) starts with
+# join = true and an id above every seed's; it gets the cluster's metadata from the controller.
+# join = false
 "#;
 
 /// The file form of the configuration; every field optional over the default.
@@ -73,6 +76,8 @@ pub struct ConfigFile {
     pub seeds: Option<Vec<String>>,
     /// Directory of the cluster CA certificate and this node's certificate and key.
     pub cluster_tls_dir: Option<PathBuf>,
+    /// Join an existing cluster (after `rill cluster add-node`) instead of forming a new one.
+    pub join: Option<bool>,
 }
 
 /// The resolved configuration the broker runs with.
@@ -109,6 +114,8 @@ pub struct ClusterConfig {
     pub seeds: std::collections::BTreeMap<u32, SocketAddr>,
     /// The directory of `ca.pem`, `node-<id>.pem` and `node-<id>.key`.
     pub tls_dir: PathBuf,
+    /// Join an existing cluster: start with no voters and wait for the controller.
+    pub join: bool,
 }
 
 impl ConfigFile {
@@ -143,6 +150,7 @@ impl ConfigFile {
             cluster_listen: other.cluster_listen.or(self.cluster_listen),
             seeds: other.seeds.or(self.seeds),
             cluster_tls_dir: other.cluster_tls_dir.or(self.cluster_tls_dir),
+            join: other.join.or(self.join),
         }
     }
 
@@ -243,5 +251,11 @@ fn cluster_config(file: &ConfigFile) -> Result<Option<ClusterConfig>> {
     if !members.contains_key(&node_id) {
         return Err(bad(format!("seeds: they must include this node ({node_id})")));
     }
-    Ok(Some(ClusterConfig { node_id, listen, seeds: members, tls_dir: tls_dir.clone() }))
+    let join = file.join.unwrap_or(false);
+    if join && members.keys().any(|&id| id > node_id) {
+        return Err(bad(format!(
+            "join: a joining node dials the members, so its id ({node_id}) must be above every seed's"
+        )));
+    }
+    Ok(Some(ClusterConfig { node_id, listen, seeds: members, tls_dir: tls_dir.clone(), join }))
 }

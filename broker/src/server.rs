@@ -310,6 +310,7 @@ async fn open_metadata_group(
             let initial = ClusterState::from_local(&ctx.metadata, node, info.clone());
             Bootstrap::Snapshot { index: 1, term: 1, voters: vec![raft_id(node)], data: initial.snapshot() }
         }
+        Some(c) if c.join => Bootstrap::Join,
         Some(c) => Bootstrap::Voters(c.seeds.keys().map(|id| raft_id(*id)).collect()),
     };
     let path = crate::cluster::controller::journal_path(&ctx.config.data_dir);

@@ -53,6 +53,10 @@ pub enum Kind {
     AlterTopic = 19,
     /// The cluster's nodes, their liveness and partitions, and the controller.
     ClusterStatus = 20,
+    /// Make a node a voter of the cluster's metadata group.
+    AddNode = 21,
+    /// Take a node out of the cluster.
+    RemoveNode = 22,
 }
 
 /// Set in a response frame's kind.
@@ -85,6 +89,8 @@ impl Kind {
             FetchOffsets,
             AlterTopic,
             ClusterStatus,
+            AddNode,
+            RemoveNode,
         ]
         .into_iter()
         .find(|k| *k as u16 == v)
@@ -352,6 +358,16 @@ pub enum RequestBody {
     },
     /// The cluster's status as the answering node sees it.
     ClusterStatus,
+    /// Add node `id` to the cluster (start it with `--join` afterwards).
+    AddNode {
+        /// The node.
+        id: u32,
+    },
+    /// Remove node `id` from the cluster (refused while it holds replicas).
+    RemoveNode {
+        /// The node.
+        id: u32,
+    },
 }
 
 impl RequestBody {
@@ -378,6 +394,8 @@ impl RequestBody {
             RequestBody::FetchOffsets { .. } => Kind::FetchOffsets,
             RequestBody::AlterTopic { .. } => Kind::AlterTopic,
             RequestBody::ClusterStatus => Kind::ClusterStatus,
+            RequestBody::AddNode { .. } => Kind::AddNode,
+            RequestBody::RemoveNode { .. } => Kind::RemoveNode,
         }
     }
 }

@@ -22,6 +22,19 @@ pub enum ClusterCommand {
     /// Nodes, their liveness as the asked node sees it, the controller, replicas and leaders
     /// per node, and the under-replicated partitions.
     Status,
+    /// Add node N to the cluster as a voter of its metadata group; then start it with `rill
+    /// serve --join` (its id above the seeds'), and it catches up from the controller.
+    AddNode {
+        /// The new node's id.
+        #[arg(long)]
+        node_id: u32,
+    },
+    /// Remove node N from the cluster (refused while it still holds replicas).
+    RemoveNode {
+        /// The node's id.
+        #[arg(long)]
+        node_id: u32,
+    },
 }
 
 /// `rill cluster ca ...`
@@ -59,6 +72,18 @@ pub fn run(broker: &str, cmd: ClusterCommand) -> anyhow::Result<()> {
         ClusterCommand::Ca(CaCommand::Init { dir, name }) => ca_init(&dir, &name),
         ClusterCommand::Cert(CertCommand::Issue { node_id, dir }) => cert_issue(&dir, node_id),
         ClusterCommand::Status => status(broker),
+        ClusterCommand::AddNode { node_id } => {
+            crate::client::Client::connect(broker)?
+                .call_status(&rill_net::message::RequestBody::AddNode { id: node_id })?;
+            println!("node {node_id} added; start it with `rill serve --join`");
+            Ok(())
+        }
+        ClusterCommand::RemoveNode { node_id } => {
+            crate::client::Client::connect(broker)?
+                .call_status(&rill_net::message::RequestBody::RemoveNode { id: node_id })?;
+            println!("node {node_id} removed");
+            Ok(())
+        }
     }
 }
 

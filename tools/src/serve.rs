@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// `rill cluster cert issue`).
     #[arg(long)]
     cluster_tls_dir: Option<PathBuf>,
+    /// Join a running cluster (after `rill cluster add-node --node-id N`) instead of forming one.
+    #[arg(long)]
+    join: bool,
 }
 
 /// Runs the broker in the foreground.
@@ -73,6 +76,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         cluster_listen: args.cluster_listen,
         seeds: args.seeds,
         cluster_tls_dir: args.cluster_tls_dir,
+        join: args.join.then_some(true),
         ..ConfigFile::default()
     };
     rill_broker::exit_on_panic();

@@ -9,6 +9,7 @@
 //!   and after healing the isolated node has the majority's change.
 //! - A node with a certificate from another CA is never admitted, and one whose certificate
 //!   names another node id does not start.
+//! - `rill cluster add-node` and `serve --join` grow the cluster; `remove-node` shrinks it.
 //! - Kafka clients (confluent-kafka): an admin client, an idempotent producer and a consumer
 //!   group, each bootstrapped from a different node, use every node.
 
@@ -257,4 +258,37 @@ print("ok", len(acked), len(seen))
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `rill cluster add-node` makes a fourth node a voter; started with `--join` it catches up
+/// from the controller, registers, and takes partitions; `remove-node` is refused while it holds
+/// replicas and done once it holds none.
+#[test]
+fn a_node_is_added_catches_up_takes_partitions_and_is_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::new(4);
+    let tls = tls_dir(tmp.path(), 4);
+    let seeds3 = seeds(&net, 3);
+    let nodes: Vec<Node> = (1..=3).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds3)).collect();
+    agreed_controller(&nodes.iter().collect::<Vec<_>>(), 3);
+    create_eventually(&nodes[0], "before", Duration::from_secs(20));
+    nodes[1].rill(&["cluster", "add-node", "--node-id", "4"]).unwrap();
+    let fourth = Node::start_with(&net, 4, tmp.path(), &tls, &seeds(&net, 4), &["--join"]);
+    eventually(Duration::from_secs(20), "the new node catching up", || {
+        fourth.view().contains("[topics.before]").then_some(())
+    });
+    agreed_controller(&[&nodes[0], &nodes[1], &nodes[2], &fourth], 4);
+    create_eventually(&fourth, "after", Duration::from_secs(20));
+    let status = fourth.rill(&["cluster", "status"]).unwrap();
+    let line = status.lines().find(|l| l.split_whitespace().next() == Some("4")).unwrap();
+    assert!(line.contains("alive"), "{status}");
+    let refused = nodes[0].rill(&["cluster", "remove-node", "--node-id", "4"]).unwrap_err();
+    assert!(refused.contains("still holds"), "{refused}");
+    nodes[0].rill(&["topic", "delete", "after"]).unwrap();
+    nodes[0].rill(&["cluster", "remove-node", "--node-id", "4"]).unwrap();
+    eventually(Duration::from_secs(10), "three brokers again", || {
+        nodes[2].kcat_metadata().contains(" 3 brokers:").then_some(())
+    });
+    // The three go on without it.
+    create_eventually(&nodes[2], "without-four", Duration::from_secs(20));
 }

@@ -59,6 +59,14 @@ pub(crate) enum AdminOp {
         id: NodeId,
         info: NodeInfo,
     },
+    /// Make a node a voter of the metadata group (it was started with `--join`).
+    AddNode {
+        id: NodeId,
+    },
+    /// Take a node out of the cluster (refused while it holds replicas).
+    RemoveNode {
+        id: NodeId,
+    },
 }
 
 /// What the controller needs from the shard it runs on (the partition service implements it,
@@ -136,6 +144,38 @@ async fn run_here_or_forward<H: ControllerHost>(
     };
     let unknown = |name: &TopicName| (ErrorCode::UnknownTopic, format!("unknown topic {name}"));
     let (command, validate_only) = match op {
+        AdminOp::AddNode { id } => {
+            if group.voters().contains(&id) {
+                return Ok(());
+            }
+            return group.propose_membership(id, true).await;
+        }
+        AdminOp::RemoveNode { id } => {
+            let held = state
+                .topics
+                .values()
+                .flat_map(|t| t.partitions.iter().flatten())
+                .filter(|r| r.node == id)
+                .count();
+            if held > 0 {
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "node {id} still holds {held} replicas, which have nowhere to go (reassignment is not built yet)"
+                    ),
+                ));
+            }
+            if !group.voters().contains(&id) && !state.nodes.contains_key(&id) {
+                return Err((ErrorCode::InvalidRequest, format!("node {id} is not in the cluster")));
+            }
+            if group.voters().contains(&id) {
+                group.propose_membership(id, false).await?;
+            }
+            if !state.nodes.contains_key(&id) {
+                return Ok(());
+            }
+            (Command::RemoveNode { id }, false)
+        }
         AdminOp::Create { name, partitions, replication_factor, assignment, settings, validate_only } => {
             profile_check(&settings)?;
             check_partitions(partitions)?;

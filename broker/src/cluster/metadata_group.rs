@@ -40,6 +40,12 @@ pub(crate) fn node_of(raft_id: u64) -> NodeId {
 
 type Reply = Result<(), Refusal>;
 
+/// What the driver proposes: a state change, or a change of the group's voters.
+enum Proposal {
+    Command(Command),
+    Membership { node: NodeId, add: bool },
+}
+
 /// What the driver needs from the shard it runs on.
 pub(crate) trait GroupHost: 'static {
     /// Has every shard of this node adopt `view` (opening and removing logs) and persists it
@@ -55,11 +61,13 @@ pub(crate) struct MetadataGroup {
     state: RefCell<Rc<ClusterState>>,
     leader: Cell<Option<NodeId>>,
     term: Cell<u64>,
+    /// The group's voters as last applied.
+    voters: RefCell<Vec<NodeId>>,
     /// This node leads and its published state is the latest (see `Group::leads_caught_up`).
     caught_up: Cell<bool>,
     /// Signalled after every pass of the driver.
     passed: Notify,
-    proposals: RefCell<VecDeque<(Command, Option<LocalSender<Reply>>)>>,
+    proposals: RefCell<VecDeque<(Proposal, Option<LocalSender<Reply>>)>>,
     inbox: RefCell<Vec<RaftMessage>>,
     outbox: RefCell<Vec<RaftMessage>>,
     /// Wakes the driver: a proposal or a message arrived, or the group stops.
@@ -85,6 +93,7 @@ impl MetadataGroup {
             state: RefCell::new(Rc::new(state)),
             leader: Cell::new(None),
             term: Cell::new(0),
+            voters: RefCell::new(Vec::new()),
             caught_up: Cell::new(false),
             passed: Notify::default(),
             proposals: RefCell::new(VecDeque::new()),
@@ -104,6 +113,11 @@ impl MetadataGroup {
     /// The cluster state as last applied on this node.
     pub(crate) fn state(&self) -> Rc<ClusterState> {
         self.state.borrow().clone()
+    }
+
+    /// The group's voters as last applied here.
+    pub(crate) fn voters(&self) -> Vec<NodeId> {
+        self.voters.borrow().clone()
     }
 
     /// The controller (the group's leader) as this node knows it.
@@ -141,8 +155,21 @@ impl MetadataGroup {
         if self.stopped.get() {
             return Err((ErrorCode::ShuttingDown, "the metadata group is stopped".into()));
         }
+        self.submit(Proposal::Command(command)).await
+    }
+
+    /// Adds (`add`) or removes node `node` as a voter of the group, and waits until the change
+    /// is applied here.
+    pub(crate) async fn propose_membership(&self, node: NodeId, add: bool) -> Reply {
+        if self.stopped.get() {
+            return Err((ErrorCode::ShuttingDown, "the metadata group is stopped".into()));
+        }
+        self.submit(Proposal::Membership { node, add }).await
+    }
+
+    async fn submit(&self, proposal: Proposal) -> Reply {
         let (tx, rx) = local_channel::new_bounded(1);
-        self.proposals.borrow_mut().push_back((command, Some(tx)));
+        self.proposals.borrow_mut().push_back((proposal, Some(tx)));
         self.wake.notify_all();
         // The driver answers within PROPOSAL_TIMEOUT of taking it, or once every shard adopted it.
         rx.recv().await.unwrap_or(Err((ErrorCode::NotController, "the metadata group stopped".into())))
@@ -212,8 +239,12 @@ impl MetadataGroup {
             for message in std::mem::take(&mut *self.inbox.borrow_mut()) {
                 group.step(message);
             }
-            for (command, reply) in std::mem::take(&mut *self.proposals.borrow_mut()) {
-                match group.propose(command.encode()) {
+            for (proposal, reply) in std::mem::take(&mut *self.proposals.borrow_mut()) {
+                let proposed = match proposal {
+                    Proposal::Command(command) => group.propose(command.encode()),
+                    Proposal::Membership { node, add } => group.propose_membership(raft_id(node), add),
+                };
+                match proposed {
                     Ok(id) => {
                         if let Some(reply) = reply {
                             waiters.insert(id, (Instant::now() + PROPOSAL_TIMEOUT, reply));
@@ -258,7 +289,14 @@ impl MetadataGroup {
                             replies.push((waiter, outcome));
                         }
                     }
-                    Applied::Membership { .. } | Applied::Restored { .. } => changed = true,
+                    Applied::Membership { proposal, voters, .. } => {
+                        tracing::info!(voters = ?voters.iter().map(|v| node_of(*v)).collect::<Vec<_>>(), "metadata group voters changed");
+                        changed = true;
+                        if let Some((_, waiter)) = proposal.and_then(|p| waiters.remove(&p)) {
+                            replies.push((waiter, Ok(())));
+                        }
+                    }
+                    Applied::Restored { .. } => changed = true,
                 }
             }
             let leader = group.leader().map(node_of);
@@ -309,6 +347,7 @@ impl MetadataGroup {
                     )));
                 }
             }
+            *self.voters.borrow_mut() = group.voters().iter().map(|v| node_of(*v)).collect();
             self.caught_up.set(group.leads_caught_up());
             self.passed.notify_all();
             // Announce this node (first start, new addresses, another shard count) once it is

@@ -114,8 +114,15 @@ impl Peers {
 
     async fn dial_loop(self: Rc<Self>) {
         loop {
+            // The seeds, and the nodes registered since (nodes added to the cluster).
+            let mut known = self.seeds.clone();
+            for (id, info) in &self.group.state().nodes {
+                if let Ok(addr) = info.cluster_address.parse() {
+                    known.entry(*id).or_insert(addr);
+                }
+            }
             let lower: Vec<(NodeId, SocketAddr)> =
-                self.seeds.iter().filter(|(id, _)| **id < self.node).map(|(id, a)| (*id, *a)).collect();
+                known.iter().filter(|(id, _)| **id < self.node).map(|(id, a)| (*id, *a)).collect();
             for (peer, addr) in lower {
                 let linked =
                     self.links.borrow().contains_key(&peer) || self.dialling.borrow().contains_key(&peer);

@@ -93,6 +93,8 @@ pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes, or
             }
             Err(e) => status(ErrorCode::UnknownTopic, e.to_string()),
         },
+        RequestBody::AddNode { id } => admin(shard, AdminOp::AddNode { id }).await,
+        RequestBody::RemoveNode { id } => admin(shard, AdminOp::RemoveNode { id }).await,
         RequestBody::ClusterStatus => match shard.call(CONTROLLER, ShardRequest::ClusterStatus).await {
             ShardReply::ClusterStatus(body) => (*body, Vec::new()),
             _ => status(ErrorCode::ShuttingDown, "the controller shard is stopping"),

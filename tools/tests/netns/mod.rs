@@ -127,11 +127,12 @@ pub struct Node {
 impl Node {
     /// Starts node `id` (namespace `ns`) with `seeds`; waits until it listens.
     pub fn start(net: &Net, id: u32, dir: &Path, tls: &Path, seeds: &str) -> Node {
-        Node::start_as(net, id, id, dir, tls, seeds)
+        Node::start_with(net, id, dir, tls, seeds, &[])
     }
 
-    /// Starts the process in namespace `slot` claiming node id `id`.
-    pub fn start_as(net: &Net, slot: u32, id: u32, dir: &Path, tls: &Path, seeds: &str) -> Node {
+    /// As [`Node::start`], with more `rill serve` arguments.
+    pub fn start_with(net: &Net, id: u32, dir: &Path, tls: &Path, seeds: &str, extra: &[&str]) -> Node {
+        let slot = id;
         let data = dir.join(format!("node-{slot}"));
         let log = dir.join(format!("node-{slot}.log"));
         let ip = net.ip(slot);
@@ -142,6 +143,7 @@ impl Node {
             .args(["--native-listen", &format!("{ip}:9300"), "--kafka-listen", &format!("{ip}:9092")])
             .args(["--node-id", &id.to_string(), "--cluster-listen", &format!("{ip}:9500")])
             .args(["--seeds", seeds, "--cluster-tls-dir", tls.to_str().unwrap()])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(out.try_clone().unwrap())
             .stderr(out)
