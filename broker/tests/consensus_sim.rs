@@ -10,6 +10,9 @@
 //!   restarted member included (it rebuilds from its snapshot and log);
 //! - log order: each member applies indexes in increasing order.
 //!
+//! A third of the seeds start with three voters of five members; the leader adds the other two
+//! (Raft membership changes) while the faults run.
+//!
 //! And, after the network heals and crashes stop, that a leader is elected, a new command
 //! commits, and every member holds the same applied sequence, which contains every command any
 //! member ever applied (nothing committed was lost).
@@ -99,6 +102,8 @@ struct Sim {
     applied: BTreeMap<u64, Vec<u8>>,
     proposed: u64,
     stats: Stats,
+    /// Members 4 and 5 start outside the group and are added by the leader while faults run.
+    growth: bool,
 }
 
 /// What the faults did, summed over seeds: the test fails if a kind of fault never happened.
@@ -110,6 +115,7 @@ struct Stats {
     terms: u64,
     partitions: u64,
     committed: u64,
+    memberships: u64,
 }
 
 fn config(seed: u64, id: u64, incarnation: u64) -> GroupConfig {
@@ -184,7 +190,7 @@ impl Sim {
                             self.stats.restores += 1;
                             self.check_machine(i)
                         }
-                        Applied::Membership { .. } => {}
+                        Applied::Membership { .. } => self.stats.memberships += 1,
                     }
                 }
                 self.send(output.messages);
@@ -209,6 +215,17 @@ impl Sim {
         m.disk.cut_now();
         m.group = None;
         m.restart_at = restart_at;
+    }
+
+    /// The leader (if any) proposes the next member outside the group as a voter.
+    fn add_next_member(&mut self) {
+        let n = self.members.len() as u64;
+        if let Some(group) = self.members.iter_mut().filter_map(|m| m.group.as_mut()).find(|g| g.is_leader())
+        {
+            if let Some(next) = (1..=n).find(|id| !group.voters().contains(id)) {
+                let _ = group.propose_membership(next, true);
+            }
+        }
     }
 
     fn check_leaders(&mut self) {
@@ -279,6 +296,9 @@ impl Sim {
                 group.tick();
             }
         }
+        if self.growth && self.rng.random_range(0..if faults { 150 } else { 40 }) == 0 {
+            self.add_next_member();
+        }
         if faults && self.rng.random_range(0..10) < 3 {
             let i = self.rng.random_range(0..n);
             if let Some(group) = self.members[i].group.as_mut().filter(|g| g.is_leader()) {
@@ -304,8 +324,9 @@ async fn run_seed(seed: u64) -> Stats {
     }
     let _report = Report(seed);
     let mut rng = StdRng::seed_from_u64(seed);
-    let n: u64 = if rng.random_range(0..3) == 0 { 5 } else { 3 };
-    let voters: Vec<u64> = (1..=n).collect();
+    let growth = rng.random_range(0..3) == 0;
+    let n: u64 = if growth || rng.random_range(0..3) == 0 { 5 } else { 3 };
+    let voters: Vec<u64> = if growth { vec![1, 2, 3] } else { (1..=n).collect() };
     let drop_per_mille = rng.random_range(0..150);
     let duplicate_per_mille = rng.random_range(0..100);
     let mut members = Vec::new();
@@ -335,6 +356,7 @@ async fn run_seed(seed: u64) -> Stats {
         applied: BTreeMap::new(),
         proposed: 0,
         stats: Stats::default(),
+        growth,
     };
     for _ in 0..1600 {
         sim.step(true, &voters).await;
@@ -429,6 +451,7 @@ fn raft_safety_holds_under_loss_partitions_and_power_cuts() {
                 total.terms += s.terms;
                 total.partitions += s.partitions;
                 total.committed += s.committed;
+                total.memberships += s.memberships;
             }
             eprintln!("{count} seeds: {total:?}");
             if count >= 100 {

@@ -330,7 +330,8 @@ impl<S: StateMachine> Group<S> {
         // alone have grown the journal.
         let entries_due = self.applied >= self.raw.store().snapshot_index() + self.compact_every;
         let records_due = self.writer.records_since_rewrite() >= 4 * self.compact_every;
-        if self.applied > 0 && (entries_due || records_due) {
+        let wanted = self.raw.store().take_snapshot_wanted();
+        if self.applied > 0 && (entries_due || records_due || wanted) {
             self.compact().await?;
         }
         Ok(output)

@@ -79,7 +79,7 @@ impl Core {
 
 /// The in-memory side, shared with the `RawNode` as its [`Storage`].
 #[derive(Clone, Debug, Default)]
-pub(crate) struct LogStore(Rc<RefCell<Core>>);
+pub(crate) struct LogStore(Rc<RefCell<Core>>, Rc<std::cell::Cell<bool>>);
 
 /// The on-disk side: the journal that the store's changes are written to first.
 #[derive(Debug)]
@@ -187,7 +187,7 @@ impl LogWriter {
                 journal.sync().await?;
             }
         }
-        Ok(LogWriter { journal, store: LogStore(Rc::new(RefCell::new(core))), records_since_rewrite })
+        Ok(LogWriter { journal, store: LogStore(Rc::new(RefCell::new(core)), Rc::default()), records_since_rewrite })
     }
 
     /// The store to hand to the `RawNode`.
@@ -283,6 +283,13 @@ impl LogStore {
     pub fn last_snapshot(&self) -> Snapshot {
         self.0.borrow().snapshot.clone()
     }
+
+    /// Whether the leader asked for a snapshot the store could not give (none yet, too old, or
+    /// one whose voters do not include the follower): the group takes a new one; reading
+    /// clears the flag.
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.1.replace(false)
+    }
 }
 
 impl Storage for LogStore {
@@ -334,10 +341,15 @@ impl Storage for LogStore {
         Ok(self.0.borrow().last_index())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let core = self.0.borrow();
-        if core.snapshot_index() < request_index || core.snapshot_index() == 0 {
-            // The group takes a newer snapshot at its next compaction.
+        let conf = core.snapshot.get_metadata().get_conf_state();
+        // A follower refuses a snapshot whose voters leave it out (one taken before it was
+        // added): it would wait forever for one it accepts.
+        let names_follower = conf.voters.contains(&to) || conf.learners.contains(&to);
+        if core.snapshot_index() < request_index || core.snapshot_index() == 0 || !names_follower {
+            // The group takes a new snapshot at its next advance.
+            self.1.set(true);
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
         Ok(core.snapshot.clone())
