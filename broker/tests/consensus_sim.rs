@@ -220,11 +220,11 @@ impl Sim {
     /// The leader (if any) proposes the next member outside the group as a voter.
     fn add_next_member(&mut self) {
         let n = self.members.len() as u64;
-        if let Some(group) = self.members.iter_mut().filter_map(|m| m.group.as_mut()).find(|g| g.is_leader())
+        let leader = self.members.iter_mut().filter_map(|m| m.group.as_mut()).find(|g| g.is_leader());
+        if let Some(group) = leader
+            && let Some(next) = (1..=n).find(|id| !group.voters().contains(id))
         {
-            if let Some(next) = (1..=n).find(|id| !group.voters().contains(id)) {
-                let _ = group.propose_membership(next, true);
-            }
+            let _ = group.propose_membership(next, true);
         }
     }
 

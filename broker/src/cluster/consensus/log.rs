@@ -187,7 +187,11 @@ impl LogWriter {
                 journal.sync().await?;
             }
         }
-        Ok(LogWriter { journal, store: LogStore(Rc::new(RefCell::new(core)), Rc::default()), records_since_rewrite })
+        Ok(LogWriter {
+            journal,
+            store: LogStore(Rc::new(RefCell::new(core)), Rc::default()),
+            records_since_rewrite,
+        })
     }
 
     /// The store to hand to the `RawNode`.
