@@ -22,18 +22,31 @@ use netns::{Net, Node, eventually, seeds, tls_dir};
 /// Waits until every running node's Kafka metadata lists `count` brokers and one controller;
 /// returns the controller.
 fn agreed_controller(nodes: &[&Node], count: usize) -> u32 {
-    eventually(Duration::from_secs(30), "a controller every node names", || {
-        let mut controllers = Vec::new();
-        for node in nodes {
-            let metadata = node.kcat_metadata();
-            if !metadata.contains(&format!(" {count} brokers:")) {
-                return None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metadata: Vec<String> = nodes.iter().map(|n| n.kcat_metadata()).collect();
+        if metadata.iter().all(|m| m.contains(&format!(" {count} brokers:"))) {
+            let mut controllers: Vec<Option<u32>> =
+                metadata.iter().map(|m| netns::controller_in(m)).collect();
+            controllers.dedup();
+            if let [Some(controller)] = controllers[..] {
+                return controller;
             }
-            controllers.push(node.controller()?);
         }
-        controllers.dedup();
-        (controllers.len() == 1).then(|| controllers[0])
-    })
+        if Instant::now() > deadline {
+            let views: Vec<String> = nodes
+                .iter()
+                .zip(&metadata)
+                .map(|(n, m)| {
+                    let log = n.log_text();
+                    let tail: Vec<&str> = log.lines().rev().take(12).collect();
+                    format!("node {}:\n{m}\nlog tail (newest first):\n{}", n.id, tail.join("\n"))
+                })
+                .collect();
+            panic!("no controller every node names with {count} brokers:\n{}", views.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Creates `topic` through `node`, retrying while the cluster elects; returns the time taken.

@@ -31,7 +31,14 @@ impl Net {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let tag = format!("r{:x}{n}", pid % 0xfffff);
-        let subnet = 16 + (pid * 8 + n) % 200;
+        // A subnet no interface here uses (a test killed by a timeout leaves its bridge behind).
+        let used =
+            String::from_utf8_lossy(&Command::new("ip").args(["-br", "addr"]).output().unwrap().stdout)
+                .into_owned();
+        let subnet = (0..200)
+            .map(|k| 16 + (pid * 8 + n + k) % 200)
+            .find(|s| !used.contains(&format!("10.231.{s}.")))
+            .expect("a free subnet");
         let net = Net { tag, subnet, nodes };
         let bridge = net.bridge();
         sh(&["ip", "link", "add", &bridge, "type", "bridge"]);
@@ -200,11 +207,7 @@ impl Node {
 
     /// The controller as this node's Kafka metadata names it.
     pub fn controller(&self) -> Option<u32> {
-        let metadata = self.kcat_metadata();
-        metadata
-            .lines()
-            .find(|l| l.contains("(controller)"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        controller_in(&self.kcat_metadata())
     }
 
     /// The topics in this node's adopted view (`metadata.toml`).
@@ -222,6 +225,14 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The controller a `kcat -L` output names.
+pub fn controller_in(metadata: &str) -> Option<u32> {
+    metadata
+        .lines()
+        .find(|l| l.contains("(controller)"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
 }
 
 /// `1@ip:9500,2@ip:9500,...`
