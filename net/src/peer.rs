@@ -37,8 +37,8 @@ pub enum PeerFrame {
     AdminReply {
         /// The request's id.
         id: u64,
-        /// The native error code (0: done).
-        code: u16,
+        /// The outcome (`ErrorCode::None`: done).
+        code: crate::message::ErrorCode,
         /// Why it failed.
         message: String,
     },
@@ -121,7 +121,11 @@ mod tests {
             PeerFrame::Hello { node: 3 },
             PeerFrame::Raft { group: 0, message: vec![1, 2, 3] },
             PeerFrame::Admin { id: 7, request: b"{}".to_vec() },
-            PeerFrame::AdminReply { id: 7, code: 5, message: "exists".into() },
+            PeerFrame::AdminReply {
+                id: 7,
+                code: crate::message::ErrorCode::TopicExists,
+                message: "exists".into(),
+            },
         ];
         let bytes: Vec<u8> = frames.iter().flat_map(|f| f.encode()).collect();
         for cut in [1, 3, 7, bytes.len()] {

@@ -275,8 +275,8 @@ impl Peers {
                         }
                     };
                     let (code, message) = match reply {
-                        Ok(()) => (ErrorCode::None as u16, String::new()),
-                        Err((code, message)) => (code as u16, message),
+                        Ok(()) => (ErrorCode::None, String::new()),
+                        Err((code, message)) => (code, message),
                     };
                     if let Some(link) = peers.links.borrow().get(&peer).cloned() {
                         peers.enqueue(&link, PeerFrame::AdminReply { id, code, message }.encode(), true);
@@ -286,11 +286,7 @@ impl Peers {
             }
             PeerFrame::AdminReply { id, code, message } => {
                 if let Some(waiter) = self.pending.borrow_mut().remove(&id) {
-                    let reply = if code == ErrorCode::None as u16 {
-                        Ok(())
-                    } else {
-                        Err((error_code(code), message))
-                    };
+                    let reply = if code == ErrorCode::None { Ok(()) } else { Err((code, message)) };
                     let _ = waiter.try_send(reply);
                 }
             }
@@ -379,33 +375,4 @@ impl Peers {
         self.pending.borrow_mut().remove(&id);
         result
     }
-}
-
-/// The native error code of a number a peer sent.
-fn error_code(code: u16) -> ErrorCode {
-    use ErrorCode as E;
-    [
-        E::UnknownTopic,
-        E::UnknownPartition,
-        E::OffsetOutOfRange,
-        E::InvalidRequest,
-        E::TopicExists,
-        E::InvalidTopicName,
-        E::CorruptBatch,
-        E::BatchTooLarge,
-        E::Unsupported,
-        E::StorageError,
-        E::Timeout,
-        E::ShuttingDown,
-        E::InvalidConfig,
-        E::OutOfOrderSequence,
-        E::InvalidProducerEpoch,
-        E::InvalidReplicationFactor,
-        E::InvalidReplicaAssignment,
-        E::NotController,
-        E::NotLeaderOrFollower,
-    ]
-    .into_iter()
-    .find(|c| *c as u16 == code)
-    .unwrap_or(E::InvalidRequest)
 }
