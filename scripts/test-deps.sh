@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives besides Rust: fio (the baseline `rill tune probe` is
 # checked against), iproute2 (the cluster tests' network namespaces) and the Kafka clients under test (kcat; confluent-kafka, kafka-python with
-# their codecs; kafkajs). Quick when everything is there already. Needs root for apt-get.
+# their codecs; kafkajs; the Java client through Maven). Quick when everything is there already. Needs root for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -12,6 +12,9 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 # The cluster tests put each node in its own network namespace (ip netns, veth, a bridge).
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# The Java Kafka client runs from Maven Central's jars (tools/tests/java).
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q >/dev/null
   apt-get install -y -q "${missing[@]}" >/dev/null
@@ -23,4 +26,7 @@ if ! python3 -c "import confluent_kafka, kafka, lz4, zstandard, aiokafka, cramja
 fi
 if [ ! -d tools/tests/kafka/node_modules/kafkajs ] || [ ! -d tools/tests/kafka/node_modules/kafkajs-lz4 ]; then
   (cd tools/tests/kafka && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -s tools/tests/java/classpath.txt ] || [ tools/tests/java/pom.xml -nt tools/tests/java/classpath.txt ]; then
+  mvn -q -B -f tools/tests/java/pom.xml dependency:build-classpath -Dmdep.outputFile=classpath.txt >/dev/null
 fi

@@ -327,10 +327,10 @@ async fn open_metadata_group(
         .map_err(|e| BrokerError::Runtime(format!("opening the metadata group: {e}")))?;
     let driver = MetadataGroup::new(node, info, group.machine().clone(), ctx.controller.clone());
     shard.set_metadata_group(driver.clone());
+    glommio::spawn_local(announce_loop(shard.clone(), driver.clone())).detach();
     if let Some(c) = cluster {
         let peers = start_peers(c, shard, &driver)?;
         shard.set_peers(peers.clone());
-        glommio::spawn_local(announce_loop(shard.clone(), driver.clone())).detach();
         let stop_peers = peers.clone();
         glommio::spawn_local(async move {
             stop_peers.group_stopped_wait().await;
@@ -369,10 +369,14 @@ fn start_peers(
             )));
         }
     }
-    let node = rill_net::quic::Node::new(&ca, &pem)
+    let profile = &shard.profile().cluster;
+    let node = rill_net::quic::Node::with_tuning(&ca, &pem, quic_tuning(profile))
         .map_err(|e| BrokerError::Config(format!("the cluster certificate of node {id}: {e}")))?;
-    let transport = crate::cluster::transport::Transport::bind(cluster.listen, node)
-        .map_err(|e| BrokerError::Runtime(format!("binding the cluster listener {}: {e}", cluster.listen)))?;
+    let transport =
+        crate::cluster::transport::Transport::bind(cluster.listen, node, profile.segmentation_offload)
+            .map_err(|e| {
+                BrokerError::Runtime(format!("binding the cluster listener {}: {e}", cluster.listen))
+            })?;
     let weak = Rc::downgrade(shard);
     let handler: crate::cluster::peers::AdminHandler = Box::new(move |op| {
         let shard = weak.upgrade();
@@ -383,14 +387,31 @@ fn start_peers(
             }
         })
     });
-    let peers = Peers::new(id, transport, group.clone(), cluster.seeds.clone(), handler);
+    tracing::info!(node = id, gso_segments = transport.gso_segments(), "cluster socket bound");
+    let queue = profile.peer_queue_bytes as usize;
+    let peers = Peers::new(id, transport, group.clone(), cluster.seeds.clone(), handler, queue);
     peers.start();
     tracing::info!(node = id, listen = %cluster.listen, seeds = cluster.seeds.len(), "cluster links started");
     Ok(peers)
 }
 
-/// Registers this node (addresses, shard count) with the controller until the cluster state
-/// has it as it is, and again whenever it differs.
+/// The QUIC settings of the profile's `[cluster]` section.
+pub fn quic_tuning(profile: &rill_tuning::ClusterSection) -> rill_net::quic::Tuning {
+    rill_net::quic::Tuning {
+        stream_window_bytes: profile.stream_window_bytes,
+        connection_window_bytes: profile.connection_window_bytes,
+        send_window_bytes: profile.send_window_bytes,
+        initial_mtu: profile.initial_mtu,
+        mtu_max: profile.mtu_max,
+        idle_timeout: Duration::from_millis(profile.idle_timeout_ms),
+        keep_alive: Duration::from_millis(profile.keep_alive_ms),
+        segmentation_offload: profile.segmentation_offload,
+    }
+}
+
+/// Registers this node (addresses, shard count) through the controller (itself on a single
+/// node, forwarded in a cluster) until the cluster state has it as it is, and again whenever
+/// it differs (first start, new addresses, another shard count).
 async fn announce_loop(shard: Rc<Shard>, group: Rc<crate::cluster::metadata_group::MetadataGroup>) {
     use crate::cluster::controller::AdminOp;
     while !group.stopped() {
@@ -401,7 +422,8 @@ async fn announce_loop(shard: Rc<Shard>, group: Rc<crate::cluster::metadata_grou
                 tracing::debug!(?code, %message, "registering this node failed; retrying");
             }
         }
-        glommio::timer::sleep(Duration::from_secs(1)).await;
+        let pause = if registered { Duration::from_secs(1) } else { Duration::from_millis(100) };
+        glommio::timer::sleep(pause).await;
     }
 }
 

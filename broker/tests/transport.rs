@@ -1,6 +1,7 @@
 //! The cluster transport's socket loop on real UDP sockets (loopback), each node on its own
 //! glommio executor: nodes of one CA connect and carry a stream's bytes in order, with flow
-//! control holding the writer back; a node with a foreign CA's certificate is never admitted.
+//! control holding the writer back, with and without UDP segmentation offload (GSO/GRO); a
+//! node with a foreign CA's certificate is never admitted.
 
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -22,18 +23,25 @@ async fn event(t: &Transport, timeout: Duration) -> Option<Event> {
 }
 
 /// A transport on a loopback port, its socket loop running on this executor.
-fn start(ca: &Pem, cert: &Pem) -> std::rc::Rc<Transport> {
-    let t = Transport::bind("127.0.0.1:0".parse().unwrap(), Node::new(&ca.cert, cert).unwrap()).unwrap();
+fn start(ca: &Pem, cert: &Pem, offload: bool) -> std::rc::Rc<Transport> {
+    let t =
+        Transport::bind("127.0.0.1:0".parse().unwrap(), Node::new(&ca.cert, cert).unwrap(), offload).unwrap();
     glommio::spawn_local(t.clone().run()).detach();
     t
 }
 
 /// Runs node 1 as the acceptor; returns the bytes it received and the peer ids it admitted.
-fn acceptor(ca: Pem, cert: Pem, expect_bytes: usize, tx: mpsc::Sender<SocketAddr>) -> (Vec<u8>, Vec<u32>) {
+fn acceptor(
+    ca: Pem,
+    cert: Pem,
+    expect_bytes: usize,
+    tx: mpsc::Sender<SocketAddr>,
+    offload: bool,
+) -> (Vec<u8>, Vec<u32>) {
     LocalExecutorBuilder::default()
         .io_memory(1 << 20)
         .spawn(move || async move {
-            let t = start(&ca, &cert);
+            let t = start(&ca, &cert, offload);
             tx.send(t.local_addr().unwrap()).unwrap();
             let (mut got, mut admitted) = (Vec::new(), Vec::new());
             while got.len() < expect_bytes {
@@ -56,11 +64,11 @@ fn acceptor(ca: Pem, cert: Pem, expect_bytes: usize, tx: mpsc::Sender<SocketAddr
 /// the handshake completed and whether the connection was then lost. (In TLS 1.3 the client's
 /// handshake ends before the server has checked the client's certificate: a refused client
 /// sees its connection end right after.)
-fn dialler(ca: Pem, cert: Pem, addr: SocketAddr, bytes: Vec<u8>) -> (bool, bool) {
+fn dialler(ca: Pem, cert: Pem, addr: SocketAddr, bytes: Vec<u8>, offload: bool) -> (bool, bool) {
     LocalExecutorBuilder::default()
         .io_memory(1 << 20)
         .spawn(move || async move {
-            let t = start(&ca, &cert);
+            let t = start(&ca, &cert, offload);
             let conn = t.dial(addr, 1).await.unwrap();
             let connected = loop {
                 match event(&t, Duration::from_secs(3)).await {
@@ -92,8 +100,9 @@ fn dialler(ca: Pem, cert: Pem, addr: SocketAddr, bytes: Vec<u8>) -> (bool, bool)
         .unwrap()
 }
 
-#[test]
-fn two_nodes_carry_a_stream_in_order_over_udp() {
+/// Node 0 (segmentation offload `dialler_offload`) writes 20 MiB to node 1 (offload
+/// `acceptor_offload`).
+fn carry_a_stream(dialler_offload: bool, acceptor_offload: bool) {
     let ca = tls::generate_ca("t").unwrap();
     let (c0, c1) =
         (tls::issue_node_certificate(&ca, 0).unwrap(), tls::issue_node_certificate(&ca, 1).unwrap());
@@ -102,14 +111,28 @@ fn two_nodes_carry_a_stream_in_order_over_udp() {
     let (tx, rx) = mpsc::channel();
     let ca2 = ca.clone();
     let expect = data.len();
-    let server = std::thread::spawn(move || acceptor(ca2, c1, expect, tx));
+    let server = std::thread::spawn(move || acceptor(ca2, c1, expect, tx, acceptor_offload));
     let addr = rx.recv().unwrap();
-    let (connected, lost) = dialler(ca, c0, addr, data.clone());
+    let (connected, lost) = dialler(ca, c0, addr, data.clone(), dialler_offload);
     assert!(connected && !lost, "node 0 connects to node 1 and stays connected");
     let (got, admitted) = server.join().unwrap();
     assert_eq!(admitted, vec![0], "node 1 admitted node 0, by its certificate");
     assert_eq!(got.len(), data.len());
     assert!(got == data, "the stream's bytes arrive whole and in order");
+}
+
+#[test]
+fn two_nodes_carry_a_stream_in_order_over_udp() {
+    carry_a_stream(false, false);
+}
+
+/// With UDP GSO, one send carries many datagrams and GRO hands runs of them back; a node with
+/// offload talks to one without in both directions.
+#[test]
+fn segmentation_offload_carries_a_stream_in_order_and_mixes_with_plain_sockets() {
+    carry_a_stream(true, true);
+    carry_a_stream(true, false);
+    carry_a_stream(false, true);
 }
 
 #[test]
@@ -120,9 +143,9 @@ fn a_node_with_a_foreign_certificate_is_not_admitted() {
     let stranger = tls::issue_node_certificate(&foreign, 0).unwrap();
     let (tx, rx) = mpsc::channel();
     let ca2 = ca.clone();
-    let server = std::thread::spawn(move || acceptor(ca2, c1, 1, tx));
+    let server = std::thread::spawn(move || acceptor(ca2, c1, 1, tx, true));
     let addr = rx.recv().unwrap();
-    let (_, lost) = dialler(ca, stranger, addr, vec![1]);
+    let (_, lost) = dialler(ca, stranger, addr, vec![1], true);
     assert!(lost, "the stranger's connection ends");
     let (got, admitted) = server.join().unwrap();
     assert!(admitted.is_empty() && got.is_empty(), "nothing from the stranger got through");

@@ -23,8 +23,8 @@ pub use quinn_proto::{ConnectionHandle, StreamId};
 
 use crate::tls::{self, Pem, TlsError};
 
-/// Flow-control windows and packet sizes of node-to-node connections (the `[cluster]`
-/// profile section will set them per host).
+/// Flow-control windows and packet sizes of node-to-node connections (the tuning profile's
+/// `[cluster]` section sets them per host).
 #[derive(Clone, Copy, Debug)]
 pub struct Tuning {
     /// Bytes a peer may send on one stream ahead of the reader.
@@ -42,6 +42,9 @@ pub struct Tuning {
     pub idle_timeout: std::time::Duration,
     /// How often an otherwise idle connection sends a keep-alive.
     pub keep_alive: std::time::Duration,
+    /// Send and receive many datagrams per system call (UDP GSO and GRO) where the kernel
+    /// offers them.
+    pub segmentation_offload: bool,
 }
 
 impl Default for Tuning {
@@ -56,6 +59,7 @@ impl Default for Tuning {
             mtu_max: 8_952,
             idle_timeout: std::time::Duration::from_secs(3),
             keep_alive: std::time::Duration::from_millis(500),
+            segmentation_offload: true,
         }
     }
 }
@@ -74,9 +78,34 @@ impl Tuning {
             t.max_idle_timeout(Some(idle));
         }
         t.keep_alive_interval(Some(self.keep_alive));
+        t.enable_segmentation_offload(self.segmentation_offload);
         t
     }
 }
+
+/// Bytes to send: one datagram or, with `segment_size`, several of that size back to back
+/// (the last may be shorter) for one segmentation-offload send.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Where to.
+    pub to: SocketAddr,
+    /// The datagram or datagrams.
+    pub bytes: Vec<u8>,
+    /// The size of each datagram in `bytes`, when there are several.
+    pub segment_size: Option<usize>,
+    /// The ECN bits to mark the datagrams with.
+    pub ecn: Option<u8>,
+}
+
+impl Transmit {
+    /// The datagrams one by one (for a socket without segmentation offload).
+    pub fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
+        self.bytes.chunks(self.segment_size.unwrap_or(self.bytes.len()).max(1))
+    }
+}
+
+/// The largest UDP payload over IPv4, which bounds one segmentation-offload send.
+const UDP_PAYLOAD_MAX: usize = 65_507;
 
 /// What the caller learns from a [`Node`].
 #[derive(Debug, PartialEq, Eq)]
@@ -120,6 +149,8 @@ pub struct Node {
     client: ClientConfig,
     peers: HashMap<ConnectionHandle, Peer>,
     events: VecDeque<Event>,
+    /// Datagrams one [`Transmit`] may carry (1 without segmentation offload).
+    max_segments: usize,
 }
 
 /// Errors building a node.
@@ -164,7 +195,7 @@ impl Node {
             .max_udp_payload_size(tuning.mtu_max.max(1_200))
             .map_err(|e| QuicError::Tuning(format!("mtu_max {}: {e}", tuning.mtu_max)))?;
         let endpoint = Endpoint::new(Arc::new(endpoint_config), Some(Arc::new(server)), true, None);
-        Ok(Node { endpoint, client, peers: HashMap::new(), events: VecDeque::new() })
+        Ok(Node { endpoint, client, peers: HashMap::new(), events: VecDeque::new(), max_segments: 1 })
     }
 
     /// Starts a connection to node `node` at `remote`.
@@ -180,11 +211,24 @@ impl Node {
         Ok(handle)
     }
 
-    /// Takes a datagram that arrived from `from`.
-    pub fn receive(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
+    /// Lets one [`Transmit`] carry up to `segments` datagrams (what the socket's segmentation
+    /// offload takes; 1 turns it off).
+    pub fn set_max_segments(&mut self, segments: usize) {
+        self.max_segments = segments.max(1);
+    }
+
+    /// Takes a datagram that arrived from `from`, with the ECN bits it carried.
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        ecn: Option<u8>,
+        datagram: &[u8],
+    ) -> Vec<Transmit> {
         let mut out = Vec::new();
         let mut buf = Vec::new();
-        match self.endpoint.handle(now, from, None, None, BytesMut::from(datagram), &mut buf) {
+        let ecn = ecn.and_then(quinn_proto::EcnCodepoint::from_bits);
+        match self.endpoint.handle(now, from, None, ecn, BytesMut::from(datagram), &mut buf) {
             Some(DatagramEvent::ConnectionEvent(handle, event)) => {
                 if let Some(peer) = self.peers.get_mut(&handle) {
                     peer.conn.handle_event(event);
@@ -197,14 +241,12 @@ impl Node {
                     }
                     Err(e) => {
                         if let Some(transmit) = e.response {
-                            out.push((transmit.destination, buf[..transmit.size].to_vec()));
+                            out.push(transmit_of(&transmit, &buf));
                         }
                     }
                 }
             }
-            Some(DatagramEvent::Response(transmit)) => {
-                out.push((transmit.destination, buf[..transmit.size].to_vec()));
-            }
+            Some(DatagramEvent::Response(transmit)) => out.push(transmit_of(&transmit, &buf)),
             None => {}
         }
         out
@@ -242,7 +284,7 @@ impl Node {
     }
 
     /// Datagrams to send now, and events for the caller; call after every input.
-    pub fn poll(&mut self, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
+    pub fn poll(&mut self, now: Instant) -> Vec<Transmit> {
         let mut out = Vec::new();
         let handles: Vec<ConnectionHandle> = self.peers.keys().copied().collect();
         for handle in handles {
@@ -256,7 +298,7 @@ impl Node {
         self.events.pop_front()
     }
 
-    fn drive(&mut self, now: Instant, handle: ConnectionHandle, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+    fn drive(&mut self, now: Instant, handle: ConnectionHandle, out: &mut Vec<Transmit>) {
         let Some(peer) = self.peers.get_mut(&handle) else { return };
         // Endpoint events may answer with connection events (new connection ids).
         while let Some(event) = peer.conn.poll_endpoint_events() {
@@ -304,9 +346,12 @@ impl Node {
                 _ => {}
             }
         }
+        // One offloaded send is one UDP datagram to the kernel before it splits it: at most
+        // 65,507 bytes of payload, so jumbo-sized packets allow fewer segments per send.
+        let segments = self.max_segments.min(UDP_PAYLOAD_MAX / usize::from(peer.conn.current_mtu()).max(1));
         let mut buf = Vec::new();
-        while let Some(transmit) = peer.conn.poll_transmit(now, 1, &mut buf) {
-            out.push((transmit.destination, buf[..transmit.size].to_vec()));
+        while let Some(transmit) = peer.conn.poll_transmit(now, segments.max(1), &mut buf) {
+            out.push(transmit_of(&transmit, &buf));
             buf.clear();
         }
         if let Some(reason) = lost {
@@ -315,6 +360,15 @@ impl Node {
         if peer.conn.is_drained() {
             self.peers.remove(&handle);
         }
+    }
+}
+
+fn transmit_of(transmit: &quinn_proto::Transmit, buf: &[u8]) -> Transmit {
+    Transmit {
+        to: transmit.destination,
+        bytes: buf[..transmit.size].to_vec(),
+        segment_size: transmit.segment_size,
+        ecn: transmit.ecn.map(|e| e as u8),
     }
 }
 

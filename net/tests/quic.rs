@@ -29,8 +29,9 @@ impl Net {
             for a in &addrs {
                 let node = self.nodes.get_mut(a).unwrap();
                 node.handle_timeout(now);
-                for (to, d) in node.poll(now) {
-                    outgoing.push((*a, to, d));
+                for t in node.poll(now) {
+                    assert!(t.segment_size.is_none(), "one datagram per transmit without offload");
+                    outgoing.push((*a, t.to, t.bytes));
                 }
                 while let Some(e) = node.next_event() {
                     self.events.push((*a, e));
@@ -39,10 +40,10 @@ impl Net {
             for (from, to, datagram) in outgoing {
                 moved = true;
                 if let Some(node) = self.nodes.get_mut(&to) {
-                    for (back, d) in node.receive(now, from, &datagram) {
-                        assert_eq!(back, from);
+                    for t in node.receive(now, from, None, &datagram) {
+                        assert_eq!(t.to, from);
                         if let Some(n) = self.nodes.get_mut(&from) {
-                            n.receive(now, to, &d);
+                            n.receive(now, to, None, &t.bytes);
                         }
                     }
                 }

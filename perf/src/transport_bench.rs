@@ -26,9 +26,13 @@ pub struct TransportBenchArgs {
     /// Bytes of each latency message.
     #[arg(long, default_value_t = 64)]
     pub message_bytes: usize,
-    /// QUIC's first UDP payload size (MTU discovery goes up to 8,952 from there).
+    /// QUIC's first UDP payload size.
     #[arg(long, default_value_t = 1452)]
     pub initial_mtu: u16,
+    /// The largest UDP payload MTU discovery tries (1452 holds QUIC to a 1,500-byte network's
+    /// datagrams).
+    #[arg(long, default_value_t = 8952)]
+    pub mtu_max: u16,
 }
 
 /// One transport's figures.
@@ -153,7 +157,8 @@ async fn event(transport: &Transport) -> anyhow::Result<Event> {
 
 /// A transport on a loopback port, its socket loop running on this executor.
 fn start(ca: &tls::Pem, cert: &tls::Pem, tuning: Tuning) -> anyhow::Result<std::rc::Rc<Transport>> {
-    let transport = Transport::bind("127.0.0.1:0".parse()?, Node::with_tuning(&ca.cert, cert, tuning)?)?;
+    let node = Node::with_tuning(&ca.cert, cert, tuning)?;
+    let transport = Transport::bind("127.0.0.1:0".parse()?, node, tuning.segmentation_offload)?;
     glommio::spawn_local(transport.clone().run()).detach();
     Ok(transport)
 }
@@ -257,8 +262,9 @@ fn figures(total: u64, cpu: f64, bulk: Duration, mut rtts: Vec<Duration>) -> Tra
     }
 }
 
-/// Measures TCP, then QUIC; returns (tcp, quic).
-pub fn measure_transports(args: &TransportBenchArgs) -> anyhow::Result<(TransportFigures, TransportFigures)> {
+/// Measures TCP, then QUIC without and with segmentation offload (GSO/GRO); returns the three
+/// in that order.
+pub fn measure_transports(args: &TransportBenchArgs) -> anyhow::Result<[TransportFigures; 3]> {
     let total = args.total_mib << 20;
     let (message, rounds) = (args.message_bytes.max(1), args.round_trips.max(1));
     let cpu = cpu_seconds();
@@ -270,38 +276,50 @@ pub fn measure_transports(args: &TransportBenchArgs) -> anyhow::Result<(Transpor
     let ca = tls::generate_ca("bench")?;
     let (server_cert, client_cert) =
         (tls::issue_node_certificate(&ca, 1)?, tls::issue_node_certificate(&ca, 0)?);
-    let ca2 = ca.clone();
-    let tuning =
-        Tuning { initial_mtu: args.initial_mtu, mtu_max: args.initial_mtu.max(8_952), ..Tuning::default() };
-    let cpu = cpu_seconds();
-    let (bulk, rtts) = pair(
-        move |tx| quic_server(tx, ca, server_cert, total, message, rounds, tuning),
-        move |addr| quic_client(addr, ca2, client_cert, total, message, rounds, tuning),
-    )?;
-    let quic = figures(total, cpu_seconds() - cpu, bulk, rtts);
-    Ok((tcp, quic))
+    let mut quic = Vec::new();
+    for offload in [false, true] {
+        let (ca, ca2, server_cert, client_cert) =
+            (ca.clone(), ca.clone(), server_cert.clone(), client_cert.clone());
+        let tuning = Tuning {
+            initial_mtu: args.initial_mtu,
+            mtu_max: args.mtu_max.max(args.initial_mtu),
+            segmentation_offload: offload,
+            ..Tuning::default()
+        };
+        let cpu = cpu_seconds();
+        let (bulk, rtts) = pair(
+            move |tx| quic_server(tx, ca, server_cert, total, message, rounds, tuning),
+            move |addr| quic_client(addr, ca2, client_cert, total, message, rounds, tuning),
+        )?;
+        quic.push(figures(total, cpu_seconds() - cpu, bulk, rtts));
+    }
+    let [plain, offload] = <[TransportFigures; 2]>::try_from(quic).expect("two runs");
+    Ok([tcp, plain, offload])
 }
 
 /// `rill-perf transport`: prints both transports and their ratio.
 pub fn run_transport_bench(args: TransportBenchArgs) -> anyhow::Result<()> {
-    let (tcp, quic) = measure_transports(&args)?;
+    let [tcp, plain, offload] = measure_transports(&args)?;
     println!(
-        "bulk {} MiB over one stream, {} round trips of {} B, loopback, two executors, QUIC initial MTU {}",
-        args.total_mib, args.round_trips, args.message_bytes, args.initial_mtu
+        "bulk {} MiB over one stream, {} round trips of {} B, loopback, two executors, QUIC MTU {}-{}",
+        args.total_mib, args.round_trips, args.message_bytes, args.initial_mtu, args.mtu_max
     );
     println!("| transport | MB/s | CPU s per GB | RTT p50 µs | RTT p99 µs |");
     println!("|---|---:|---:|---:|---:|");
-    for (name, f) in [("TCP", &tcp), ("QUIC (mTLS)", &quic)] {
+    for (name, f) in [("TCP", &tcp), ("QUIC (mTLS), no offload", &plain), ("QUIC (mTLS), GSO/GRO", &offload)]
+    {
         println!(
             "| {name} | {:.0} | {:.2} | {:.0} | {:.0} |",
             f.mb_per_s, f.cpu_s_per_gb, f.rtt_p50_us, f.rtt_p99_us
         );
     }
-    println!(
-        "QUIC/TCP: throughput {:.2}x, CPU per GB {:.2}x, RTT p50 {:.2}x",
-        quic.mb_per_s / tcp.mb_per_s,
-        quic.cpu_s_per_gb / tcp.cpu_s_per_gb,
-        quic.rtt_p50_us / tcp.rtt_p50_us
-    );
+    for (name, quic) in [("no offload", &plain), ("GSO/GRO", &offload)] {
+        println!(
+            "QUIC {name}/TCP: throughput {:.2}x, CPU per GB {:.2}x, RTT p50 {:.2}x",
+            quic.mb_per_s / tcp.mb_per_s,
+            quic.cpu_s_per_gb / tcp.cpu_s_per_gb,
+            quic.rtt_p50_us / tcp.rtt_p50_us
+        );
+    }
     Ok(())
 }

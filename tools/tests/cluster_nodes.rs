@@ -10,8 +10,9 @@
 //! - A node with a certificate from another CA is never admitted, and one whose certificate
 //!   names another node id does not start.
 //! - `rill cluster add-node` and `serve --join` grow the cluster; `remove-node` shrinks it.
-//! - Kafka clients (confluent-kafka): an admin client, an idempotent producer and a consumer
-//!   group, each bootstrapped from a different node, use every node.
+//! - Kafka clients (confluent-kafka, kcat, kafka-python, kafkajs, the Java client): admin
+//!   clients, idempotent producers and consumer groups, each bootstrapped from a different node,
+//!   use every node.
 
 mod netns;
 
@@ -271,6 +272,110 @@ print("ok", len(acked), len(seen))
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+const CLIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests");
+
+/// Runs a client program (under `timeout`), asserting it succeeds; returns its stdout.
+fn client(program: &str, args: &[&str], stdin: &[u8]) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("timeout")
+        .arg("180")
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/test-deps.sh installs it)"));
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let feeder = std::thread::spawn(move || input.write_all(&data));
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}): {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The other Kafka clients against three nodes, each bootstrapped from one node and finding the
+/// others through metadata: kcat lists every broker, produces keyed messages through one node
+/// and reads all of them back through another; kafka-python round-trips every codec and reads
+/// through a consumer group; kafkajs creates a topic, produces idempotently and consumes in a
+/// group; the Java client (kafka-clients from Maven Central) describes the cluster, creates a
+/// topic, produces idempotently, consumes in a group and commits, alters a config and deletes
+/// the topic, with its admin, producer and consumer on three different nodes.
+#[test]
+fn kcat_kafka_python_kafkajs_and_the_java_client_use_every_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::new(3);
+    let tls = tls_dir(tmp.path(), 3);
+    let seeds = seeds(&net, 3);
+    let nodes: Vec<Node> = (1..=3).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds)).collect();
+    agreed_controller(&nodes.iter().collect::<Vec<_>>(), 3);
+    let [a, b, c] = [nodes[0].kafka(), nodes[1].kafka(), nodes[2].kafka()];
+
+    // kcat: metadata from any node lists all three; keyed messages produced through node 2
+    // land on partitions led by every node and are read back through node 3.
+    let listed = client("kcat", &["-b", &c, "-L", "-m", "10"], b"");
+    assert!(listed.contains(" 3 brokers:"), "{listed}");
+    nodes[0].rill(&["topic", "create", "kcat", "--partitions", "6"]).unwrap();
+    let input: String = (0..3000).map(|i| format!("k{i}:value {i}\n")).collect();
+    client("kcat", &["-b", &b, "-P", "-t", "kcat", "-K", ":", "-X", "acks=all"], input.as_bytes());
+    let read = client(
+        "kcat",
+        &["-b", &c, "-C", "-t", "kcat", "-o", "beginning", "-e", "-q", "-f", "%p %k %s\n"],
+        b"",
+    );
+    let mut partitions = std::collections::BTreeSet::new();
+    let mut keys = std::collections::BTreeSet::new();
+    for line in read.lines() {
+        let mut f = line.splitn(3, ' ');
+        partitions.insert(f.next().unwrap().to_string());
+        let key = f.next().unwrap().to_string();
+        assert_eq!(f.next().unwrap(), format!("value {}", &key[1..]), "{line}");
+        assert!(keys.insert(key), "{line} read twice");
+    }
+    assert_eq!(keys.len(), 3000, "kcat read {} of 3000", keys.len());
+    assert!(partitions.len() > 3, "keys hashed to partitions {partitions:?}");
+
+    // kafka-python: every codec through node 1 to a topic made through node 2,
+    // then a group consumer bootstrapped from node 3.
+    nodes[1].rill(&["topic", "create", "py", "--partitions", "3"]).unwrap();
+    let out = client("python3", &[&format!("{CLIENTS}/kafka/kafka_python_compression.py"), &a, "py"], b"");
+    assert!(out.contains("ok"), "{out}");
+    let out =
+        client("python3", &[&format!("{CLIENTS}/kafka/kafka_python_group.py"), &c, "py", "pyg", "8000"], b"");
+    assert!(out.contains("ok"), "{out}");
+
+    // kafkajs: its admin creates a topic through node 2 and produces idempotently; a group
+    // consumer bootstrapped from node 1 reads every message.
+    let out = client("node", &[&format!("{CLIENTS}/kafka/kafkajs_round_trip.js"), &b, "js"], b"");
+    assert!(out.contains("ok"), "{out}");
+    let out = client("node", &[&format!("{CLIENTS}/kafka/kafkajs_group.js"), &a, "js", "jsg", "3000"], b"");
+    assert!(out.contains("ok"), "{out}");
+
+    // The Java client, admin on node 3, producer on node 1, consumer on node 2.
+    let out = java_clients(&c, &a, &b, "java", 3);
+    assert!(out.starts_with("ok 600"), "{out}");
+}
+
+/// Runs tools/tests/java/KafkaClients.java with the class path scripts/test-deps.sh resolved.
+fn java_clients(admin: &str, producer: &str, consumer: &str, topic: &str, brokers: u32) -> String {
+    let classpath = std::fs::read_to_string(format!("{CLIENTS}/java/classpath.txt"))
+        .expect("tools/tests/java/classpath.txt (scripts/test-deps.sh resolves it with Maven)");
+    let program = format!("{CLIENTS}/java/KafkaClients.java");
+    client(
+        "java",
+        &["-cp", classpath.trim(), &program, admin, producer, consumer, topic, &brokers.to_string()],
+        b"",
+    )
 }
 
 /// `rill cluster add-node` makes a fourth node a voter; started with `--join` it catches up

@@ -1,5 +1,6 @@
 //! Existing Kafka clients against a real `rill serve`: kcat, confluent-kafka (librdkafka),
-//! kafka-python and kafkajs, unchanged, over the Kafka listener; raw sockets for bad input.
+//! kafka-python, kafkajs and the Java client, unchanged, over the Kafka listener; raw sockets
+//! for bad input.
 //!
 //! CI installs the clients (`.ci/run`); a missing one fails its test with the install hint.
 
@@ -141,6 +142,22 @@ fn confluent_kafka_idempotent_producer_seeks_and_admin() {
     let broker = Broker::start(&dir);
     let out = client("python3", &[&script("confluent_basics.py"), &broker.kafka], None);
     assert_eq!(out.trim(), "ok");
+}
+
+/// The Java client (kafka-clients from Maven Central): its admin describes the cluster,
+/// creates a topic, lists offsets and committed offsets, alters and describes a config and
+/// deletes the topic; an idempotent lz4 producer gets dense offsets; a group consumer reads
+/// every record once and commits.
+#[test]
+fn the_java_client_admin_idempotent_producer_and_group_consumer() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    let classpath = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/classpath.txt"))
+        .expect("tools/tests/java/classpath.txt (scripts/test-deps.sh resolves it with Maven)");
+    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/KafkaClients.java");
+    let k = broker.kafka.as_str();
+    let out = client("java", &["-cp", classpath.trim(), program, k, k, k, "java", "1"], None);
+    assert!(out.starts_with("ok 600"), "{out}");
 }
 
 #[test]

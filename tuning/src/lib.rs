@@ -19,8 +19,9 @@ pub use crate::disk::{ProbeSettings, probe_disk};
 pub use crate::error::{Error, Result};
 pub use crate::host::{DiskFacts, HostFacts, HostRoots, parse_schedulers};
 pub use crate::profile::{
-    CorePolicy, CoreSelection, CpuSection, IoSection, KernelSection, LOG_WRITE_BUFFER_BYTES_MAX, LogSection,
-    Measured, MemorySection, NetworkSection, Profile, QueueDepthFigure, SHIPPED, parse_durability,
+    ClusterSection, CorePolicy, CoreSelection, CpuSection, IoSection, KernelSection,
+    LOG_WRITE_BUFFER_BYTES_MAX, LogSection, Measured, MemorySection, NetworkSection, Profile,
+    QueueDepthFigure, SHIPPED, parse_durability,
 };
 pub use crate::stalls::{
     CpuStalls, STALL_PROBE_SECONDS_MAX, StallCounter, StallSettings, allowed_cpus, probe_stalls,

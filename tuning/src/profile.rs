@@ -29,6 +29,9 @@ pub struct Profile {
     pub log: LogSection,
     /// Network limits and socket buffers.
     pub network: NetworkSection,
+    /// Node-to-node links (QUIC) of a cluster. Profiles from before clusters take the defaults.
+    #[serde(default)]
+    pub cluster: ClusterSection,
     /// Kernel and device settings the host should have.
     pub kernel: KernelSection,
     /// What `rill tune probe` measured, if it made this profile.
@@ -133,6 +136,48 @@ pub struct NetworkSection {
     pub socket_read_chunk_bytes: u32,
     /// Longest long-poll a fetch may ask for; longer waits are cut to this.
     pub fetch_wait_ms_max: u32,
+}
+
+/// Node-to-node links: QUIC flow-control windows, datagram sizes, liveness, queues.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// Bytes a peer may send on one stream ahead of this node's reader.
+    pub stream_window_bytes: u32,
+    /// Bytes a peer may send on all streams of a link ahead of this node's reader.
+    pub connection_window_bytes: u32,
+    /// Bytes this node keeps in flight unacknowledged on a link.
+    pub send_window_bytes: u64,
+    /// UDP payload of a link's first packets (1,200 to `mtu_max`).
+    pub initial_mtu: u16,
+    /// Largest UDP payload path-MTU discovery tries (8,952 suits 9,000-byte jumbo frames).
+    pub mtu_max: u16,
+    /// A link silent this long is lost (its peer is dead or cut off).
+    pub idle_timeout_ms: u64,
+    /// How often an idle link sends a keep-alive (below `idle_timeout_ms`).
+    pub keep_alive_ms: u64,
+    /// Send and receive many datagrams per system call (UDP GSO/GRO) where the kernel can.
+    pub segmentation_offload: bool,
+    /// Bytes of frames queued for one peer before sends that may be dropped are refused.
+    pub peer_queue_bytes: u64,
+}
+
+impl Default for ClusterSection {
+    /// Windows for a datacenter network (10 Gb/s with 1 ms of round trip holds 1.25 MB in
+    /// flight, so 16 MiB per stream leaves room for 100 Gb/s), discovery up to jumbo frames.
+    fn default() -> ClusterSection {
+        ClusterSection {
+            stream_window_bytes: 16 << 20,
+            connection_window_bytes: 64 << 20,
+            send_window_bytes: 64 << 20,
+            initial_mtu: 1_452,
+            mtu_max: 8_952,
+            idle_timeout_ms: 3_000,
+            keep_alive_ms: 500,
+            segmentation_offload: true,
+            peer_queue_bytes: 32 << 20,
+        }
+    }
 }
 
 /// Kernel and device settings the profile wants; `rill tune check` compares the host's.
@@ -261,6 +306,12 @@ impl Profile {
             ("network.fetch_wait_ms_max", self.network.fetch_wait_ms_max as u64),
             ("io.shard_channel_depth", self.io.shard_channel_depth as u64),
             ("log.retention_check_interval_ms", self.log.retention_check_interval_ms),
+            ("cluster.stream_window_bytes", self.cluster.stream_window_bytes as u64),
+            ("cluster.connection_window_bytes", self.cluster.connection_window_bytes as u64),
+            ("cluster.send_window_bytes", self.cluster.send_window_bytes),
+            ("cluster.idle_timeout_ms", self.cluster.idle_timeout_ms),
+            ("cluster.keep_alive_ms", self.cluster.keep_alive_ms),
+            ("cluster.peer_queue_bytes", self.cluster.peer_queue_bytes),
         ];
         for (field, value) in positive {
             if value == 0 {
@@ -287,6 +338,31 @@ impl Profile {
             return Err(field_error(
                 "memory.connection_buffer_bytes_per_shard",
                 "must hold at least one request of network.request_bytes_max".into(),
+            ));
+        }
+        let cluster = &self.cluster;
+        if cluster.initial_mtu < 1_200 || cluster.mtu_max < cluster.initial_mtu {
+            return Err(field_error(
+                "cluster.initial_mtu",
+                format!(
+                    "{} must be at least 1200 (QUIC's minimum) and at most cluster.mtu_max ({})",
+                    cluster.initial_mtu, cluster.mtu_max
+                ),
+            ));
+        }
+        if cluster.keep_alive_ms >= cluster.idle_timeout_ms {
+            return Err(field_error(
+                "cluster.keep_alive_ms",
+                format!(
+                    "{} must be below cluster.idle_timeout_ms ({})",
+                    cluster.keep_alive_ms, cluster.idle_timeout_ms
+                ),
+            ));
+        }
+        if cluster.stream_window_bytes > cluster.connection_window_bytes {
+            return Err(field_error(
+                "cluster.stream_window_bytes",
+                "must not exceed cluster.connection_window_bytes".into(),
             ));
         }
         if let CoreSelection::List(list) = &self.cpu.cores

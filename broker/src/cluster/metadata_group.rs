@@ -218,7 +218,6 @@ impl MetadataGroup {
             group.campaign();
         }
         let mut next_tick = Instant::now() + TICK;
-        let mut registering = false;
         // A proposal made by the loop itself, or the first pass: advance without waiting.
         let mut busy = true;
         // The first pass looks at the replayed state even if nothing new was applied.
@@ -318,7 +317,6 @@ impl MetadataGroup {
                 first = false;
                 let state = group.machine().clone();
                 *self.state.borrow_mut() = Rc::new(state);
-                registering = false;
             }
             // The node adopts the group's view once the group has caught up with the view the
             // shards opened at start-up (a replaying group, a follower the leader has not yet
@@ -350,16 +348,6 @@ impl MetadataGroup {
             *self.voters.borrow_mut() = group.voters().iter().map(|v| node_of(*v)).collect();
             self.caught_up.set(group.leads_caught_up());
             self.passed.notify_all();
-            // Announce this node (first start, new addresses, another shard count) once it is
-            // the leader; a follower's announcement goes through the controller (forwarding).
-            let registered = self.state.borrow().nodes.get(&self.node) == Some(&self.announce);
-            if !registered && !registering && group.is_leader() {
-                let command = Command::RegisterNode { id: self.node, info: self.announce.clone() };
-                if group.propose(command.encode()).is_ok() {
-                    registering = true;
-                    busy = true;
-                }
-            }
         }
         for (_, (_, waiter)) in waiters {
             let _ = waiter.try_send(Err((ErrorCode::ShuttingDown, "the metadata group stopped".into())));

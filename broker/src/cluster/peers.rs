@@ -34,8 +34,6 @@ use crate::cluster::transport::Transport;
 
 /// The largest frame a peer may send.
 const PEER_FRAME_BYTES_MAX: usize = 64 << 20;
-/// Bytes queued for one peer beyond which Raft messages are dropped.
-const QUEUED_BYTES_MAX: usize = 32 << 20;
 /// How often a missing link is dialled again.
 const REDIAL: Duration = Duration::from_secs(1);
 /// How long a forwarded admin request waits for the controller's answer.
@@ -69,6 +67,9 @@ pub(crate) struct Peers {
     pending: RefCell<HashMap<u64, LocalSender<Reply>>>,
     next_request: Cell<u64>,
     handler: AdminHandler,
+    /// Bytes queued for one peer beyond which Raft messages are dropped (the profile's
+    /// `cluster.peer_queue_bytes`).
+    queued_bytes_max: usize,
 }
 
 impl Peers {
@@ -78,6 +79,7 @@ impl Peers {
         group: Rc<MetadataGroup>,
         seeds: BTreeMap<NodeId, SocketAddr>,
         handler: AdminHandler,
+        queued_bytes_max: usize,
     ) -> Rc<Peers> {
         Rc::new(Peers {
             node,
@@ -91,6 +93,7 @@ impl Peers {
             pending: RefCell::default(),
             next_request: Cell::new(1),
             handler,
+            queued_bytes_max,
         })
     }
 
@@ -296,7 +299,7 @@ impl Peers {
     /// Queues a frame for a peer; a Raft message (`must` false) is dropped when the queue is
     /// full.
     fn enqueue(&self, link: &Link, frame: Vec<u8>, must: bool) {
-        if !must && link.queued.get() + frame.len() > QUEUED_BYTES_MAX {
+        if !must && link.queued.get() + frame.len() > self.queued_bytes_max {
             return;
         }
         link.queued.set(link.queued.get() + frame.len());

@@ -5,25 +5,38 @@
 //! and sends what the node wants sent. Callers dial, open streams and write through the
 //! transport; a write that flow control holds back waits for the loop to make progress (an
 //! acknowledgement or window update arriving), so back-pressure reaches the writer.
+//!
+//! Datagrams move through `quinn-udp` (quinn's own socket layer): with segmentation offload
+//! on and a kernel that has it, one `sendmsg` carries up to 64 datagrams (UDP GSO) and one
+//! receive returns a run of datagrams from one sender (UDP GRO), each run split back at its
+//! stride; ECN marks travel both ways. quinn-udp never waits: when the socket has nothing,
+//! the loop waits on glommio (a peek through io_uring), and a send the socket cannot take
+//! now goes through glommio datagram by datagram.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::net::UdpSocket;
+use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use rill_net::quic::{ConnectionHandle, StreamId};
-use rill_net::quic::{Event, Node};
+use rill_net::quic::{Event, Node, Transmit};
 use rill_storage::Notify;
 
-/// The largest UDP datagram read at once.
-const DATAGRAM_BYTES_MAX: usize = 65_536;
+/// Bytes of one receive slot: the largest UDP payload, which also bounds a GRO run.
+const SLOT_BYTES: usize = 65_536;
+/// Receive slots filled per system call.
+const SLOTS: usize = 8;
 
 /// A node's QUIC endpoint on a UDP socket.
 pub struct Transport {
     socket: UdpSocket,
+    udp: UdpSocketState,
+    offload: bool,
     node: RefCell<Node>,
     events: RefCell<VecDeque<Event>>,
     /// Signalled after every pass of the loop (bytes acknowledged, events queued) and at stop.
@@ -32,11 +45,30 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// Binds `addr` for `node`.
-    pub fn bind(addr: SocketAddr, node: Node) -> io::Result<Rc<Transport>> {
+    /// Binds `addr` for `node`; `offload` uses UDP GSO and GRO where the kernel has them.
+    pub fn bind(addr: SocketAddr, mut node: Node, offload: bool) -> io::Result<Rc<Transport>> {
         let socket = UdpSocket::bind(addr)?;
+        // SAFETY: the descriptor is the socket's, alive for this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };
+        // quinn-udp's calls must not block the executor; glommio's own calls say MSG_DONTWAIT
+        // or go through io_uring, which waits for a non-blocking socket by polling it.
+        set_nonblocking(&fd)?;
+        let udp = UdpSocketState::new(UdpSockRef::from(&fd))?;
+        if offload {
+            node.set_max_segments(udp.max_gso_segments());
+        } else {
+            set_gro(&fd, false);
+        }
+        tracing::debug!(
+            gso_segments = udp.max_gso_segments(),
+            gro_segments = udp.gro_segments(),
+            offload,
+            "cluster socket"
+        );
         Ok(Rc::new(Transport {
             socket,
+            udp,
+            offload,
             node: RefCell::new(node),
             events: RefCell::new(VecDeque::new()),
             progress: Notify::default(),
@@ -49,32 +81,96 @@ impl Transport {
         Ok(self.socket.local_addr()?)
     }
 
+    /// Datagrams one send carries (1 without segmentation offload).
+    pub fn gso_segments(&self) -> usize {
+        if self.offload { self.udp.max_gso_segments() } else { 1 }
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the descriptor is the socket's, which outlives the borrow.
+        unsafe { BorrowedFd::borrow_raw(self.socket.as_raw_fd()) }
+    }
+
     /// Runs the socket loop until [`Transport::stop`].
     pub async fn run(self: Rc<Self>) {
-        let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
+        let mut slots = vec![vec![0u8; SLOT_BYTES]; SLOTS];
+        let mut metas = [RecvMeta::default(); SLOTS];
         while !self.stopped.get() {
-            let timeout = self.node.borrow_mut().poll_timeout();
-            let wait = timeout
-                .map(|t| t.saturating_duration_since(Instant::now()))
-                .unwrap_or(Duration::from_millis(100))
-                .min(Duration::from_millis(100));
-            let received =
-                futures_lite::future::or(async { Some(self.socket.recv_from(&mut buf).await) }, async {
-                    glommio::timer::sleep(wait).await;
-                    None
-                })
+            let received = self.receive(&mut slots, &mut metas).await;
+            if !received {
+                let timeout = self.node.borrow_mut().poll_timeout();
+                let wait = timeout
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_millis(100))
+                    .min(Duration::from_millis(100));
+                let mut peek = [0u8; 1];
+                let readable = futures_lite::future::or(
+                    async { self.socket.peek_from(&mut peek).await.is_ok() },
+                    async {
+                        glommio::timer::sleep(wait).await;
+                        false
+                    },
+                )
                 .await;
-            let now = Instant::now();
-            let mut replies = Vec::new();
-            match received {
-                Some(Ok((len, from))) => replies = self.node.borrow_mut().receive(now, from, &buf[..len]),
-                Some(Err(error)) => tracing::warn!(%error, "cluster socket receive failed"),
-                None => self.node.borrow_mut().handle_timeout(now),
+                if readable {
+                    continue;
+                }
             }
-            for (to, datagram) in replies {
-                let _ = self.socket.send_to(&datagram, to).await;
-            }
+            self.node.borrow_mut().handle_timeout(Instant::now());
             self.flush().await;
+        }
+    }
+
+    /// Feeds the node every datagram the socket holds now; false if it held none.
+    async fn receive(&self, slots: &mut [Vec<u8>], metas: &mut [RecvMeta]) -> bool {
+        let mut bufs: Vec<IoSliceMut<'_>> = slots.iter_mut().map(|s| IoSliceMut::new(s)).collect();
+        let count = match self.udp.recv(UdpSockRef::from(&self.fd()), &mut bufs, metas) {
+            Ok(count) => count,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(error) => {
+                tracing::warn!(%error, "cluster socket receive failed");
+                return false;
+            }
+        };
+        let now = Instant::now();
+        let mut replies = Vec::new();
+        {
+            let mut node = self.node.borrow_mut();
+            for (meta, buf) in metas.iter().zip(bufs.iter()).take(count) {
+                let ecn = meta.ecn.map(|e| e as u8);
+                for datagram in buf[..meta.len].chunks(meta.stride.max(1)) {
+                    replies.extend(node.receive(now, meta.addr, ecn, datagram));
+                }
+            }
+        }
+        for reply in &replies {
+            self.send(reply).await;
+        }
+        count > 0
+    }
+
+    /// Sends one transmit: one system call with segmentation offload, or datagram by datagram
+    /// through glommio when the socket cannot take it now.
+    async fn send(&self, transmit: &Transmit) {
+        let udp_transmit = quinn_udp::Transmit {
+            destination: transmit.to,
+            ecn: transmit.ecn.and_then(quinn_udp::EcnCodepoint::from_bits),
+            contents: &transmit.bytes,
+            segment_size: transmit.segment_size,
+            src_ip: None,
+        };
+        match self.udp.send(UdpSockRef::from(&self.fd()), &udp_transmit) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                for datagram in transmit.datagrams() {
+                    if let Err(error) = self.socket.send_to(datagram, transmit.to).await {
+                        tracing::warn!(%error, to = %transmit.to, "cluster socket send failed");
+                    }
+                }
+            }
+            // quinn-udp only returns WouldBlock; anything else is logged there and dropped
+            // (QUIC retransmits).
+            Err(error) => tracing::warn!(%error, to = %transmit.to, "cluster socket send failed"),
         }
     }
 
@@ -87,11 +183,14 @@ impl Transport {
     /// Sends what the node has to send, and hands its events to waiters.
     async fn flush(&self) {
         let now = Instant::now();
-        let datagrams = self.node.borrow_mut().poll(now);
-        for (to, datagram) in datagrams {
-            if let Err(error) = self.socket.send_to(&datagram, to).await {
-                tracing::warn!(%error, %to, "cluster socket send failed");
-            }
+        let transmits = {
+            let mut node = self.node.borrow_mut();
+            // quinn-udp turns GSO off if the device refuses it.
+            node.set_max_segments(self.gso_segments());
+            node.poll(now)
+        };
+        for transmit in &transmits {
+            self.send(transmit).await;
         }
         let mut node = self.node.borrow_mut();
         let mut events = self.events.borrow_mut();
@@ -147,4 +246,30 @@ impl Transport {
         }
         true
     }
+}
+
+/// Turns UDP GRO on or off for a socket (a kernel without it ignores the call).
+fn set_gro(fd: &BorrowedFd<'_>, on: bool) {
+    let value: libc::c_int = on.into();
+    // SAFETY: setsockopt reads one c_int from a valid pointer.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+fn set_nonblocking(fd: &BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fcntl on a valid descriptor, with flags it returned.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
