@@ -145,6 +145,31 @@ fn bad_profiles_are_refused_naming_the_field() {
     p.io.read_ahead_chunks = 5;
     assert_eq!(p.log_config().read_ahead_chunks, 5);
 
+    // [cluster]: QUIC's 1,200-byte floor, keep-alives inside the idle timeout, a stream window
+    // inside the link's; profiles from before clusters get the defaults.
+    let mut p = base.clone();
+    p.cluster.initial_mtu = 1_000;
+    assert!(refused_field(p.check_shape()).starts_with("cluster.initial_mtu"));
+    let mut p = base.clone();
+    p.cluster.mtu_max = 1_300;
+    assert!(refused_field(p.check_shape()).starts_with("cluster.initial_mtu"));
+    let mut p = base.clone();
+    p.cluster.keep_alive_ms = p.cluster.idle_timeout_ms;
+    assert!(refused_field(p.check_shape()).starts_with("cluster.keep_alive_ms"));
+    let mut p = base.clone();
+    p.cluster.stream_window_bytes = p.cluster.connection_window_bytes + 1;
+    assert!(refused_field(p.check_shape()).starts_with("cluster.stream_window_bytes"));
+    let mut p = base.clone();
+    p.cluster.peer_queue_bytes = 0;
+    assert!(refused_field(p.check_shape()).starts_with("cluster.peer_queue_bytes"));
+    let toml = base.to_toml();
+    let start = toml.find("[cluster]").expect("shipped profiles have a [cluster] section");
+    let end = start + toml[start..].find("\n\n").unwrap();
+    let old = format!("{}{}", &toml[..start], &toml[end..]);
+    assert_eq!(Profile::parse(&old, "old.toml").unwrap().cluster, rill_tuning::ClusterSection::default());
+    let text = toml.replace("[cluster]", "[cluster]\nmtu = 9000");
+    assert!(matches!(Profile::parse(&text, "typo.toml"), Err(Error::Parse { .. })));
+
     let text = base.to_toml().replace("[io]", "[io]\nturbo = true");
     assert!(matches!(Profile::parse(&text, "typo.toml"), Err(Error::Parse { .. })));
     assert!(matches!(Profile::load("/nonexistent/profile.toml"), Err(Error::Io { .. })));
