@@ -372,11 +372,13 @@ fn start_peers(
     let profile = &shard.profile().cluster;
     let node = rill_net::quic::Node::with_tuning(&ca, &pem, quic_tuning(profile))
         .map_err(|e| BrokerError::Config(format!("the cluster certificate of node {id}: {e}")))?;
-    let transport =
-        crate::cluster::transport::Transport::bind(cluster.listen, node, profile.segmentation_offload)
-            .map_err(|e| {
-                BrokerError::Runtime(format!("binding the cluster listener {}: {e}", cluster.listen))
-            })?;
+    let transport = crate::cluster::transport::Transport::bind(
+        cluster.listen,
+        node,
+        profile.segmentation_offload,
+        profile.socket_buffer_bytes as usize,
+    )
+    .map_err(|e| BrokerError::Runtime(format!("binding the cluster listener {}: {e}", cluster.listen)))?;
     let weak = Rc::downgrade(shard);
     let handler: crate::cluster::peers::AdminHandler = Box::new(move |op| {
         let shard = weak.upgrade();

@@ -25,7 +25,8 @@ async fn event(t: &Transport, timeout: Duration) -> Option<Event> {
 /// A transport on a loopback port, its socket loop running on this executor.
 fn start(ca: &Pem, cert: &Pem, offload: bool) -> std::rc::Rc<Transport> {
     let t =
-        Transport::bind("127.0.0.1:0".parse().unwrap(), Node::new(&ca.cert, cert).unwrap(), offload).unwrap();
+        Transport::bind("127.0.0.1:0".parse().unwrap(), Node::new(&ca.cert, cert).unwrap(), offload, 4 << 20)
+            .unwrap();
     glommio::spawn_local(t.clone().run()).detach();
     t
 }

@@ -33,6 +33,9 @@ pub struct TransportBenchArgs {
     /// datagrams).
     #[arg(long, default_value_t = 8952)]
     pub mtu_max: u16,
+    /// SO_SNDBUF and SO_RCVBUF of the QUIC sockets (capped by net.core.wmem_max/rmem_max).
+    #[arg(long, default_value_t = 4 << 20)]
+    pub socket_buffer_bytes: usize,
 }
 
 /// One transport's figures.
@@ -155,10 +158,18 @@ async fn event(transport: &Transport) -> anyhow::Result<Event> {
     futures_lite::future::or(next, timeout).await
 }
 
+/// A QUIC endpoint's settings: the state machine's and its socket's buffers.
+#[derive(Clone, Copy)]
+struct Quic {
+    tuning: Tuning,
+    buffer_bytes: usize,
+}
+
 /// A transport on a loopback port, its socket loop running on this executor.
-fn start(ca: &tls::Pem, cert: &tls::Pem, tuning: Tuning) -> anyhow::Result<std::rc::Rc<Transport>> {
-    let node = Node::with_tuning(&ca.cert, cert, tuning)?;
-    let transport = Transport::bind("127.0.0.1:0".parse()?, node, tuning.segmentation_offload)?;
+fn start(ca: &tls::Pem, cert: &tls::Pem, quic: Quic) -> anyhow::Result<std::rc::Rc<Transport>> {
+    let node = Node::with_tuning(&ca.cert, cert, quic.tuning)?;
+    let offload = quic.tuning.segmentation_offload;
+    let transport = Transport::bind("127.0.0.1:0".parse()?, node, offload, quic.buffer_bytes)?;
     glommio::spawn_local(transport.clone().run()).detach();
     Ok(transport)
 }
@@ -170,9 +181,9 @@ async fn quic_server(
     total: u64,
     message: usize,
     rounds: usize,
-    tuning: Tuning,
+    quic: Quic,
 ) -> anyhow::Result<()> {
-    let transport = start(&ca, &cert, tuning)?;
+    let transport = start(&ca, &cert, quic)?;
     tx.send(transport.local_addr()?)?;
     let mut got = 0u64;
     let mut reply_to = None;
@@ -206,9 +217,9 @@ async fn quic_client(
     total: u64,
     message: usize,
     rounds: usize,
-    tuning: Tuning,
+    quic: Quic,
 ) -> anyhow::Result<(Duration, Vec<Duration>)> {
-    let transport = start(&ca, &cert, tuning)?;
+    let transport = start(&ca, &cert, quic)?;
     let connection = transport.dial(addr, 1).await?;
     loop {
         match event(&transport).await? {
@@ -286,6 +297,7 @@ pub fn measure_transports(args: &TransportBenchArgs) -> anyhow::Result<[Transpor
             segmentation_offload: offload,
             ..Tuning::default()
         };
+        let tuning = Quic { tuning, buffer_bytes: args.socket_buffer_bytes };
         let cpu = cpu_seconds();
         let (bulk, rtts) = pair(
             move |tx| quic_server(tx, ca, server_cert, total, message, rounds, tuning),

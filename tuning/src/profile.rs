@@ -160,6 +160,9 @@ pub struct ClusterSection {
     pub segmentation_offload: bool,
     /// Bytes of frames queued for one peer before sends that may be dropped are refused.
     pub peer_queue_bytes: u64,
+    /// SO_SNDBUF and SO_RCVBUF of the node's UDP socket (the kernel caps them at
+    /// `net.core.wmem_max` and `rmem_max`, which `kernel.socket_buffer_max_min` asks for).
+    pub socket_buffer_bytes: u64,
 }
 
 impl Default for ClusterSection {
@@ -176,6 +179,7 @@ impl Default for ClusterSection {
             keep_alive_ms: 500,
             segmentation_offload: true,
             peer_queue_bytes: 32 << 20,
+            socket_buffer_bytes: 4 << 20,
         }
     }
 }
@@ -312,6 +316,7 @@ impl Profile {
             ("cluster.idle_timeout_ms", self.cluster.idle_timeout_ms),
             ("cluster.keep_alive_ms", self.cluster.keep_alive_ms),
             ("cluster.peer_queue_bytes", self.cluster.peer_queue_bytes),
+            ("cluster.socket_buffer_bytes", self.cluster.socket_buffer_bytes),
         ];
         for (field, value) in positive {
             if value == 0 {

@@ -45,11 +45,20 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// Binds `addr` for `node`; `offload` uses UDP GSO and GRO where the kernel has them.
-    pub fn bind(addr: SocketAddr, mut node: Node, offload: bool) -> io::Result<Rc<Transport>> {
+    /// Binds `addr` for `node`; `offload` uses UDP GSO and GRO where the kernel has them;
+    /// `buffer_bytes` sizes the socket's send and receive buffers (the kernel caps them at
+    /// `net.core.wmem_max` and `rmem_max`).
+    pub fn bind(
+        addr: SocketAddr,
+        mut node: Node,
+        offload: bool,
+        buffer_bytes: usize,
+    ) -> io::Result<Rc<Transport>> {
         let socket = UdpSocket::bind(addr)?;
         // SAFETY: the descriptor is the socket's, alive for this call.
         let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };
+        set_int(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, buffer_bytes.min(i32::MAX as usize) as i32)?;
+        set_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, buffer_bytes.min(i32::MAX as usize) as i32)?;
         // quinn-udp's calls must not block the executor; glommio's own calls say MSG_DONTWAIT
         // or go through io_uring, which waits for a non-blocking socket by polling it.
         set_nonblocking(&fd)?;
@@ -57,7 +66,8 @@ impl Transport {
         if offload {
             node.set_max_segments(udp.max_gso_segments());
         } else {
-            set_gro(&fd, false);
+            // GRO off: a kernel without it refuses the option, which is what off means anyway.
+            let _ = set_int(&fd, libc::SOL_UDP, libc::UDP_GRO, 0);
         }
         tracing::debug!(
             gso_segments = udp.max_gso_segments(),
@@ -248,19 +258,19 @@ impl Transport {
     }
 }
 
-/// Turns UDP GRO on or off for a socket (a kernel without it ignores the call).
-fn set_gro(fd: &BorrowedFd<'_>, on: bool) {
-    let value: libc::c_int = on.into();
+/// Sets an integer socket option.
+fn set_int(fd: &BorrowedFd<'_>, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: setsockopt reads one c_int from a valid pointer.
-    unsafe {
+    let rc = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
+            level,
+            name,
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 fn set_nonblocking(fd: &BorrowedFd<'_>) -> io::Result<()> {
