@@ -27,8 +27,7 @@ use self::topics::{create_partitions, create_topics, delete_topics};
 use crate::partition::order::Order;
 use crate::partition::shard::Shard;
 
-/// The one node of a single-node cluster.
-const NODE_ID: i32 = 0;
+/// The cluster id every node reports (Kafka clients check that the brokers they reach agree).
 const CLUSTER_ID: &str = "rill-single-node";
 
 /// Handles one request once `order` gives it its turn; `None` when it gets no response

@@ -39,6 +39,14 @@ public class KafkaClients {
             check(controller != null && nodes.stream().anyMatch(n -> n.id() == controller.id()),
                 "controller " + controller + " is not among " + nodes);
 
+            // The admin client sends a broker's configs request to that broker: each names itself.
+            for (Node n : nodes) {
+                ConfigResource broker = new ConfigResource(ConfigResource.Type.BROKER, String.valueOf(n.id()));
+                Config configs = admin.describeConfigs(List.of(broker)).all().get(30, TimeUnit.SECONDS).get(broker);
+                check(String.valueOf(n.id()).equals(configs.get("broker.id").value()),
+                    "broker " + n.id() + " describes broker.id " + configs.get("broker.id"));
+            }
+
             admin.createTopics(List.of(new NewTopic(topic, PARTITIONS, (short) 1))).all().get(30, TimeUnit.SECONDS);
             TopicDescription described =
                 admin.describeTopics(List.of(topic)).allTopicNames().get(30, TimeUnit.SECONDS).get(topic);

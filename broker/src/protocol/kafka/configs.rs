@@ -27,7 +27,7 @@ use crate::cluster::topic_config::{SettingsChange, log_config, topic_settings};
 use crate::partition::routing::admin_op;
 use crate::partition::shard::Shard;
 
-use super::{NODE_ID, str_bytes};
+use super::str_bytes;
 
 const RESOURCE_TOPIC: i8 = 2;
 const OP_SET: i8 = 0;
@@ -195,6 +195,11 @@ const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
+/// Whether a broker resource's name is this node: its id, or empty (the cluster default).
+fn broker_named(name: &str, node: u32) -> bool {
+    name.is_empty() || name.parse::<u32>() == Ok(node)
+}
+
 pub(crate) fn describe_configs(
     shard: &Rc<Shard>,
     r: DescribeConfigsRequest,
@@ -203,6 +208,7 @@ pub(crate) fn describe_configs(
     let mut response = DescribeConfigsResponse::default();
     let profile = shard.profile();
     let defaults = profile.log_config();
+    let node = shard.metadata().node;
     for resource in r.resources {
         let mut result = DescribeConfigsResult::default();
         result.resource_type = resource.resource_type;
@@ -252,8 +258,18 @@ pub(crate) fn describe_configs(
                     }
                 }
             }
+            // This node's configs, under its id or the empty name (Kafka's cluster default);
+            // Kafka refuses another broker's id (clients send that request to that broker).
+            RESOURCE_BROKER if !broker_named(&resource.resource_name, node) => Err((
+                code::INVALID_REQUEST,
+                format!(
+                    "unexpected broker id, expected {node} or empty string, but received {}",
+                    resource.resource_name
+                ),
+            )),
             RESOURCE_BROKER => Ok(vec![
-                ("broker.id", NODE_ID.to_string(), SOURCE_STATIC_BROKER),
+                ("broker.id", node.to_string(), SOURCE_STATIC_BROKER),
+                ("node.id", node.to_string(), SOURCE_STATIC_BROKER),
                 ("num.partitions", "1".to_string(), SOURCE_DEFAULT),
                 ("default.replication.factor", "1".to_string(), SOURCE_DEFAULT),
                 ("min.insync.replicas", "1".to_string(), SOURCE_DEFAULT),
