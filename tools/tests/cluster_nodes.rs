@@ -15,6 +15,8 @@
 //!   use every node.
 
 mod netns;
+#[path = "common/raw.rs"]
+mod raw;
 
 use std::time::{Duration, Instant};
 
@@ -364,6 +366,73 @@ fn kcat_kafka_python_kafkajs_and_the_java_client_use_every_node() {
     // The Java client, admin on node 3, producer on node 1, consumer on node 2.
     let out = java_clients(&c, &a, &b, "java", 3);
     assert!(out.starts_with("ok 600"), "{out}");
+}
+
+/// Sends one Kafka request to `node` and decodes its answer.
+fn kafka_call<Req, Resp>(node: &Node, key: kafka_protocol::messages::ApiKey, version: i16, body: &Req) -> Resp
+where
+    Req: kafka_protocol::protocol::Encodable,
+    Resp: kafka_protocol::protocol::Decodable,
+{
+    use kafka_protocol::protocol::Decodable;
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(node.kafka()).unwrap();
+    stream.write_all(&raw::request(key, version, 1, body)).unwrap();
+    let mut reply = bytes::Bytes::from(raw::response(&mut stream).expect("an answer"));
+    kafka_protocol::messages::ResponseHeader::decode(&mut reply, key.response_header_version(version))
+        .unwrap();
+    Resp::decode(&mut reply, version).unwrap()
+}
+
+/// Every node names the same coordinator for a group; the group's requests sent to any other
+/// node get NOT_COORDINATOR (clients then find the coordinator again), so a group's state
+/// lives on one node only. (Before, every node served every group.)
+#[test]
+fn group_requests_to_a_node_that_does_not_coordinate_the_group_get_not_coordinator() {
+    use kafka_protocol::messages::{
+        ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+        OffsetFetchRequest, OffsetFetchResponse,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::new(3);
+    let tls = tls_dir(tmp.path(), 3);
+    let seeds = seeds(&net, 3);
+    let nodes: Vec<Node> = (1..=3).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds)).collect();
+    agreed_controller(&nodes.iter().collect::<Vec<_>>(), 3);
+    for group in ["orders", "payments", "audit", "g4"] {
+        let mut find = FindCoordinatorRequest::default();
+        find.key = StrBytes::from_string(group.to_string());
+        let named: Vec<i32> = nodes
+            .iter()
+            .map(|n| {
+                let r: FindCoordinatorResponse = kafka_call(n, ApiKey::FindCoordinator, 3, &find);
+                assert_eq!(r.error_code, 0, "{group} at node {}", n.id);
+                r.node_id.0
+            })
+            .collect();
+        assert!(named.iter().all(|c| *c == named[0]), "{group}: coordinators {named:?}");
+        for n in &nodes {
+            let coordinator = n.id as i32 == named[0];
+            let mut fetch = OffsetFetchRequest::default();
+            fetch.group_id = StrBytes::from_string(group.to_string()).into();
+            let r: OffsetFetchResponse = kafka_call(n, ApiKey::OffsetFetch, 5, &fetch);
+            assert_eq!(r.error_code, if coordinator { 0 } else { 16 }, "{group} offsets at node {}", n.id);
+            let mut beat = HeartbeatRequest::default();
+            beat.group_id = StrBytes::from_string(group.to_string()).into();
+            beat.member_id = StrBytes::from_static_str("nobody");
+            let r: HeartbeatResponse = kafka_call(n, ApiKey::Heartbeat, 3, &beat);
+            // The coordinator knows no such member (whatever it answers, it is not
+            // NOT_COORDINATOR); the others are not the group's coordinator.
+            assert_eq!(
+                r.error_code == 16,
+                !coordinator,
+                "{group} heartbeat at node {}: {}",
+                n.id,
+                r.error_code
+            );
+        }
+    }
 }
 
 /// Runs tools/tests/java/KafkaClients.java with the class path scripts/test-deps.sh resolved.

@@ -49,6 +49,11 @@ fn coordinator_of(shard: &Shard, group: &str) -> (i32, StrBytes, i32) {
     brokers[(hash % brokers.len() as u64) as usize].clone()
 }
 
+/// Whether this node coordinates `group` (always, on a single node).
+pub(crate) fn coordinates(shard: &Shard, group: &str) -> bool {
+    coordinator_of(shard, group).0 == shard.metadata().node as i32
+}
+
 pub(crate) fn api_versions(error_code: i16) -> ApiVersionsResponse {
     let mut r = ApiVersionsResponse::default();
     r.error_code = error_code;

@@ -33,6 +33,25 @@ use crate::partition::group::{Committed, JoinRequest, JoinResult, now_ms};
 use crate::partition::routing::call_group;
 use crate::partition::shard::{Shard, ShardReply, ShardRequest};
 
+/// A group operation on this node's coordinator, or `None` when another node coordinates the
+/// group (answered NOT_COORDINATOR, so the client finds the coordinator again) or the
+/// coordinator cannot answer.
+async fn group_call(shard: &Rc<Shard>, group: &str, op: GroupOp) -> Option<GroupReply> {
+    if !super::cluster_info::coordinates(shard, group) {
+        return None;
+    }
+    call_group(shard, group, op).await
+}
+
+/// The error of a group operation [`group_call`] could not run.
+fn unavailable(shard: &Shard, group: &str) -> i16 {
+    if super::cluster_info::coordinates(shard, group) {
+        code::COORDINATOR_NOT_AVAILABLE
+    } else {
+        code::NOT_COORDINATOR
+    }
+}
+
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
@@ -57,9 +76,9 @@ pub(crate) async fn join_group(
         require_known_member_id: v >= 4,
     };
     let group = request.group.clone();
-    let result = match call_group(shard, &group, GroupOp::Join(request)).await {
+    let result = match group_call(shard, &group, GroupOp::Join(request)).await {
         Some(GroupReply::Join(result)) => result,
-        _ => JoinResult { error: code::COORDINATOR_NOT_AVAILABLE, ..JoinResult::default() },
+        _ => JoinResult { error: unavailable(shard, &group), ..JoinResult::default() },
     };
     let mut response = JoinGroupResponse::default();
     response.error_code = result.error;
@@ -95,9 +114,9 @@ pub(crate) async fn sync_group(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGr
         instance_id: r.group_instance_id.map(|i| i.to_string()),
         assignments: r.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect(),
     };
-    let (error, assignment) = match call_group(shard, &group, op).await {
+    let (error, assignment) = match group_call(shard, &group, op).await {
         Some(GroupReply::Sync(result)) => result,
-        _ => (code::COORDINATOR_NOT_AVAILABLE, Bytes::new()),
+        _ => (unavailable(shard, &group), Bytes::new()),
     };
     let mut response = SyncGroupResponse::default();
     response.error_code = error;
@@ -114,9 +133,9 @@ pub(crate) async fn heartbeat(shard: &Rc<Shard>, r: HeartbeatRequest) -> Heartbe
         instance_id: r.group_instance_id.map(|i| i.to_string()),
     };
     let mut response = HeartbeatResponse::default();
-    response.error_code = match call_group(shard, &group, op).await {
+    response.error_code = match group_call(shard, &group, op).await {
         Some(GroupReply::Code(code)) => code,
-        _ => code::COORDINATOR_NOT_AVAILABLE,
+        _ => unavailable(shard, &group),
     };
     response
 }
@@ -132,11 +151,11 @@ pub(crate) async fn leave_group(shard: &Rc<Shard>, r: LeaveGroupRequest, v: i16)
         vec![(r.member_id.to_string(), None)]
     };
     let codes =
-        match call_group(shard, &group, GroupOp::Leave { group: group.clone(), members: members.clone() })
+        match group_call(shard, &group, GroupOp::Leave { group: group.clone(), members: members.clone() })
             .await
         {
             Some(GroupReply::Codes(codes)) => codes,
-            _ => vec![code::COORDINATOR_NOT_AVAILABLE; members.len()],
+            _ => vec![unavailable(shard, &group); members.len()],
         };
     let mut response = LeaveGroupResponse::default();
     if v >= 3 {
@@ -192,9 +211,9 @@ pub(crate) async fn offset_commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> 
             instance_id: r.group_instance_id.map(|i| i.to_string()),
             entries,
         };
-        match call_group(shard, &group, op).await {
+        match group_call(shard, &group, op).await {
             Some(GroupReply::Code(code)) => code,
-            _ => code::COORDINATOR_NOT_AVAILABLE,
+            _ => unavailable(shard, &group),
         }
     };
     let mut response = OffsetCommitResponse::default();
@@ -226,11 +245,11 @@ pub(crate) async fn offset_fetch(shard: &Rc<Shard>, r: OffsetFetchRequest, v: i1
             .collect::<Vec<_>>()
     });
     let mut response = OffsetFetchResponse::default();
-    let found = match call_group(shard, &group, GroupOp::Fetch { group: group.clone(), partitions }).await {
+    let found = match group_call(shard, &group, GroupOp::Fetch { group: group.clone(), partitions }).await {
         Some(GroupReply::Offsets(Ok(found))) => found,
         _ => {
             if v >= 2 {
-                response.error_code = code::COORDINATOR_NOT_AVAILABLE;
+                response.error_code = unavailable(shard, &group);
             }
             return response;
         }
@@ -303,7 +322,7 @@ pub(crate) async fn describe_groups(
         let group = id.0.to_string();
         let mut d = DescribedGroup::default();
         d.group_id = id;
-        match call_group(shard, &group, GroupOp::Describe { group: group.clone() }).await {
+        match group_call(shard, &group, GroupOp::Describe { group: group.clone() }).await {
             Some(GroupReply::Describe(Some((state, protocol_type, protocol, members)))) => {
                 d.group_state = s(state);
                 d.protocol_type = s(protocol_type);
@@ -326,7 +345,7 @@ pub(crate) async fn describe_groups(
             }
             // Kafka describes an unknown group as Dead with no members.
             Some(GroupReply::Describe(None)) => d.group_state = s("Dead"),
-            _ => d.error_code = code::COORDINATOR_NOT_AVAILABLE,
+            _ => d.error_code = unavailable(shard, &group),
         }
         response.groups.push(d);
     }
@@ -342,10 +361,10 @@ pub(crate) async fn offset_delete(shard: &Rc<Shard>, r: OffsetDeleteRequest) -> 
         .collect();
     let op = GroupOp::DeleteOffsets { group: group.clone(), partitions: partitions.clone() };
     let mut response = OffsetDeleteResponse::default();
-    let codes = match call_group(shard, &group, op).await {
+    let codes = match group_call(shard, &group, op).await {
         Some(GroupReply::Codes(codes)) => codes,
         _ => {
-            response.error_code = code::COORDINATOR_NOT_AVAILABLE;
+            response.error_code = unavailable(shard, &group);
             return response;
         }
     };
@@ -374,9 +393,9 @@ pub(crate) async fn delete_groups(shard: &Rc<Shard>, r: DeleteGroupsRequest) -> 
         let group = id.0.to_string();
         let mut result = DeletableGroupResult::default();
         result.group_id = id;
-        result.error_code = match call_group(shard, &group, GroupOp::Delete { group: group.clone() }).await {
+        result.error_code = match group_call(shard, &group, GroupOp::Delete { group: group.clone() }).await {
             Some(GroupReply::Code(code)) => code,
-            _ => code::COORDINATOR_NOT_AVAILABLE,
+            _ => unavailable(shard, &group),
         };
         response.results.push(result);
     }
