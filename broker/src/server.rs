@@ -375,7 +375,6 @@ fn start_peers(
     let transport = crate::cluster::transport::Transport::bind(
         cluster.listen,
         node,
-        profile.segmentation_offload,
         profile.socket_buffer_bytes as usize,
     )
     .map_err(|e| BrokerError::Runtime(format!("binding the cluster listener {}: {e}", cluster.listen)))?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use glommio::LocalExecutorBuilder;
 use rill_broker::transport::Transport;
-use rill_net::quic::{Event, Node};
+use rill_net::quic::{Event, Node, Tuning};
 use rill_net::tls::{self, Pem};
 
 /// The next event, or `None` after `timeout`.
@@ -24,9 +24,9 @@ async fn event(t: &Transport, timeout: Duration) -> Option<Event> {
 
 /// A transport on a loopback port, its socket loop running on this executor.
 fn start(ca: &Pem, cert: &Pem, offload: bool) -> std::rc::Rc<Transport> {
-    let t =
-        Transport::bind("127.0.0.1:0".parse().unwrap(), Node::new(&ca.cert, cert).unwrap(), offload, 4 << 20)
-            .unwrap();
+    let tuning = Tuning { segmentation_offload: offload, ..Tuning::default() };
+    let node = Node::with_tuning(&ca.cert, cert, tuning).unwrap();
+    let t = Transport::bind("127.0.0.1:0".parse().unwrap(), node, 4 << 20).unwrap();
     glommio::spawn_local(t.clone().run()).detach();
     t
 }

@@ -151,6 +151,8 @@ pub struct Node {
     events: VecDeque<Event>,
     /// Datagrams one [`Transmit`] may carry (1 without segmentation offload).
     max_segments: usize,
+    /// [`Tuning::segmentation_offload`].
+    offload: bool,
 }
 
 /// Errors building a node.
@@ -195,7 +197,14 @@ impl Node {
             .max_udp_payload_size(tuning.mtu_max.max(1_200))
             .map_err(|e| QuicError::Tuning(format!("mtu_max {}: {e}", tuning.mtu_max)))?;
         let endpoint = Endpoint::new(Arc::new(endpoint_config), Some(Arc::new(server)), true, None);
-        Ok(Node { endpoint, client, peers: HashMap::new(), events: VecDeque::new(), max_segments: 1 })
+        Ok(Node {
+            endpoint,
+            client,
+            peers: HashMap::new(),
+            events: VecDeque::new(),
+            max_segments: 1,
+            offload: tuning.segmentation_offload,
+        })
     }
 
     /// Starts a connection to node `node` at `remote`.
@@ -209,6 +218,12 @@ impl Node {
         let (handle, conn) = self.endpoint.connect(now, self.client.clone(), remote, &name)?;
         self.peers.insert(handle, Peer { conn, node: Some(node) });
         Ok(handle)
+    }
+
+    /// Whether this node's tuning asks for segmentation offload (its socket loop uses GSO and
+    /// GRO then, where the kernel has them).
+    pub fn segmentation_offload(&self) -> bool {
+        self.offload
     }
 
     /// Lets one [`Transmit`] carry up to `segments` datagrams (what the socket's segmentation

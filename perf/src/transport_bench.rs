@@ -168,8 +168,7 @@ struct Quic {
 /// A transport on a loopback port, its socket loop running on this executor.
 fn start(ca: &tls::Pem, cert: &tls::Pem, quic: Quic) -> anyhow::Result<std::rc::Rc<Transport>> {
     let node = Node::with_tuning(&ca.cert, cert, quic.tuning)?;
-    let offload = quic.tuning.segmentation_offload;
-    let transport = Transport::bind("127.0.0.1:0".parse()?, node, offload, quic.buffer_bytes)?;
+    let transport = Transport::bind("127.0.0.1:0".parse()?, node, quic.buffer_bytes)?;
     glommio::spawn_local(transport.clone().run()).detach();
     Ok(transport)
 }

@@ -14,12 +14,15 @@
 //!   clients, idempotent producers and consumer groups, each bootstrapped from a different node,
 //!   use every node.
 
+#[path = "common/clients.rs"]
+mod clients;
 mod netns;
 #[path = "common/raw.rs"]
 mod raw;
 
 use std::time::{Duration, Instant};
 
+use clients::{client, java_clients, kafka_script};
 use netns::{Net, Node, eventually, seeds, tls_dir};
 
 /// Waits until every running node's Kafka metadata lists `count` brokers and one controller;
@@ -49,6 +52,26 @@ fn agreed_controller(nodes: &[&Node], count: usize) -> u32 {
             panic!("no controller every node names with {count} brokers:\n{}", views.join("\n"));
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Nodes 1..=count started together, agreed on a controller. Dropped in field order: the
+/// processes first, then their namespaces, then their files.
+struct Cluster {
+    nodes: Vec<Node>,
+    _net: Net,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(count: u32) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let net = Net::new(count);
+        let tls = tls_dir(tmp.path(), count);
+        let seeds = seeds(&net, count);
+        let nodes: Vec<Node> = (1..=count).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds)).collect();
+        agreed_controller(&nodes.iter().collect::<Vec<_>>(), count as usize);
+        Cluster { nodes, _net: net, _tmp: tmp }
     }
 }
 
@@ -226,12 +249,8 @@ fn nodes_of_another_ca_or_claiming_another_id_are_refused() {
 /// every record back.
 #[test]
 fn kafka_clients_use_every_node_of_a_three_node_cluster() {
-    let tmp = tempfile::tempdir().unwrap();
-    let net = Net::new(3);
-    let tls = tls_dir(tmp.path(), 3);
-    let seeds = seeds(&net, 3);
-    let nodes: Vec<Node> = (1..=3).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds)).collect();
-    agreed_controller(&nodes.iter().collect::<Vec<_>>(), 3);
+    let cluster = Cluster::start(3);
+    let nodes = &cluster.nodes;
     let script = r#"
 import sys
 from confluent_kafka import Consumer, Producer
@@ -276,36 +295,6 @@ print("ok", len(acked), len(seen))
     );
 }
 
-const CLIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests");
-
-/// Runs a client program (under `timeout`), asserting it succeeds; returns its stdout.
-fn client(program: &str, args: &[&str], stdin: &[u8]) -> String {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("timeout")
-        .arg("180")
-        .arg(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/test-deps.sh installs it)"));
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let feeder = std::thread::spawn(move || input.write_all(&data));
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed ({}): {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// The other Kafka clients against three nodes, each bootstrapped from one node and finding the
 /// others through metadata: kcat lists every broker, produces keyed messages through one node
 /// and reads all of them back through another; kafka-python round-trips every codec and reads
@@ -315,25 +304,21 @@ fn client(program: &str, args: &[&str], stdin: &[u8]) -> String {
 /// the topic, with its admin, producer and consumer on three different nodes.
 #[test]
 fn kcat_kafka_python_kafkajs_and_the_java_client_use_every_node() {
-    let tmp = tempfile::tempdir().unwrap();
-    let net = Net::new(3);
-    let tls = tls_dir(tmp.path(), 3);
-    let seeds = seeds(&net, 3);
-    let nodes: Vec<Node> = (1..=3).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds)).collect();
-    agreed_controller(&nodes.iter().collect::<Vec<_>>(), 3);
+    let cluster = Cluster::start(3);
+    let nodes = &cluster.nodes;
     let [a, b, c] = [nodes[0].kafka(), nodes[1].kafka(), nodes[2].kafka()];
 
     // kcat: metadata from any node lists all three; keyed messages produced through node 2
     // land on partitions led by every node and are read back through node 3.
-    let listed = client("kcat", &["-b", &c, "-L", "-m", "10"], b"");
+    let listed = client("kcat", &["-b", &c, "-L", "-m", "10"], None);
     assert!(listed.contains(" 3 brokers:"), "{listed}");
     nodes[0].rill(&["topic", "create", "kcat", "--partitions", "6"]).unwrap();
     let input: String = (0..3000).map(|i| format!("k{i}:value {i}\n")).collect();
-    client("kcat", &["-b", &b, "-P", "-t", "kcat", "-K", ":", "-X", "acks=all"], input.as_bytes());
+    client("kcat", &["-b", &b, "-P", "-t", "kcat", "-K", ":", "-X", "acks=all"], Some(input.as_bytes()));
     let read = client(
         "kcat",
         &["-b", &c, "-C", "-t", "kcat", "-o", "beginning", "-e", "-q", "-f", "%p %k %s\n"],
-        b"",
+        None,
     );
     let mut partitions = std::collections::BTreeSet::new();
     let mut keys = std::collections::BTreeSet::new();
@@ -350,17 +335,16 @@ fn kcat_kafka_python_kafkajs_and_the_java_client_use_every_node() {
     // kafka-python: every codec through node 1 to a topic made through node 2,
     // then a group consumer bootstrapped from node 3.
     nodes[1].rill(&["topic", "create", "py", "--partitions", "3"]).unwrap();
-    let out = client("python3", &[&format!("{CLIENTS}/kafka/kafka_python_compression.py"), &a, "py"], b"");
+    let out = client("python3", &[&kafka_script("kafka_python_compression.py"), &a, "py"], None);
     assert!(out.contains("ok"), "{out}");
-    let out =
-        client("python3", &[&format!("{CLIENTS}/kafka/kafka_python_group.py"), &c, "py", "pyg", "8000"], b"");
+    let out = client("python3", &[&kafka_script("kafka_python_group.py"), &c, "py", "pyg", "8000"], None);
     assert!(out.contains("ok"), "{out}");
 
     // kafkajs: its admin creates a topic through node 2 and produces idempotently; a group
     // consumer bootstrapped from node 1 reads every message.
-    let out = client("node", &[&format!("{CLIENTS}/kafka/kafkajs_round_trip.js"), &b, "js"], b"");
+    let out = client("node", &[&kafka_script("kafkajs_round_trip.js"), &b, "js"], None);
     assert!(out.contains("ok"), "{out}");
-    let out = client("node", &[&format!("{CLIENTS}/kafka/kafkajs_group.js"), &a, "js", "jsg", "3000"], b"");
+    let out = client("node", &[&kafka_script("kafkajs_group.js"), &a, "js", "jsg", "3000"], None);
     assert!(out.contains("ok"), "{out}");
 
     // The Java client, admin on node 3, producer on node 1, consumer on node 2.
@@ -394,12 +378,8 @@ fn group_requests_to_a_node_that_does_not_coordinate_the_group_get_not_coordinat
         OffsetFetchRequest, OffsetFetchResponse,
     };
     use kafka_protocol::protocol::StrBytes;
-    let tmp = tempfile::tempdir().unwrap();
-    let net = Net::new(3);
-    let tls = tls_dir(tmp.path(), 3);
-    let seeds = seeds(&net, 3);
-    let nodes: Vec<Node> = (1..=3).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds)).collect();
-    agreed_controller(&nodes.iter().collect::<Vec<_>>(), 3);
+    let cluster = Cluster::start(3);
+    let nodes = &cluster.nodes;
     for group in ["orders", "payments", "audit", "g4"] {
         let mut find = FindCoordinatorRequest::default();
         find.key = StrBytes::from_string(group.to_string());
@@ -412,7 +392,7 @@ fn group_requests_to_a_node_that_does_not_coordinate_the_group_get_not_coordinat
             })
             .collect();
         assert!(named.iter().all(|c| *c == named[0]), "{group}: coordinators {named:?}");
-        for n in &nodes {
+        for n in nodes {
             let coordinator = n.id as i32 == named[0];
             let mut fetch = OffsetFetchRequest::default();
             fetch.group_id = StrBytes::from_string(group.to_string()).into();
@@ -433,18 +413,6 @@ fn group_requests_to_a_node_that_does_not_coordinate_the_group_get_not_coordinat
             );
         }
     }
-}
-
-/// Runs tools/tests/java/KafkaClients.java with the class path scripts/test-deps.sh resolved.
-fn java_clients(admin: &str, producer: &str, consumer: &str, topic: &str, brokers: u32) -> String {
-    let classpath = std::fs::read_to_string(format!("{CLIENTS}/java/classpath.txt"))
-        .expect("tools/tests/java/classpath.txt (scripts/test-deps.sh resolves it with Maven)");
-    let program = format!("{CLIENTS}/java/KafkaClients.java");
-    client(
-        "java",
-        &["-cp", classpath.trim(), &program, admin, producer, consumer, topic, &brokers.to_string()],
-        b"",
-    )
 }
 
 /// `rill cluster add-node` makes a fourth node a voter; started with `--join` it catches up

@@ -10,41 +10,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::clients::{client, java_clients};
 use common::raw::*;
 use common::*;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::StrBytes;
 
 const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka");
-
-/// Runs a client command (under `timeout`), asserting it succeeds; returns its stdout.
-fn client(program: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
-    let mut child = Command::new("timeout")
-        .arg("180")
-        .arg(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program}: {e} (CI installs it; see .ci/run)"));
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.unwrap_or_default().to_vec();
-    let feeder = std::thread::spawn(move || input.write_all(&data));
-    let out: Output = child.wait_with_output().unwrap();
-    feeder.join().unwrap().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed ({}): {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn script(name: &str) -> String {
     format!("{SCRIPTS}/{name}")
@@ -152,11 +127,8 @@ fn confluent_kafka_idempotent_producer_seeks_and_admin() {
 fn the_java_client_admin_idempotent_producer_and_group_consumer() {
     let (_tmp, dir) = data_dir();
     let broker = Broker::start(&dir);
-    let classpath = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/classpath.txt"))
-        .expect("tools/tests/java/classpath.txt (scripts/test-deps.sh resolves it with Maven)");
-    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/KafkaClients.java");
     let k = broker.kafka.as_str();
-    let out = client("java", &["-cp", classpath.trim(), program, k, k, k, "java", "1"], None);
+    let out = java_clients(k, k, k, "java", 1);
     assert!(out.starts_with("ok 600"), "{out}");
 }
 

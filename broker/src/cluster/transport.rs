@@ -45,15 +45,11 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// Binds `addr` for `node`; `offload` uses UDP GSO and GRO where the kernel has them;
-    /// `buffer_bytes` sizes the socket's send and receive buffers (the kernel caps them at
-    /// `net.core.wmem_max` and `rmem_max`).
-    pub fn bind(
-        addr: SocketAddr,
-        mut node: Node,
-        offload: bool,
-        buffer_bytes: usize,
-    ) -> io::Result<Rc<Transport>> {
+    /// Binds `addr` for `node`, with UDP GSO and GRO where the kernel has them if the node's
+    /// tuning asks for segmentation offload; `buffer_bytes` sizes the socket's send and
+    /// receive buffers (the kernel caps them at `net.core.wmem_max` and `rmem_max`).
+    pub fn bind(addr: SocketAddr, mut node: Node, buffer_bytes: usize) -> io::Result<Rc<Transport>> {
+        let offload = node.segmentation_offload();
         let socket = UdpSocket::bind(addr)?;
         // SAFETY: the descriptor is the socket's, alive for this call.
         let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: a real `rill serve` process on loopback ports.
 #![allow(dead_code, missing_docs)]
 
+pub mod clients;
 pub mod raw;
 
 use std::io::{BufRead, BufReader, Write};
