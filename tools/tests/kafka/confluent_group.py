@@ -3,8 +3,10 @@ throughout: each member first gets two partitions; when one leaves, its partitio
 others; every message is consumed, and with the eager assignors exactly once (commits are
 synchronous, and on revocation). STRATEGY is the client-side assignor: range, roundrobin or
 cooperative-sticky. Under cooperative-sticky members keep consuming while a rebalance completes,
-and a commit then is answered REBALANCE_IN_PROGRESS (as Kafka does): the member carries on, and
-what it could not commit may be read again by the partition's next owner (at least once).
+and a commit then is answered REBALANCE_IN_PROGRESS, or ILLEGAL_GENERATION when it was sent with
+the generation the group just left (as Kafka does: a commit queued behind the member's JoinGroup
+carries the old generation): the member carries on, and what it could not commit may be read
+again by the partition's next owner (at least once).
 Usage: confluent_group.py BOOTSTRAP TOPIC GROUP [STRATEGY]"""
 import sys
 import threading
@@ -72,7 +74,8 @@ def consume(name):
         try:
             c.commit(message=m, asynchronous=False)
         except KafkaException as e:
-            if strategy != "cooperative-sticky" or e.args[0].code() != KafkaError.REBALANCE_IN_PROGRESS:
+            rebalancing = (KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION)
+            if strategy != "cooperative-sticky" or e.args[0].code() not in rebalancing:
                 raise
     c.close()
 
