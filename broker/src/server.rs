@@ -407,6 +407,7 @@ pub fn quic_tuning(profile: &rill_tuning::ClusterSection) -> rill_net::quic::Tun
         idle_timeout: Duration::from_millis(profile.idle_timeout_ms),
         keep_alive: Duration::from_millis(profile.keep_alive_ms),
         segmentation_offload: profile.segmentation_offload,
+        ..rill_net::quic::Tuning::default()
     }
 }
 

@@ -1,15 +1,21 @@
 //! Frames between cluster nodes, on their long-lived QUIC streams.
 //!
-//! A frame is `len: u32 LE | rkyv archive of a PeerFrame`. [`PeerReader`] cuts a stream's bytes
-//! into frames, refusing a length above its maximum before buffering anything for it, and an
-//! archive that fails rkyv's validation (a peer is authenticated by mutual TLS, but its bytes
-//! are still checked).
+//! A frame is `archive_len: u32 LE | payload_len: u32 LE | rkyv archive of a PeerFrame |
+//! payload`. The archive is the envelope; the payload carries bulk bytes (a Raft message's
+//! entries, which in the partition groups are record batches) as they are, cut into the parts
+//! the envelope declares, so they are never re-encoded: the sender hands them to QUIC as the
+//! `Bytes` it holds, and the receiver slices them out of the stream's buffer.
+//!
+//! [`PeerReader`] cuts a stream's bytes into frames, refusing lengths above its maximum before
+//! buffering anything for them, an archive that fails rkyv's validation, and declared parts
+//! that do not add up to the payload (a peer is authenticated by mutual TLS, but its bytes are
+//! still checked).
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use rkyv::rancor;
 
-/// Bytes before each frame's archive.
-pub const PEER_FRAME_HEADER_BYTES: usize = 4;
+/// Bytes before each frame's archive: the archive's length and the payload's.
+pub const PEER_FRAME_HEADER_BYTES: usize = 8;
 
 /// What nodes say to each other.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -19,12 +25,16 @@ pub enum PeerFrame {
         /// The sender's node id.
         node: u32,
     },
-    /// A Raft message of group `group` (0: metadata), as `raft` encodes it (protobuf).
+    /// A Raft message of group `group` (0: metadata), as `raft` encodes it (protobuf), without
+    /// its bulk data: the entries' data (and a snapshot's) ride in the payload, one part each.
     Raft {
         /// The Raft group.
         group: u64,
-        /// The encoded message.
+        /// The encoded message, its entries' data left empty.
         message: Vec<u8>,
+        /// The length of each payload part, in the order of the message's entries (then the
+        /// snapshot's data, if the message carries one).
+        parts: Vec<u32>,
     },
     /// An admin request forwarded to the controller (JSON).
     Admin {
@@ -51,24 +61,67 @@ pub enum PeerFrameError {
     #[error("peer frame of {len} bytes exceeds the maximum of {max}")]
     TooLarge {
         /// The claimed length.
-        len: usize,
+        len: u64,
         /// The maximum.
         max: usize,
     },
     /// The archive fails validation.
     #[error("invalid peer frame: {0}")]
     Invalid(String),
+    /// The parts the envelope declares do not add up to the payload.
+    #[error("peer frame declares {declared} payload bytes in its parts but carries {carried}")]
+    Parts {
+        /// The sum of the declared parts.
+        declared: u64,
+        /// The payload's length.
+        carried: usize,
+    },
 }
 
 impl PeerFrame {
-    /// The frame with its length prefix.
-    pub fn encode(&self) -> Vec<u8> {
+    /// The payload part lengths this frame declares.
+    pub fn parts(&self) -> &[u32] {
+        match self {
+            PeerFrame::Raft { parts, .. } => parts,
+            _ => &[],
+        }
+    }
+
+    /// The frame without payload (for frames that declare no parts).
+    pub fn encode(&self) -> Vec<Bytes> {
+        self.encode_with(Vec::new())
+    }
+
+    /// The frame as chunks to write in order: the header and envelope, then `parts`
+    /// untouched. The parts must be the ones the envelope declares.
+    pub fn encode_with(&self, parts: Vec<Bytes>) -> Vec<Bytes> {
+        let declared = self.parts();
+        assert!(
+            declared.len() == parts.len() && declared.iter().zip(&parts).all(|(d, p)| *d as usize == p.len()),
+            "a peer frame's parts are the ones its envelope declares"
+        );
         let archive = rkyv::to_bytes::<rancor::Error>(self).expect("peer frames archive");
-        let mut out = Vec::with_capacity(PEER_FRAME_HEADER_BYTES + archive.len());
-        out.extend_from_slice(&(archive.len() as u32).to_le_bytes());
-        out.extend_from_slice(&archive);
+        let payload: usize = parts.iter().map(Bytes::len).sum();
+        let mut head = Vec::with_capacity(PEER_FRAME_HEADER_BYTES + archive.len());
+        head.extend_from_slice(&(archive.len() as u32).to_le_bytes());
+        head.extend_from_slice(
+            &u32::try_from(payload).expect("a peer frame's payload fits u32").to_le_bytes(),
+        );
+        head.extend_from_slice(&archive);
+        let mut out = Vec::with_capacity(1 + parts.len());
+        out.push(Bytes::from(head));
+        out.extend(parts.into_iter().filter(|p| !p.is_empty()));
         out
     }
+}
+
+/// A frame as received: its envelope and its payload cut into the declared parts.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Incoming {
+    /// The envelope.
+    pub frame: PeerFrame,
+    /// The payload parts, in the order the envelope declares them.
+    pub parts: Vec<Bytes>,
 }
 
 /// Cuts one stream's bytes into frames.
@@ -79,28 +132,36 @@ pub struct PeerReader {
 }
 
 impl PeerReader {
-    /// A reader accepting frames of at most `max` bytes.
+    /// A reader accepting frames of at most `max` bytes (envelope and payload together).
     pub fn new(max: usize) -> PeerReader {
         PeerReader { buffer: BytesMut::new(), max }
     }
 
     /// Takes bytes from the stream; returns the frames they complete.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<PeerFrame>, PeerFrameError> {
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Incoming>, PeerFrameError> {
         self.buffer.extend_from_slice(bytes);
         let mut frames = Vec::new();
         while self.buffer.len() >= PEER_FRAME_HEADER_BYTES {
-            let len = u32::from_le_bytes(self.buffer[..4].try_into().expect("4 bytes")) as usize;
-            if len > self.max {
+            let archive_len = u32::from_le_bytes(self.buffer[..4].try_into().expect("4 bytes")) as usize;
+            let payload_len = u32::from_le_bytes(self.buffer[4..8].try_into().expect("4 bytes")) as usize;
+            let len = archive_len as u64 + payload_len as u64;
+            if len > self.max as u64 {
                 return Err(PeerFrameError::TooLarge { len, max: self.max });
             }
-            if self.buffer.len() < PEER_FRAME_HEADER_BYTES + len {
+            if self.buffer.len() < PEER_FRAME_HEADER_BYTES + archive_len + payload_len {
                 break;
             }
             self.buffer.advance(PEER_FRAME_HEADER_BYTES);
-            let body = self.buffer.split_to(len);
-            let frame = rkyv::from_bytes::<PeerFrame, rancor::Error>(&body)
+            let archive = self.buffer.split_to(archive_len);
+            let frame = rkyv::from_bytes::<PeerFrame, rancor::Error>(&archive)
                 .map_err(|e| PeerFrameError::Invalid(e.to_string()))?;
-            frames.push(frame);
+            let declared: u64 = frame.parts().iter().map(|p| u64::from(*p)).sum();
+            if declared != payload_len as u64 {
+                return Err(PeerFrameError::Parts { declared, carried: payload_len });
+            }
+            let mut payload = self.buffer.split_to(payload_len).freeze();
+            let parts = frame.parts().iter().map(|p| payload.split_to(*p as usize)).collect();
+            frames.push(Incoming { frame, parts });
         }
         Ok(frames)
     }
@@ -115,36 +176,105 @@ impl PeerReader {
 mod tests {
     use super::*;
 
+    fn raft(group: u64, parts: &[&'static [u8]]) -> (PeerFrame, Vec<Bytes>) {
+        let lens = parts.iter().map(|p| p.len() as u32).collect();
+        (
+            PeerFrame::Raft { group, message: vec![1, 2, 3], parts: lens },
+            parts.iter().map(|p| Bytes::from_static(p)).collect(),
+        )
+    }
+
     #[test]
-    fn frames_round_trip_in_any_cut_and_bad_input_is_refused() {
-        let frames = vec![
-            PeerFrame::Hello { node: 3 },
-            PeerFrame::Raft { group: 0, message: vec![1, 2, 3] },
-            PeerFrame::Admin { id: 7, request: b"{}".to_vec() },
-            PeerFrame::AdminReply {
-                id: 7,
-                code: crate::message::ErrorCode::TopicExists,
-                message: "exists".into(),
-            },
+    fn frames_round_trip_in_any_cut_with_their_payload_parts() {
+        let frames = [
+            (PeerFrame::Hello { node: 3 }, vec![]),
+            raft(0, &[]),
+            raft(9, &[b"batch one", b"", b"batch three"]),
+            (PeerFrame::Admin { id: 7, request: b"{}".to_vec() }, vec![]),
+            (
+                PeerFrame::AdminReply {
+                    id: 7,
+                    code: crate::message::ErrorCode::TopicExists,
+                    message: "exists".into(),
+                },
+                vec![],
+            ),
         ];
-        let bytes: Vec<u8> = frames.iter().flat_map(|f| f.encode()).collect();
-        for cut in [1, 3, 7, bytes.len()] {
+        let bytes: Vec<u8> =
+            frames.iter().flat_map(|(f, p)| f.encode_with(p.clone())).flat_map(|c| c.to_vec()).collect();
+        for cut in [1, 3, 7, 8, 13, bytes.len()] {
             let mut reader = PeerReader::new(1 << 20);
             let mut got = Vec::new();
             for piece in bytes.chunks(cut) {
                 got.extend(reader.push(piece).unwrap());
             }
-            assert_eq!(got, frames, "pieces of {cut}");
+            let want: Vec<Incoming> = frames
+                .iter()
+                .map(|(frame, parts)| Incoming { frame: frame.clone(), parts: parts.clone() })
+                .collect();
+            assert_eq!(got, want, "pieces of {cut}");
             assert_eq!(reader.buffered(), 0);
         }
+    }
+
+    #[test]
+    fn the_payload_is_written_as_the_bytes_given() {
+        let batch = Bytes::from(vec![7u8; 4096]);
+        let (frame, _) = raft(1, &[]);
+        let PeerFrame::Raft { group, message, .. } = frame else { unreachable!() };
+        let frame = PeerFrame::Raft { group, message, parts: vec![4096] };
+        let chunks = frame.encode_with(vec![batch.clone()]);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[1].as_ptr(), batch.as_ptr(), "the batch is not copied into the frame");
+    }
+
+    #[test]
+    #[should_panic(expected = "parts are the ones its envelope declares")]
+    fn undeclared_parts_are_a_bug_of_the_sender() {
+        let (frame, _) = raft(1, &[b"abc"]);
+        frame.encode_with(vec![Bytes::from_static(b"abcd")]);
+    }
+
+    fn header(archive: usize, payload: usize) -> Vec<u8> {
+        let mut out = (archive as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(&(payload as u32).to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn bad_input_is_refused_before_anything_is_buffered_for_it() {
         let mut reader = PeerReader::new(16);
         assert_eq!(
-            reader.push(&u32::MAX.to_le_bytes()),
-            Err(PeerFrameError::TooLarge { len: u32::MAX as usize, max: 16 })
+            reader.push(&header(u32::MAX as usize, u32::MAX as usize)),
+            Err(PeerFrameError::TooLarge { len: 2 * u32::MAX as u64, max: 16 })
         );
+        let mut reader = PeerReader::new(16);
+        assert!(matches!(reader.push(&header(8, 9)), Err(PeerFrameError::TooLarge { len: 17, .. })));
+
         let mut reader = PeerReader::new(1 << 20);
-        let mut garbage = 8u32.to_le_bytes().to_vec();
+        let mut garbage = header(8, 0);
         garbage.extend_from_slice(&[0xff; 8]);
         assert!(matches!(reader.push(&garbage), Err(PeerFrameError::Invalid(_))));
+
+        // An envelope whose parts claim more (or less) than the payload carries.
+        for (declared, carried) in [(10u32, 4usize), (2, 4)] {
+            let frame = PeerFrame::Raft { group: 0, message: vec![], parts: vec![declared] };
+            let archive = rkyv::to_bytes::<rancor::Error>(&frame).unwrap();
+            let mut bytes = header(archive.len(), carried);
+            bytes.extend_from_slice(&archive);
+            bytes.extend(std::iter::repeat_n(0u8, carried));
+            let mut reader = PeerReader::new(1 << 20);
+            assert_eq!(
+                reader.push(&bytes),
+                Err(PeerFrameError::Parts { declared: declared.into(), carried })
+            );
+        }
+        // Parts on a frame that declares none are the same mismatch.
+        let archive = rkyv::to_bytes::<rancor::Error>(&PeerFrame::Hello { node: 1 }).unwrap();
+        let mut bytes = header(archive.len(), 3);
+        bytes.extend_from_slice(&archive);
+        bytes.extend_from_slice(b"xyz");
+        let mut reader = PeerReader::new(1 << 20);
+        assert_eq!(reader.push(&bytes), Err(PeerFrameError::Parts { declared: 0, carried: 3 }));
     }
 }

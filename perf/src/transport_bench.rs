@@ -36,6 +36,9 @@ pub struct TransportBenchArgs {
     /// SO_SNDBUF and SO_RCVBUF of the QUIC sockets (capped by net.core.wmem_max/rmem_max).
     #[arg(long, default_value_t = 4 << 20)]
     pub socket_buffer_bytes: usize,
+    /// Packets QUIC's receiver may take before it must acknowledge (1: QUIC's default).
+    #[arg(long, default_value_t = 1)]
+    pub ack_eliciting_threshold: u32,
 }
 
 /// One transport's figures.
@@ -294,6 +297,7 @@ pub fn measure_transports(args: &TransportBenchArgs) -> anyhow::Result<[Transpor
             initial_mtu: args.initial_mtu,
             mtu_max: args.mtu_max.max(args.initial_mtu),
             segmentation_offload: offload,
+            ack_eliciting_threshold: args.ack_eliciting_threshold,
             ..Tuning::default()
         };
         let tuning = Quic { tuning, buffer_bytes: args.socket_buffer_bytes };

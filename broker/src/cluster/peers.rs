@@ -19,10 +19,11 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalSender};
 use protobuf::Message as _;
 use rill_net::message::ErrorCode;
-use rill_net::peer::{PeerFrame, PeerReader};
+use rill_net::peer::{Incoming, PeerFrame, PeerReader};
 use rill_net::quic::{ConnectionHandle, Event, StreamId};
 use rill_storage::Notify;
 
@@ -46,7 +47,8 @@ pub(crate) type AdminHandler = Box<dyn Fn(AdminOp) -> Pin<Box<dyn Future<Output 
 struct Link {
     connection: ConnectionHandle,
     stream: StreamId,
-    queue: RefCell<VecDeque<Vec<u8>>>,
+    /// Frames as the chunks to write (see [`PeerFrame::encode_with`]).
+    queue: RefCell<VecDeque<Vec<Bytes>>>,
     queued: Cell<usize>,
     wake: Notify,
     closed: Cell<bool>,
@@ -182,8 +184,8 @@ impl Peers {
                     };
                     match frames {
                         Ok(frames) => {
-                            for frame in frames {
-                                self.handle(peer, connection, stream, frame);
+                            for incoming in frames {
+                                self.handle(peer, connection, stream, incoming);
                             }
                         }
                         Err(error) => {
@@ -238,8 +240,9 @@ impl Peers {
         peer: NodeId,
         connection: ConnectionHandle,
         stream: StreamId,
-        frame: PeerFrame,
+        incoming: Incoming,
     ) {
+        let Incoming { frame, parts } = incoming;
         match frame {
             PeerFrame::Hello { node } => {
                 if node != peer {
@@ -251,7 +254,7 @@ impl Peers {
                     self.add_link(peer, connection, stream);
                 }
             }
-            PeerFrame::Raft { group: 0, message } => match RaftMessage::parse_from_bytes(&message) {
+            PeerFrame::Raft { group: 0, message, .. } => match raft_message(&message, parts) {
                 Ok(message) if message.from == raft_id(peer) && message.to == raft_id(self.node) => {
                     self.group.receive(message);
                 }
@@ -298,11 +301,12 @@ impl Peers {
 
     /// Queues a frame for a peer; a Raft message (`must` false) is dropped when the queue is
     /// full.
-    fn enqueue(&self, link: &Link, frame: Vec<u8>, must: bool) {
-        if !must && link.queued.get() + frame.len() > self.queued_bytes_max {
+    fn enqueue(&self, link: &Link, frame: Vec<Bytes>, must: bool) {
+        let len: usize = frame.iter().map(Bytes::len).sum();
+        if !must && link.queued.get() + len > self.queued_bytes_max {
             return;
         }
-        link.queued.set(link.queued.get() + frame.len());
+        link.queued.set(link.queued.get() + len);
         link.queue.borrow_mut().push_back(frame);
         link.wake.notify_all();
     }
@@ -313,8 +317,8 @@ impl Peers {
             let next = link.queue.borrow_mut().pop_front();
             match next {
                 Some(frame) => {
-                    link.queued.set(link.queued.get() - frame.len());
-                    if !self.transport.send_all(link.connection, link.stream, &frame).await {
+                    link.queued.set(link.queued.get() - frame.iter().map(Bytes::len).sum::<usize>());
+                    if !self.transport.send_chunks_all(link.connection, link.stream, frame).await {
                         link.closed.set(true);
                     }
                 }
@@ -336,8 +340,7 @@ impl Peers {
             for message in messages {
                 let peer = node_of(message.to);
                 let Some(link) = self.links.borrow().get(&peer).cloned() else { continue };
-                let bytes = message.write_to_bytes().expect("raft messages encode");
-                self.enqueue(&link, PeerFrame::Raft { group: 0, message: bytes }.encode(), false);
+                self.enqueue(&link, raft_frame(0, message), false);
             }
         }
     }
@@ -377,5 +380,85 @@ impl Peers {
         let result = futures_lite::future::or(reply, timeout).await;
         self.pending.borrow_mut().remove(&id);
         result
+    }
+}
+
+/// A Raft message as a frame: the entries' data (and a snapshot's) move, uncopied, into the
+/// frame's payload parts, and the rest is encoded as the envelope's `message`.
+pub(crate) fn raft_frame(group: u64, mut message: RaftMessage) -> Vec<Bytes> {
+    let mut parts: Vec<Bytes> = message.entries.iter_mut().map(|e| std::mem::take(&mut e.data)).collect();
+    if message.has_snapshot() {
+        parts.push(std::mem::take(&mut message.mut_snapshot().data));
+    }
+    let lens = parts.iter().map(|p| u32::try_from(p.len()).expect("a raft entry fits u32")).collect();
+    let encoded = message.write_to_bytes().expect("raft messages encode");
+    PeerFrame::Raft { group, message: encoded, parts: lens }.encode_with(parts)
+}
+
+/// The Raft message of a frame: its envelope's `message` with the payload parts put back.
+pub(crate) fn raft_message(encoded: &[u8], parts: Vec<Bytes>) -> Result<RaftMessage, String> {
+    let mut message = RaftMessage::parse_from_bytes(encoded).map_err(|e| e.to_string())?;
+    let snapshot = message.has_snapshot();
+    if parts.len() != message.entries.len() + usize::from(snapshot) {
+        return Err(format!(
+            "{} payload parts for {} entries{}",
+            parts.len(),
+            message.entries.len(),
+            if snapshot { " and a snapshot" } else { "" }
+        ));
+    }
+    let mut parts = parts.into_iter();
+    for (entry, data) in message.entries.iter_mut().zip(parts.by_ref()) {
+        entry.data = data;
+    }
+    if let Some(data) = parts.next() {
+        message.mut_snapshot().data = data;
+    }
+    Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use raft::eraftpb::{Entry, MessageType};
+    use rill_net::peer::PeerReader;
+
+    use super::*;
+
+    #[test]
+    fn raft_messages_cross_as_envelope_and_untouched_entry_data() {
+        let mut message = RaftMessage::default();
+        message.set_msg_type(MessageType::MsgAppend);
+        message.from = 2;
+        message.to = 3;
+        message.term = 7;
+        let data: Vec<Bytes> = vec![Bytes::from(vec![1u8; 3000]), Bytes::new(), Bytes::from_static(b"op")];
+        for (i, d) in data.iter().enumerate() {
+            message.entries.push(Entry {
+                index: 10 + i as u64,
+                term: 7,
+                data: d.clone(),
+                ..Default::default()
+            });
+        }
+        message.mut_snapshot().data = Bytes::from_static(b"snapshot state");
+        message.mut_snapshot().mut_metadata().index = 9;
+
+        let chunks = raft_frame(4, message.clone());
+        assert_eq!(chunks[1].as_ptr(), data[0].as_ptr(), "entry data is handed to QUIC uncopied");
+        let wire: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();
+        let mut reader = PeerReader::new(1 << 20);
+        let mut frames = reader.push(&wire).unwrap();
+        assert_eq!(frames.len(), 1);
+        let Incoming { frame, parts } = frames.pop().unwrap();
+        let PeerFrame::Raft { group: 4, message: encoded, .. } = frame else { panic!("{frame:?}") };
+        assert_eq!(raft_message(&encoded, parts).unwrap(), message);
+
+        // An envelope whose entries do not match its parts is refused, not patched up.
+        let PeerFrame::Raft { message: encoded, .. } = reader.push(&wire).unwrap().pop().unwrap().frame
+        else {
+            unreachable!()
+        };
+        let err = raft_message(&encoded, vec![Bytes::new()]).unwrap_err();
+        assert!(err.contains("1 payload parts for 3 entries and a snapshot"), "{err}");
     }
 }

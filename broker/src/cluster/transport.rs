@@ -21,6 +21,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use glommio::net::UdpSocket;
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use rill_net::quic::{ConnectionHandle, StreamId};
@@ -251,6 +252,39 @@ impl Transport {
             }
         }
         true
+    }
+}
+
+impl Transport {
+    /// Writes `chunks` in order to a stream as the `Bytes` they are (record batches are not
+    /// copied into a frame buffer), waiting while flow control holds them back; false if the
+    /// stream or its connection ended first.
+    pub async fn send_chunks_all(
+        &self,
+        connection: ConnectionHandle,
+        stream: StreamId,
+        mut chunks: Vec<Bytes>,
+    ) -> bool {
+        let mut first = 0;
+        loop {
+            while first < chunks.len() && chunks[first].is_empty() {
+                first += 1;
+            }
+            if first == chunks.len() {
+                return true;
+            }
+            let Some(taken) = self.node.borrow_mut().send_chunks(connection, stream, &mut chunks[first..])
+            else {
+                return false;
+            };
+            self.flush().await;
+            if taken == 0 {
+                if self.stopped.get() {
+                    return false;
+                }
+                self.progress.changed().await;
+            }
+        }
     }
 }
 
