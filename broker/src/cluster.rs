@@ -4,6 +4,7 @@
 
 pub mod consensus;
 pub(crate) mod controller;
+pub mod identity;
 pub mod metadata;
 pub(crate) mod metadata_group;
 pub(crate) mod peers;

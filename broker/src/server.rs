@@ -62,9 +62,23 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
         .map_err(|e| BrokerError::Runtime(format!("creating {}: {e}", config.data_dir.display())))?;
     let lock = rill_storage::DataDirLock::acquire(&config.data_dir)
         .map_err(|e| BrokerError::Runtime(format!("data directory {}: {e}", config.data_dir.display())))?;
+    let cluster_id = match &config.cluster {
+        Some(c) => {
+            let path = c.tls_dir.join("ca.pem");
+            let ca = std::fs::read_to_string(&path)
+                .map_err(|e| BrokerError::Config(format!("reading {}: {e}", path.display())))?;
+            let id = rill_net::tls::cluster_id(&ca)
+                .map_err(|e| BrokerError::Config(format!("{}: {e}", path.display())))?;
+            Some(id)
+        }
+        None => None,
+    };
+    let node_id = config.cluster.as_ref().map_or(0, |c| c.node_id);
+    let identity = crate::cluster::identity::settle(&config.data_dir, node_id, cluster_id.as_deref())?;
     let metadata = prepare_metadata(&config.data_dir, shards)?;
     let open_segment_files = crate::process::segment_files_per_shard(shards);
-    tracing::info!(shards, cores = ?config.cores, profile = %config.profile.name, topics = metadata.topics.len(),
+    tracing::info!(node = identity.node_id, cluster = %identity.cluster_id, shards, cores = ?config.cores,
+        profile = %config.profile.name, topics = metadata.topics.len(),
         open_segment_files_per_shard = open_segment_files, "starting");
 
     let mesh = MeshBuilder::<Msg, _>::full(shards, config.profile.io.shard_channel_depth as usize);
@@ -91,6 +105,7 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
             drained: drained.clone(),
             shutdown: shutdown.clone(),
             controller: controller.clone(),
+            cluster_id: identity.cluster_id.clone(),
         };
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("rill-shard-{index}"))
@@ -197,6 +212,8 @@ struct ShardContext {
     /// The controller's node id as shard 0 last saw it (-1: none known); read by every shard
     /// for Metadata and DescribeCluster, off the data path.
     controller: Arc<std::sync::atomic::AtomicI64>,
+    /// The cluster id from the data directory's `node.toml`.
+    cluster_id: String,
 }
 
 async fn shard_main(ctx: ShardContext) {
@@ -229,6 +246,7 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
         ctx.shutdown.clone(),
     ));
     shard.set_controller_cell(ctx.controller.clone());
+    shard.set_cluster_id(&ctx.cluster_id);
     shard.start(receivers);
     shard.apply(ctx.metadata.clone()).await;
     shard.open_groups().await.map_err(BrokerError::Runtime)?;

@@ -192,3 +192,25 @@ pub fn certificate_node_id(cert: &CertificateDer<'_>) -> Option<u32> {
     }
     certificate_names_node(cert, id).then_some(id)
 }
+
+/// The cluster's id, as Kafka writes cluster ids (16 bytes, URL-safe base64 without padding):
+/// the first 16 bytes of the SHA-256 of the cluster CA's certificate, so every node holding the
+/// same CA names the same cluster, and no two CAs do.
+pub fn cluster_id(ca_cert: &str) -> Result<String, TlsError> {
+    let ca = certs("CA", ca_cert)?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, ca[0].as_ref());
+    Ok(kafka_id(&digest.as_ref()[..16]))
+}
+
+/// A new random cluster id (a single node's), in the same form as [`cluster_id`].
+pub fn random_cluster_id() -> String {
+    let mut bytes = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("the operating system's random source works");
+    kafka_id(&bytes)
+}
+
+fn kafka_id(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

@@ -120,3 +120,19 @@ fn damaged_pem_is_a_clear_error() {
     let err = tls::client_config("not a pem", &c.nodes[0]).unwrap_err().to_string();
     assert!(err.contains("cluster CA certificate"), "{err}");
 }
+
+#[test]
+fn a_cluster_id_is_the_same_for_every_holder_of_one_ca_and_differs_between_cas() {
+    let a = cluster("a", 1);
+    let b = cluster("a", 1);
+    let id = tls::cluster_id(&a.ca.cert).unwrap();
+    // Kafka's form: 16 bytes as URL-safe base64 without padding.
+    assert_eq!(id.len(), 22, "{id}");
+    assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{id}");
+    assert_eq!(tls::cluster_id(&a.ca.cert.clone()).unwrap(), id);
+    assert_ne!(tls::cluster_id(&b.ca.cert).unwrap(), id, "two CAs of the same name");
+    assert!(tls::cluster_id("not a certificate").is_err());
+    let random = tls::random_cluster_id();
+    assert_eq!(random.len(), 22);
+    assert_ne!(random, tls::random_cluster_id());
+}

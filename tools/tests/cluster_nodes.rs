@@ -7,8 +7,9 @@
 //!   restarts and catches up; `rill cluster status` names the new controller and the dead node.
 //! - A network partition: the isolated controller cannot change metadata, the majority can,
 //!   and after healing the isolated node has the majority's change.
-//! - A node with a certificate from another CA is never admitted, and one whose certificate
-//!   names another node id does not start.
+//! - A node with a certificate from another CA is never admitted, one whose certificate names
+//!   another node id does not start, and neither does a data directory started as another node
+//!   or with another cluster's CA (its `node.toml`).
 //! - `rill cluster add-node` and `serve --join` grow the cluster; `remove-node` shrinks it.
 //! - Kafka clients (confluent-kafka, kcat, kafka-python, kafkajs, the Java client): admin
 //!   clients, idempotent producers and consumer groups, each bootstrapped from a different node,
@@ -59,6 +60,7 @@ fn agreed_controller(nodes: &[&Node], count: usize) -> u32 {
 /// processes first, then their namespaces, then their files.
 struct Cluster {
     nodes: Vec<Node>,
+    tls: std::path::PathBuf,
     _net: Net,
     _tmp: tempfile::TempDir,
 }
@@ -71,7 +73,7 @@ impl Cluster {
         let seeds = seeds(&net, count);
         let nodes: Vec<Node> = (1..=count).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds)).collect();
         agreed_controller(&nodes.iter().collect::<Vec<_>>(), count as usize);
-        Cluster { nodes, _net: net, _tmp: tmp }
+        Cluster { nodes, tls, _net: net, _tmp: tmp }
     }
 }
 
@@ -197,7 +199,7 @@ fn nodes_of_another_ca_or_claiming_another_id_are_refused() {
     let net = Net::new(4);
     let tls = tls_dir(tmp.path(), 3);
     let seeds3 = seeds(&net, 3);
-    let nodes: Vec<Node> = (1..=3).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds3)).collect();
+    let mut nodes: Vec<Node> = (1..=3).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds3)).collect();
     agreed_controller(&nodes.iter().collect::<Vec<_>>(), 3);
     // Node 4, with a certificate from another CA, dials the three and is refused by all.
     let stranger_dir = tmp.path().join("stranger");
@@ -241,6 +243,43 @@ fn nodes_of_another_ca_or_claiming_another_id_are_refused() {
     assert!(!out.status.success());
     let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(output.contains("node-2.pem names node 3, not this node (2)"), "{output}");
+    // Node 3's data directory (its Raft votes and log) started as node 2, with node 2's own
+    // certificate, is refused: the directory's node.toml names node 3.
+    nodes[2].kill9();
+    let node3_data = nodes[2].data.clone();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &net.namespace(3), netns::RILL, "serve", "--profile", "small-vm"])
+        .args(["--cores", "0", "--data-dir", node3_data.to_str().unwrap()])
+        .args([
+            "--native-listen",
+            &format!("{}:9301", net.ip(3)),
+            "--kafka-listen",
+            &format!("{}:9093", net.ip(3)),
+        ])
+        .args(["--node-id", "2", "--cluster-listen", &format!("{}:9501", net.ip(3)), "--seeds", &seeds3])
+        .args(["--cluster-tls-dir", tls.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(output.contains("belongs to node 3 (its node.toml), not node 2"), "{output}");
+    // With another CA's certificates (the stranger's), the directory is another cluster's.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &net.namespace(3), netns::RILL, "serve", "--profile", "small-vm"])
+        .args(["--cores", "0", "--data-dir", node3_data.to_str().unwrap()])
+        .args([
+            "--native-listen",
+            &format!("{}:9301", net.ip(3)),
+            "--kafka-listen",
+            &format!("{}:9093", net.ip(3)),
+        ])
+        .args(["--node-id", "3", "--cluster-listen", &format!("{}:9501", net.ip(3)), "--seeds", &seeds3])
+        .args(["--cluster-tls-dir", foreign.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(output.contains("belongs to cluster"), "{output}");
 }
 
 /// Kafka clients against three nodes: confluent-kafka's admin client creates a topic through
@@ -358,19 +397,13 @@ where
     Req: kafka_protocol::protocol::Encodable,
     Resp: kafka_protocol::protocol::Decodable,
 {
-    use kafka_protocol::protocol::Decodable;
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(node.kafka()).unwrap();
-    stream.write_all(&raw::request(key, version, 1, body)).unwrap();
-    let mut reply = bytes::Bytes::from(raw::response(&mut stream).expect("an answer"));
-    kafka_protocol::messages::ResponseHeader::decode(&mut reply, key.response_header_version(version))
-        .unwrap();
-    Resp::decode(&mut reply, version).unwrap()
+    raw::call(&node.kafka(), key, version, body)
 }
 
 /// Every node names the same coordinator for a group; the group's requests sent to any other
 /// node get NOT_COORDINATOR (clients then find the coordinator again), so a group's state
-/// lives on one node only. (Before, every node served every group.)
+/// lives on one node only. (Before, every node served every group.) Every node names the same
+/// cluster id, the one its CA gives.
 #[test]
 fn group_requests_to_a_node_that_does_not_coordinate_the_group_get_not_coordinator() {
     use kafka_protocol::messages::{
@@ -380,6 +413,21 @@ fn group_requests_to_a_node_that_does_not_coordinate_the_group_get_not_coordinat
     use kafka_protocol::protocol::StrBytes;
     let cluster = Cluster::start(3);
     let nodes = &cluster.nodes;
+    // Every node names the cluster by its CA (Metadata and DescribeCluster).
+    let ca = std::fs::read_to_string(cluster.tls.join("ca.pem")).unwrap();
+    let id = rill_net::tls::cluster_id(&ca).unwrap();
+    for n in nodes {
+        let m: kafka_protocol::messages::MetadataResponse =
+            kafka_call(n, ApiKey::Metadata, 12, &kafka_protocol::messages::MetadataRequest::default());
+        assert_eq!(m.cluster_id.as_deref(), Some(id.as_str()), "node {}", n.id);
+        let d: kafka_protocol::messages::DescribeClusterResponse = kafka_call(
+            n,
+            ApiKey::DescribeCluster,
+            0,
+            &kafka_protocol::messages::DescribeClusterRequest::default(),
+        );
+        assert_eq!(d.cluster_id.as_str(), id, "node {}", n.id);
+    }
     for group in ["orders", "payments", "audit", "g4"] {
         let mut find = FindCoordinatorRequest::default();
         find.key = StrBytes::from_string(group.to_string());

@@ -375,6 +375,35 @@ fn a_second_broker_on_a_taken_kafka_port_is_refused() {
     client("kcat", &["-b", &first.kafka, "-L"], None);
 }
 
+/// A single node's cluster id (Metadata, DescribeCluster) is Kafka-shaped, written once to
+/// the data directory's node.toml and kept across restarts; another directory is another
+/// cluster. (Before, every broker answered the constant "rill-single-node".)
+#[test]
+fn a_single_node_keeps_its_cluster_id_across_restarts() {
+    use kafka_protocol::messages::{
+        DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    };
+    let cluster_id = |kafka: &str| {
+        let m: MetadataResponse = call(kafka, ApiKey::Metadata, 12, &MetadataRequest::default());
+        let d: DescribeClusterResponse =
+            call(kafka, ApiKey::DescribeCluster, 0, &DescribeClusterRequest::default());
+        let id = m.cluster_id.expect("a cluster id").to_string();
+        assert_eq!(d.cluster_id.as_str(), id);
+        id
+    };
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    let id = cluster_id(&broker.kafka);
+    assert_eq!(id.len(), 22, "16 bytes in URL-safe base64, as Kafka's: {id}");
+    assert!(std::fs::read_to_string(dir.join("node.toml")).unwrap().contains(&id));
+    broker.stop();
+    let broker = Broker::start(&dir);
+    assert_eq!(cluster_id(&broker.kafka), id);
+    let (_tmp2, other) = data_dir();
+    let second = Broker::start(&other);
+    assert_ne!(cluster_id(&second.kafka), id);
+}
+
 #[test]
 fn bench_over_the_kafka_protocol_reports_consistent_figures() {
     let (_tmp, dir) = data_dir();

@@ -155,6 +155,8 @@ pub(crate) struct Shard {
     peers: RefCell<Option<Rc<crate::cluster::peers::Peers>>>,
     /// The controller's node id as the controller shard last saw it (-1: unknown).
     controller: RefCell<Arc<std::sync::atomic::AtomicI64>>,
+    /// The cluster id Kafka clients are told (the data directory's `node.toml`).
+    cluster_id: RefCell<Rc<str>>,
 }
 
 impl Shard {
@@ -197,6 +199,7 @@ impl Shard {
             metadata_group: RefCell::new(None),
             peers: RefCell::new(None),
             controller: RefCell::new(Arc::new(std::sync::atomic::AtomicI64::new(-1))),
+            cluster_id: RefCell::new(Rc::from("")),
         }
     }
 
@@ -208,6 +211,16 @@ impl Shard {
     /// The controller's node id, if one is known.
     pub fn controller(&self) -> Option<u32> {
         u32::try_from(self.controller.borrow().load(std::sync::atomic::Ordering::Relaxed)).ok()
+    }
+
+    /// Sets the cluster id (at start-up, from the data directory's identity).
+    pub fn set_cluster_id(&self, id: &str) {
+        *self.cluster_id.borrow_mut() = Rc::from(id);
+    }
+
+    /// The cluster id Kafka clients are told.
+    pub fn cluster_id(&self) -> Rc<str> {
+        self.cluster_id.borrow().clone()
     }
 
     /// Installs the links to the other nodes (the controller shard, at start-up).

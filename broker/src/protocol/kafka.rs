@@ -27,9 +27,6 @@ use self::topics::{create_partitions, create_topics, delete_topics};
 use crate::partition::order::Order;
 use crate::partition::shard::Shard;
 
-/// The cluster id every node reports (Kafka clients check that the brokers they reach agree).
-const CLUSTER_ID: &str = "rill-single-node";
-
 /// Handles one request once `order` gives it its turn; `None` when it gets no response
 /// (produce with acks=0). A produce is done with the order once its appends hold their places;
 /// requests that change nothing, at once; the others (group and admin requests) when they end.

@@ -21,6 +21,24 @@ pub fn response(stream: &mut TcpStream) -> Option<Vec<u8>> {
     Some(body)
 }
 
+/// Sends one request to the broker at `addr` on a new connection and decodes its answer.
+pub fn call<Req: Encodable, Resp: kafka_protocol::protocol::Decodable>(
+    addr: &str,
+    key: ApiKey,
+    version: i16,
+    body: &Req,
+) -> Resp {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(&request(key, version, 1, body)).unwrap();
+    let mut reply = bytes::Bytes::from(response(&mut stream).expect("an answer"));
+    <kafka_protocol::messages::ResponseHeader as kafka_protocol::protocol::Decodable>::decode(
+        &mut reply,
+        key.response_header_version(version),
+    )
+    .unwrap();
+    Resp::decode(&mut reply, version).unwrap()
+}
+
 pub fn closed(stream: &mut TcpStream) -> bool {
     let mut byte = [0u8; 1];
     matches!(stream.read(&mut byte), Ok(0) | Err(_))

@@ -22,7 +22,7 @@ use crate::cluster::metadata::{TopicName, TopicSettings};
 use crate::partition::routing::admin_op;
 use crate::partition::shard::Shard;
 
-use super::{CLUSTER_ID, broker_address, str_bytes};
+use super::{broker_address, str_bytes};
 
 /// Every node clients can use, with its Kafka address: the cluster's nodes, or this node alone.
 fn brokers(shard: &Shard) -> Vec<(i32, StrBytes, i32)> {
@@ -82,7 +82,7 @@ pub(crate) async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> M
     let catalogue = shard.metadata();
     let node = catalogue.node as i32;
     if v >= 2 {
-        response.cluster_id = Some(str_bytes(CLUSTER_ID));
+        response.cluster_id = Some(str_bytes(shard.cluster_id().to_string()));
     }
     if v >= 1 {
         // Any node takes admin requests (it forwards them); the controller is named when known.
@@ -172,7 +172,7 @@ pub(crate) async fn auto_create(
 
 pub(crate) fn describe_cluster(shard: &Rc<Shard>, v: i16) -> DescribeClusterResponse {
     let mut response = DescribeClusterResponse::default();
-    response.cluster_id = str_bytes(CLUSTER_ID);
+    response.cluster_id = str_bytes(shard.cluster_id().to_string());
     response.controller_id = BrokerId(shard.controller().map_or(shard.metadata().node as i32, |c| c as i32));
     if v >= 1 {
         response.endpoint_type = 1;
