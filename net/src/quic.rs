@@ -397,13 +397,15 @@ impl Node {
         // One offloaded send is one UDP datagram to the kernel before it splits it: at most
         // 65,507 bytes of payload, so jumbo-sized packets allow fewer segments per send.
         let segments = self.max_segments.min(UDP_PAYLOAD_MAX / usize::from(peer.conn.current_mtu()).max(1));
-        let mut buf = Vec::new();
+        // Room for a whole offloaded send, so quinn never grows the buffer packet by packet.
+        let capacity = segments.max(1) * usize::from(peer.conn.current_mtu());
+        let mut buf = Vec::with_capacity(capacity);
         while let Some(transmit) = peer.conn.poll_transmit(now, segments.max(1), &mut buf) {
             // The packets were written into `buf`: hand it over rather than copy it.
             buf.truncate(transmit.size);
             out.push(Transmit {
                 to: transmit.destination,
-                bytes: std::mem::take(&mut buf),
+                bytes: std::mem::replace(&mut buf, Vec::with_capacity(capacity)),
                 segment_size: transmit.segment_size,
                 ecn: transmit.ecn.map(|e| e as u8),
             });
