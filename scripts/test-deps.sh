@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives besides Rust: fio (the baseline `rill tune probe` is
-# checked against), iproute2 (the cluster tests' network namespaces) and the Kafka clients under test (kcat; confluent-kafka, kafka-python with
+# checked against), iproute2 (the cluster tests' network namespaces), Prometheus and promtool
+# (the metrics tests) and the Kafka clients under test (kcat; confluent-kafka, kafka-python with
 # their codecs; kafkajs; the Java client through Maven). Quick when everything is there already. Needs root for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,9 +16,18 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # The Java Kafka client runs from Maven Central's jars (tools/tests/java).
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
-if [ ${#missing[@]} -gt 0 ]; then
+# The metrics tests check /metrics with promtool and scrape it with a real Prometheus server.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  prometheus=1
+fi
+if [ ${#missing[@]} -gt 0 ] || [ -n "${prometheus:-}" ]; then
   apt-get update -q >/dev/null
+fi
+if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q "${missing[@]}" >/dev/null
+fi
+if [ -n "${prometheus:-}" ]; then
+  apt-get install -y -q --no-install-recommends prometheus >/dev/null
 fi
 if ! python3 -c "import confluent_kafka, kafka, lz4, zstandard, aiokafka, cramjam" >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check -r tools/tests/kafka/requirements.txt \

@@ -15,6 +15,11 @@ pub const DEFAULT_CONFIG: &str = r#"
 data_dir = "./data"
 native_listen = "127.0.0.1:9300"
 kafka_listen = "127.0.0.1:9092"
+# The admin HTTP listener: GET /metrics (Prometheus), /v1/status/ready, /v1/status/live.
+admin_listen = "127.0.0.1:9644"
+# One series per partition in /metrics (max offset, log start, log size, group offsets and
+# lag); false aggregates them by topic, for nodes with very many partitions.
+# metrics_per_partition = true
 # The address Kafka clients are told to connect to (Metadata, FindCoordinator); default: the
 # Kafka listen address (with the bound port when the listen port is 0).
 # kafka_advertised = "broker1.example.com:9092"
@@ -56,6 +61,10 @@ pub struct ConfigFile {
     pub kafka_listen: Option<String>,
     /// Kafka address advertised to clients, `host:port`.
     pub kafka_advertised: Option<String>,
+    /// Admin HTTP listen address (metrics, health).
+    pub admin_listen: Option<String>,
+    /// Per-partition metric series (else aggregated by topic).
+    pub metrics_per_partition: Option<bool>,
     /// Profile name or path.
     pub profile: Option<String>,
     /// Shard CPUs.
@@ -91,6 +100,10 @@ pub struct BrokerConfig {
     pub kafka_listen: SocketAddr,
     /// Host and port Kafka clients are told to use; `None`: the bound Kafka address.
     pub kafka_advertised: Option<(String, u16)>,
+    /// The admin HTTP listener (metrics, health); bound by shard 0 alone.
+    pub admin_listen: SocketAddr,
+    /// One metric series per partition (else per topic).
+    pub metrics_per_partition: bool,
     /// Tuning profile.
     pub profile: Profile,
     /// CPUs running shards, in shard order.
@@ -138,6 +151,8 @@ impl ConfigFile {
             native_listen: other.native_listen.or(self.native_listen),
             kafka_listen: other.kafka_listen.or(self.kafka_listen),
             kafka_advertised: other.kafka_advertised.or(self.kafka_advertised),
+            admin_listen: other.admin_listen.or(self.admin_listen),
+            metrics_per_partition: other.metrics_per_partition.or(self.metrics_per_partition),
             profile: other.profile.or(self.profile),
             cores: other.cores.or(self.cores),
             auto_create_topics: other.auto_create_topics.or(self.auto_create_topics),
@@ -167,6 +182,10 @@ impl ConfigFile {
         let kafka_listen = listen
             .parse()
             .map_err(|_| BrokerError::Config(format!("kafka_listen: {listen:?} is not an address:port")))?;
+        let listen = file.admin_listen.clone().expect("the default sets it");
+        let admin_listen = listen
+            .parse()
+            .map_err(|_| BrokerError::Config(format!("admin_listen: {listen:?} is not an address:port")))?;
         let kafka_advertised = match file.kafka_advertised {
             None => None,
             Some(text) => Some(parse_host_port(&text).ok_or_else(|| {
@@ -212,6 +231,8 @@ impl ConfigFile {
             native_listen,
             kafka_listen,
             kafka_advertised,
+            admin_listen,
+            metrics_per_partition: file.metrics_per_partition.unwrap_or(true),
             profile,
             cores,
         })

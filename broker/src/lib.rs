@@ -5,9 +5,11 @@
 //! it runs topic administration and persists the metadata. Every shard listens on the same
 //! native-protocol and Kafka-protocol ports with SO_REUSEPORT.
 
+mod admin_http;
 mod cluster;
 mod config;
 mod error;
+mod metrics;
 mod partition;
 mod process;
 mod protocol;

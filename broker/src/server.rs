@@ -33,6 +33,8 @@ pub struct RunningBroker {
     pub native_addr: SocketAddr,
     /// Where the Kafka listener is bound.
     pub kafka_addr: SocketAddr,
+    /// Where the admin HTTP listener is bound.
+    pub admin_addr: SocketAddr,
     /// Number of shards.
     pub shards: usize,
     /// The data directory's lock, held until the shards have stopped.
@@ -86,6 +88,8 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
     let peers: Arc<Vec<AtomicUsize>> = Arc::new((0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect());
     let port = Arc::new(AtomicU16::new(0));
     let kafka_port = Arc::new(AtomicU16::new(0));
+    let admin_port = Arc::new(AtomicU16::new(0));
+    let started_at = Instant::now();
     let ready = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let drained = Arc::new(AtomicUsize::new(0));
@@ -100,6 +104,8 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
             peers: peers.clone(),
             port: port.clone(),
             kafka_port: kafka_port.clone(),
+            admin_port: admin_port.clone(),
+            started_at,
             ready: ready.clone(),
             failed: failed.clone(),
             drained: drained.clone(),
@@ -139,8 +145,9 @@ pub fn start(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<RunningB
     }
     let native_addr = SocketAddr::new(config.native_listen.ip(), port.load(Ordering::Acquire));
     let kafka_addr = SocketAddr::new(config.kafka_listen.ip(), kafka_port.load(Ordering::Acquire));
-    tracing::info!(%native_addr, %kafka_addr, "listening (native and Kafka protocols)");
-    Ok(RunningBroker { threads, shutdown, native_addr, kafka_addr, shards, _lock: lock })
+    let admin_addr = SocketAddr::new(config.admin_listen.ip(), admin_port.load(Ordering::Acquire));
+    tracing::info!(%native_addr, %kafka_addr, %admin_addr, "listening (native and Kafka protocols, admin HTTP)");
+    Ok(RunningBroker { threads, shutdown, native_addr, kafka_addr, admin_addr, shards, _lock: lock })
 }
 
 /// Loads the metadata (or starts empty), fits the shard table to this run's shard count,
@@ -203,6 +210,9 @@ struct ShardContext {
     peers: Arc<Vec<AtomicUsize>>,
     port: Arc<AtomicU16>,
     kafka_port: Arc<AtomicU16>,
+    /// The admin listener's bound port (shard 0 binds it alone).
+    admin_port: Arc<AtomicU16>,
+    started_at: Instant,
     ready: Arc<AtomicUsize>,
     failed: Arc<AtomicBool>,
     /// Shards whose connections have finished; logs close only when every shard is drained,
@@ -248,6 +258,18 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
     shard.set_controller_cell(ctx.controller.clone());
     shard.set_cluster_id(&ctx.cluster_id);
     shard.start(receivers);
+    if ctx.index == 0 {
+        // First, so that readiness answers `booting` while the shards open their logs.
+        let listener = bind(ctx, ctx.config.admin_listen, &ctx.admin_port).await?;
+        let state = crate::admin_http::AdminState {
+            ready: ctx.ready.clone(),
+            shards: ctx.peers.len(),
+            shutdown: ctx.shutdown.clone(),
+            started: ctx.started_at,
+            per_partition: ctx.config.metrics_per_partition,
+        };
+        glommio::spawn_local(crate::admin_http::serve(listener, shard.clone(), state)).detach();
+    }
     shard.apply(ctx.metadata.clone()).await;
     shard.open_groups().await.map_err(BrokerError::Runtime)?;
     let listener = bind(ctx, ctx.config.native_listen, &ctx.port).await?;

@@ -51,21 +51,29 @@ pub(crate) enum File {
 impl File {
     /// Reads `[position, position + len)`, shorter at the end of the file.
     pub async fn read_at(&self, position: u64, len: usize) -> io::Result<Bytes> {
-        match self {
+        let read = match self {
             File::Direct(file) => {
                 let read = file.read_at(position, len).await?;
-                Ok(Bytes::copy_from_slice(&read))
+                Bytes::copy_from_slice(&read)
             }
-            File::Simulated(file) => file.read_at(position, len).await,
-        }
+            File::Simulated(file) => file.read_at(position, len).await?,
+        };
+        crate::io_stats::with(|s| s.bytes_read += read.len() as u64);
+        Ok(read)
     }
 
     /// Writes the whole aligned buffer at the aligned `position`; returns the bytes written.
     pub async fn write_at(&self, buf: DmaBuffer, position: u64) -> io::Result<usize> {
-        match self {
-            File::Direct(file) => Ok(file.write_at(buf, position).await?),
-            File::Simulated(file) => file.write_at(buf.as_bytes(), position).await,
-        }
+        let started = std::time::Instant::now();
+        let written = match self {
+            File::Direct(file) => file.write_at(buf, position).await?,
+            File::Simulated(file) => file.write_at(buf.as_bytes(), position).await?,
+        };
+        crate::io_stats::with(|s| {
+            s.bytes_written += written as u64;
+            s.writes.observe(started.elapsed());
+        });
+        Ok(written)
     }
 
     pub async fn truncate(&self, len: u64) -> io::Result<()> {
@@ -76,10 +84,13 @@ impl File {
     }
 
     pub async fn fdatasync(&self) -> io::Result<()> {
+        let started = std::time::Instant::now();
         match self {
-            File::Direct(file) => Ok(file.fdatasync().await?),
-            File::Simulated(file) => file.fdatasync().await,
+            File::Direct(file) => file.fdatasync().await?,
+            File::Simulated(file) => file.fdatasync().await?,
         }
+        crate::io_stats::with(|s| s.fsyncs.observe(started.elapsed()));
+        Ok(())
     }
 
     pub async fn size(&self) -> io::Result<u64> {

@@ -18,6 +18,7 @@ mod entry;
 mod error;
 mod flush;
 mod index;
+mod io_stats;
 mod journal;
 mod log;
 mod maintenance;
@@ -35,6 +36,7 @@ pub use crate::config::{BLOCK_BYTES, Durability, INDEX_ENTRIES_PER_SEGMENT_MAX, 
 pub use crate::disk::{Disk, SimDisk};
 pub use crate::entry::ENTRY_HEADER_BYTES;
 pub use crate::error::{Error, Result};
+pub use crate::io_stats::{Histogram, IoStats, LATENCY_BOUNDS_S, io_stats};
 pub use crate::journal::{JOURNAL_RECORD_BYTES_MAX, JOURNAL_RECORD_HEADER_BYTES, Journal};
 pub use crate::log::{Batch, Enqueued, Log, LogStats, RetentionReport, StoredBatch};
 pub use crate::notify::{Changed, Notify};

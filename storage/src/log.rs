@@ -529,9 +529,11 @@ impl Log {
                 return Ok(Vec::new());
             }
             if let Some(batches) = s.cache.read(offset, s.written_end, bytes_max) {
+                crate::io_stats::with(|s| s.cache_hits += 1);
                 return Ok(batches);
             }
         }
+        crate::io_stats::with(|s| s.cache_misses += 1);
         let ahead = self.inner.readahead.borrow_mut().take();
         let truncations = self.inner.state.borrow().truncations;
         let batches = match ahead {

@@ -21,6 +21,9 @@ struct Cli {
     /// `bench --protocol kafka` the default is 127.0.0.1:9092).
     #[arg(long, global = true)]
     broker: Option<String>,
+    /// Log format on stderr: text, or json (one object per line, for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,14 +55,23 @@ enum Command {
     Cluster(cluster::ClusterCommand),
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 fn main() {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let native = cli.broker.clone().unwrap_or_else(|| "127.0.0.1:9300".to_string());
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),

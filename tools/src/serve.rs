@@ -26,6 +26,10 @@ pub struct ServeArgs {
     /// Kafka address advertised to clients, host:port (default: the Kafka listen address).
     #[arg(long)]
     kafka_advertised: Option<String>,
+    /// Admin HTTP listen address: /metrics, /v1/status/ready, /v1/status/live (default
+    /// 127.0.0.1:9644).
+    #[arg(long)]
+    admin_listen: Option<String>,
     /// Tuning profile: a shipped name (small-vm, nvme-server) or a file; default: derived.
     #[arg(long)]
     profile: Option<String>,
@@ -68,6 +72,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         native_listen: args.native_listen,
         kafka_listen: args.kafka_listen,
         kafka_advertised: args.kafka_advertised,
+        admin_listen: args.admin_listen,
         profile: args.profile,
         cores: args.cores,
         auto_create_topics: args.auto_create_topics.then_some(true),
@@ -86,14 +91,30 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let host = HostFacts::read().context("reading host facts")?;
     let config = file.overlay(flags).resolve(&host)?;
-    tracing::info!(profile = %config.profile.to_toml(), "tuning profile");
+    tracing::debug!(profile = %config.profile.to_toml(), "tuning profile");
+    let (data_dir, profile, cores) =
+        (config.data_dir.clone(), config.profile.name.clone(), config.cores.clone());
+    let node = config.cluster.as_ref().map_or("0 (single node)".to_string(), |c| c.node_id.to_string());
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, shutdown.clone()).context("installing signal handlers")?;
     }
     let broker = rill_broker::start(config, shutdown)?;
+    tracing::info!("rill {} node {node}", env!("CARGO_PKG_VERSION"));
+    tracing::info!(
+        "listeners: kafka {}, native {}, admin http://{}",
+        broker.kafka_addr,
+        broker.native_addr,
+        broker.admin_addr
+    );
+    tracing::info!(
+        "{} shards on cores {cores:?}, data directory {}, profile {profile}",
+        broker.shards,
+        data_dir.display()
+    );
     println!("rill listening on {} (native protocol), {} shards", broker.native_addr, broker.shards);
     println!("rill listening on {} (kafka protocol)", broker.kafka_addr);
+    println!("rill admin listening on http://{}", broker.admin_addr);
     broker.join();
     println!("rill stopped");
     Ok(())

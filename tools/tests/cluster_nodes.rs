@@ -237,7 +237,7 @@ fn nodes_of_another_ca_or_claiming_another_id_are_refused() {
             &format!("{}:9093", net.ip(4)),
         ])
         .args(["--node-id", "2", "--cluster-listen", &format!("{}:9501", net.ip(4)), "--seeds", &seeds3])
-        .args(["--cluster-tls-dir", impostor_tls.to_str().unwrap()])
+        .args(["--cluster-tls-dir", impostor_tls.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());

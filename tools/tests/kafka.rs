@@ -363,7 +363,8 @@ fn a_second_broker_on_a_taken_kafka_port_is_refused() {
     let first = Broker::start_with(&dir, Path::new("small-vm"), &kafka_listen);
     let (_tmp2, other) = data_dir();
     let out = Command::new(RILL)
-        .args(["serve", "--native-listen", "127.0.0.1:0", "--kafka-listen", &kafka_listen, "--data-dir"])
+        .args(["serve", "--native-listen", "127.0.0.1:0", "--kafka-listen", &kafka_listen])
+        .args(["--admin-listen", "127.0.0.1:0", "--data-dir"])
         .arg(&other)
         .env("RUST_LOG", "warn")
         .output()

@@ -708,6 +708,29 @@ impl Coordinator {
         }
     }
 
+    /// Members and committed offsets of every group here, for metrics.
+    pub fn gauges(&self) -> Vec<crate::metrics::GroupGauges> {
+        let groups = self.groups.borrow();
+        let offsets = self.offsets.borrow();
+        let mut names: Vec<&String> = groups.keys().chain(offsets.keys()).collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| crate::metrics::GroupGauges {
+                group: name.clone(),
+                consumers: groups.get(name).map_or(0, |g| g.members.len() as u64),
+                committed: offsets
+                    .get(name)
+                    .into_iter()
+                    .flatten()
+                    .filter(|((_, p), c)| *p >= 0 && c.offset >= 0)
+                    .map(|((topic, p), c)| (topic.clone(), *p as u32, c.offset))
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// Checks that a commit may be made by this member and generation.
     pub fn check_commit(&self, group: &str, generation: i32, member_id: &str, instance: Option<&str>) -> i16 {
         let groups = self.groups.borrow();

@@ -65,6 +65,8 @@ pub(crate) enum ShardRequest {
     Apply(Metadata),
     /// Work for a consumer group's coordinator.
     Group(crate::partition::group::ops::GroupOp),
+    /// This shard's metrics, for a scrape.
+    Metrics,
 }
 
 /// What a fetch found on the owner.
@@ -106,6 +108,7 @@ pub(crate) enum ShardReply {
     ClusterStatus(Box<rill_net::message::ResponseBody>),
     Applied,
     Group(crate::partition::group::ops::GroupReply),
+    Metrics(Box<crate::metrics::ShardSnapshot>),
 }
 
 pub(crate) struct Shard {
@@ -157,6 +160,8 @@ pub(crate) struct Shard {
     controller: RefCell<Arc<std::sync::atomic::AtomicI64>>,
     /// The cluster id Kafka clients are told (the data directory's `node.toml`).
     cluster_id: RefCell<Rc<str>>,
+    /// This shard's counters (see `metrics.rs`).
+    pub metrics: RefCell<crate::metrics::ShardMetrics>,
 }
 
 impl Shard {
@@ -200,6 +205,7 @@ impl Shard {
             peers: RefCell::new(None),
             controller: RefCell::new(Arc::new(std::sync::atomic::AtomicI64::new(-1))),
             cluster_id: RefCell::new(Rc::from("")),
+            metrics: RefCell::default(),
         }
     }
 
@@ -404,6 +410,25 @@ impl Shard {
             ShardRequest::ListOffset { topic, partition, spec } => {
                 ShardReply::Offset(self.offset_local(&topic, partition, spec).await)
             }
+            ShardRequest::Metrics => {
+                let partitions = self
+                    .logs
+                    .borrow()
+                    .iter()
+                    .map(|((topic, partition), log)| crate::metrics::PartitionGauges {
+                        topic: topic.to_string(),
+                        partition: *partition,
+                        high_watermark: log.log_end_offset(),
+                        log_start: log.log_start_offset(),
+                        size_bytes: log.stats().size_bytes,
+                    })
+                    .collect();
+                let groups = self.groups.gauges();
+                let metrics = self.metrics.borrow();
+                ShardReply::Metrics(Box::new(crate::metrics::ShardSnapshot::new(
+                    self.index, &metrics, partitions, groups,
+                )))
+            }
             ShardRequest::State { topic, partition } => ShardReply::State(
                 self.log(&topic, partition).map(|log| (log.log_start_offset(), log.log_end_offset())),
             ),
@@ -601,6 +626,9 @@ impl Shard {
                 tracing::error!(topic = %key.0, partition = key.1, %error, "removing a deleted offline partition");
             }
         }
+        self.metrics
+            .borrow_mut()
+            .retain_topics(|t| TopicName::new(t).is_ok_and(|t| metadata.topics.contains_key(&t)));
         for key in gone {
             self.producers.borrow_mut().remove(&key);
             self.sequencers.borrow_mut().remove(&key);

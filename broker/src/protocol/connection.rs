@@ -30,6 +30,8 @@ use crate::partition::shard::Shard;
 /// The protocol half of a connection: its sans-I/O core and how its requests are handled.
 pub(crate) trait Protocol: Sized + 'static {
     type Request: 'static;
+    /// The protocol's name in metrics (`rill_rpc_active_connections{server=...}`).
+    const NAME: &'static str;
     fn wants_read(&self) -> bool;
     fn receive(&mut self, bytes: &[u8]);
     /// The next request, its id, and the bytes it holds while handled; `Err` closes.
@@ -59,6 +61,7 @@ impl Native {
 
 impl Protocol for Native {
     type Request = (RequestBody, Bytes);
+    const NAME: &'static str = "native";
     fn wants_read(&self) -> bool {
         self.0.wants_read()
     }
@@ -115,6 +118,7 @@ impl Kafka {
 
 impl Protocol for Kafka {
     type Request = KafkaIncoming;
+    const NAME: &'static str = "kafka";
     fn wants_read(&self) -> bool {
         self.0.wants_read()
     }
@@ -217,6 +221,7 @@ enum Stop {
 /// by one request per such connection. Each connection stops taking requests while more than
 /// two fetch responses' worth of its answers wait to be sent.
 pub(crate) async fn serve<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, core: P) {
+    shard.metrics.borrow_mut().connection(P::NAME, 1);
     let _ = stream.set_nodelay(true);
     let network = &shard.profile().network;
     set_option(&stream, libc::SO_SNDBUF, network.socket_send_buffer_bytes);
@@ -313,6 +318,7 @@ pub(crate) async fn serve<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, core
     // Dropping the last handles closes the socket.
     drop(reader);
     drop(stream);
+    shard.metrics.borrow_mut().connection(P::NAME, -1);
 }
 
 async fn write_loop<P: Protocol>(

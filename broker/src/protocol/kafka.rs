@@ -37,6 +37,23 @@ pub(crate) async fn handle(
     order: Order,
 ) -> Option<Bytes> {
     let KafkaIncoming { api_key, api_version: v, correlation_id: id, request, client_id, .. } = incoming;
+    let started = std::time::Instant::now();
+    let frame = respond(shard, api_key, v, id, request, client_id, peer, order).await;
+    shard.metrics.borrow_mut().request(api_key as i16, started.elapsed());
+    frame
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn respond(
+    shard: &Rc<Shard>,
+    api_key: ApiKey,
+    v: i16,
+    id: i32,
+    request: KafkaRequest,
+    client_id: Option<StrBytes>,
+    peer: &str,
+    order: Order,
+) -> Option<Bytes> {
     order.turn().await;
     let reads_only = matches!(
         request,

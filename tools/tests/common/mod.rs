@@ -17,6 +17,8 @@ pub struct Broker {
     pub addr: String,
     /// Kafka-protocol address.
     pub kafka: String,
+    /// Admin HTTP address (metrics, health).
+    pub admin: String,
 }
 
 impl Broker {
@@ -47,7 +49,8 @@ impl Broker {
 
     fn spawn(mut command: Command, dir: &Path, profile: &Path, kafka_listen: &str, extra: &[&str]) -> Broker {
         let mut child = command
-            .args(["serve", "--native-listen", "127.0.0.1:0", "--kafka-listen", kafka_listen, "--profile"])
+            .args(["serve", "--native-listen", "127.0.0.1:0", "--kafka-listen", kafka_listen])
+            .args(["--admin-listen", "127.0.0.1:0", "--profile"])
             .arg(profile)
             .arg("--data-dir")
             .arg(dir)
@@ -68,9 +71,16 @@ impl Broker {
         };
         let addr = address();
         let kafka = address();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let admin = line
+            .strip_prefix("rill admin listening on http://")
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+            .trim()
+            .to_string();
         // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        Broker { child, addr, kafka }
+        Broker { child, addr, kafka, admin }
     }
 
     /// Runs a `rill` client command against this broker; asserts success, returns stdout.

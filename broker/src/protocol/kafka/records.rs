@@ -58,11 +58,14 @@ pub(crate) async fn produce(shard: &Rc<Shard>, r: ProduceRequest, v: i16, order:
                     if batches.is_empty() {
                         return Err(code::CORRUPT_MESSAGE);
                     }
+                    let count: u64 = batches.iter().map(|(h, _)| h.records_count.max(0) as u64).sum();
                     let request = ShardRequest::Produce { topic, partition: index as u32, batches, acks };
-                    match shard.call_placed(owner, request, move || drop(placement)).await {
+                    let base = match shard.call_placed(owner, request, move || drop(placement)).await {
                         ShardReply::Produced(r) => r.map_err(kafka_code),
                         _ => Err(kafka_code(ErrorCode::ShuttingDown)),
-                    }
+                    }?;
+                    shard.metrics.borrow_mut().records(&name, true, count, records.len() as u64);
+                    Ok(base)
                 }
                 .await;
                 let mut response = PartitionProduceResponse::default();
@@ -70,6 +73,7 @@ pub(crate) async fn produce(shard: &Rc<Shard>, r: ProduceRequest, v: i16, order:
                 match result {
                     Ok(base) => response.base_offset = base as i64,
                     Err(error) => {
+                        shard.metrics.borrow_mut().error(error);
                         response.error_code = error;
                         response.base_offset = -1;
                     }
@@ -138,6 +142,16 @@ pub(crate) async fn fetch(shard: &Rc<Shard>, r: FetchRequest, v: i16) -> FetchRe
         if v >= 11 {
             data.preferred_read_replica = BrokerId(-1);
         }
+        if !outcome.batches.is_empty() {
+            let count: u64 = outcome
+                .batches
+                .iter()
+                .filter_map(|b| record_batch::parse_header(b).ok())
+                .map(|h| h.records_count.max(0) as u64)
+                .sum();
+            shard.metrics.borrow_mut().records(&part.topic, false, count, outcome.bytes() as u64);
+        }
+        shard.metrics.borrow_mut().error(data.error_code);
         data.records = Some(concat(outcome.batches));
         match response.responses.last_mut() {
             Some(topic) if topic.topic.0.as_str() == part.topic => topic.partitions.push(data),
