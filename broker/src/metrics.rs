@@ -34,10 +34,9 @@ pub(crate) fn family(api_key: i16) -> &'static str {
 #[derive(Default)]
 pub(crate) struct ShardMetrics {
     latency: BTreeMap<&'static str, Histogram>,
-    /// Bytes by (topic, "produce" or "consume").
-    request_bytes: HashMap<(String, &'static str), u64>,
-    records_produced: HashMap<String, u64>,
-    records_fetched: HashMap<String, u64>,
+    /// Records and bytes produced and fetched, by topic (looked up by `&str`: no allocation
+    /// per request once a topic is known).
+    topics: HashMap<String, TopicCounters>,
     /// Kafka error codes answered (partition-level for produce and fetch).
     errors: BTreeMap<i16, u64>,
     /// Open connections by protocol.
@@ -52,20 +51,13 @@ impl ShardMetrics {
 
     /// `records` records in `bytes` bytes were produced to (or fetched from) `topic`.
     pub fn records(&mut self, topic: &str, produced: bool, records: u64, bytes: u64) {
-        let request = if produced { "produce" } else { "consume" };
-        match self.request_bytes.get_mut(&(topic.to_string(), request)) {
-            Some(b) => *b += bytes,
-            None => {
-                self.request_bytes.insert((topic.to_string(), request), bytes);
-            }
-        }
-        let counts = if produced { &mut self.records_produced } else { &mut self.records_fetched };
-        match counts.get_mut(topic) {
-            Some(n) => *n += records,
-            None => {
-                counts.insert(topic.to_string(), records);
-            }
-        }
+        let counters = match self.topics.get_mut(topic) {
+            Some(c) => c,
+            None => self.topics.entry(topic.to_string()).or_default(),
+        };
+        let side = &mut counters.0[usize::from(!produced)];
+        side.records += records;
+        side.bytes += bytes;
     }
 
     /// A Kafka error code was answered.
@@ -82,11 +74,20 @@ impl ShardMetrics {
 
     /// Forgets the series of topics that no longer exist.
     pub fn retain_topics(&mut self, exists: impl Fn(&str) -> bool) {
-        self.request_bytes.retain(|(t, _), _| exists(t));
-        self.records_produced.retain(|t, _| exists(t));
-        self.records_fetched.retain(|t, _| exists(t));
+        self.topics.retain(|t, _| exists(t));
     }
 }
+
+/// Records and bytes of one side (produced, fetched) of a topic.
+#[derive(Clone, Copy, Default)]
+struct Side {
+    records: u64,
+    bytes: u64,
+}
+
+/// A topic's traffic: produced, then fetched.
+#[derive(Clone, Copy, Default)]
+struct TopicCounters([Side; 2]);
 
 /// A partition's gauges, from its owner.
 #[derive(Clone, Debug)]
@@ -112,9 +113,7 @@ pub(crate) struct ShardSnapshot {
     pub shard: usize,
     pub cpu_seconds: f64,
     latency: BTreeMap<&'static str, Histogram>,
-    request_bytes: Vec<((String, &'static str), u64)>,
-    records_produced: Vec<(String, u64)>,
-    records_fetched: Vec<(String, u64)>,
+    topics: Vec<(String, TopicCounters)>,
     errors: BTreeMap<i16, u64>,
     connections: BTreeMap<&'static str, i64>,
     pub io: IoStats,
@@ -134,9 +133,7 @@ impl ShardSnapshot {
             shard,
             cpu_seconds: thread_cpu_seconds(),
             latency: metrics.latency.clone(),
-            request_bytes: metrics.request_bytes.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            records_produced: metrics.records_produced.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            records_fetched: metrics.records_fetched.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            topics: metrics.topics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             errors: metrics.errors.clone(),
             connections: metrics.connections.clone(),
             io: rill_storage::io_stats(),
@@ -232,14 +229,12 @@ pub(crate) fn render(shards: &[ShardSnapshot], node: &NodeFigures) -> String {
         for (family, h) in &s.latency {
             latency.entry(family).or_default().merge(h);
         }
-        for (k, v) in &s.request_bytes {
-            *bytes.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &s.records_produced {
-            *produced.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &s.records_fetched {
-            *fetched.entry(k.clone()).or_default() += v;
+        for (topic, c) in &s.topics {
+            let [produce, consume] = c.0;
+            *bytes.entry((topic.clone(), "produce")).or_default() += produce.bytes;
+            *bytes.entry((topic.clone(), "consume")).or_default() += consume.bytes;
+            *produced.entry(topic.clone()).or_default() += produce.records;
+            *fetched.entry(topic.clone()).or_default() += consume.records;
         }
         io.merge(&s.io);
     }

@@ -88,6 +88,17 @@ fn metrics_equal_what_kafka_clients_did_and_prometheus_scrapes_them() {
     BufReader::new(traffic.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let did: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
 
+    // An error answered: metadata of a topic that does not exist (UNKNOWN_TOPIC_OR_PARTITION).
+    let mut request = kafka_protocol::messages::MetadataRequest::default();
+    let mut unknown = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+    unknown.name = Some(kafka_protocol::messages::TopicName(
+        kafka_protocol::protocol::StrBytes::from_static_str("absent"),
+    ));
+    request.topics = Some(vec![unknown]);
+    let answer: kafka_protocol::messages::MetadataResponse =
+        common::raw::call(&broker.kafka, kafka_protocol::messages::ApiKey::Metadata, 9, &request);
+    assert_eq!(answer.topics[0].error_code, 3);
+
     let (status, text) = get(&broker.admin, "/metrics").unwrap();
     assert_eq!(status, 200);
     promtool_check(&text);
@@ -118,6 +129,12 @@ fn metrics_equal_what_kafka_clients_did_and_prometheus_scrapes_them() {
     assert!(value(&all, "rill_storage_written_bytes_total") >= produced);
     assert!(value(&all, "rill_storage_disk_total_bytes") >= value(&all, "rill_storage_disk_free_bytes"));
     assert!(value(&all, r#"rill_rpc_active_connections{shard="0",server="kafka"}"#) >= 0.0);
+    let unknown_topic: f64 = all
+        .iter()
+        .filter(|(k, _)| k.starts_with("rill_kafka_errors_total{") && k.contains(r#"code="3""#))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(unknown_topic, 1.0, "UNKNOWN_TOPIC_OR_PARTITION answered once");
 
     // Every metric the shipped dashboard queries is in the exposition.
     let dashboard = std::fs::read_to_string(DASHBOARD).unwrap();

@@ -8,6 +8,7 @@
 
 pub(crate) mod cluster_info;
 pub(crate) mod configs;
+pub(crate) mod errors;
 pub(crate) mod groups;
 pub(crate) mod records;
 pub(crate) mod topics;
@@ -76,7 +77,7 @@ async fn respond(
         KafkaRequest::ApiVersionsTooNew => {
             encode_response(ApiKey::ApiVersions, 0, id, &api_versions(code::UNSUPPORTED_VERSION))
         }
-        KafkaRequest::Metadata(r) => encode_response(api_key, v, id, &metadata(shard, r, v).await),
+        KafkaRequest::Metadata(r) => counted(shard, api_key, v, id, &metadata(shard, r, v).await),
         KafkaRequest::Produce(r) => {
             let silent = r.acks == 0;
             let response = produce(shard, r, v, order).await;
@@ -86,49 +87,49 @@ async fn respond(
             encode_response(api_key, v, id, &response)
         }
         KafkaRequest::Fetch(r) => encode_response(api_key, v, id, &fetch(shard, r, v).await),
-        KafkaRequest::ListOffsets(r) => encode_response(api_key, v, id, &list_offsets(shard, r, v).await),
-        KafkaRequest::CreateTopics(r) => encode_response(api_key, v, id, &create_topics(shard, r, v).await),
-        KafkaRequest::DeleteTopics(r) => encode_response(api_key, v, id, &delete_topics(shard, r, v).await),
+        KafkaRequest::ListOffsets(r) => counted(shard, api_key, v, id, &list_offsets(shard, r, v).await),
+        KafkaRequest::CreateTopics(r) => counted(shard, api_key, v, id, &create_topics(shard, r, v).await),
+        KafkaRequest::DeleteTopics(r) => counted(shard, api_key, v, id, &delete_topics(shard, r, v).await),
         KafkaRequest::CreatePartitions(r) => {
-            encode_response(api_key, v, id, &create_partitions(shard, r).await)
+            counted(shard, api_key, v, id, &create_partitions(shard, r).await)
         }
-        KafkaRequest::DescribeConfigs(r) => encode_response(api_key, v, id, &describe_configs(shard, r, v)),
+        KafkaRequest::DescribeConfigs(r) => counted(shard, api_key, v, id, &describe_configs(shard, r, v)),
         KafkaRequest::AlterConfigs(r) => {
-            encode_response(api_key, v, id, &configs::alter_configs(shard, r).await)
+            counted(shard, api_key, v, id, &configs::alter_configs(shard, r).await)
         }
         KafkaRequest::IncrementalAlterConfigs(r) => {
-            encode_response(api_key, v, id, &configs::incremental_alter_configs(shard, r).await)
+            counted(shard, api_key, v, id, &configs::incremental_alter_configs(shard, r).await)
         }
         KafkaRequest::DescribeCluster(_) => encode_response(api_key, v, id, &describe_cluster(shard, v)),
-        KafkaRequest::InitProducerId(r) => encode_response(api_key, v, id, &init_producer_id(shard, r)),
-        KafkaRequest::FindCoordinator(r) => encode_response(api_key, v, id, &find_coordinator(shard, r, v)),
+        KafkaRequest::InitProducerId(r) => counted(shard, api_key, v, id, &init_producer_id(shard, r)),
+        KafkaRequest::FindCoordinator(r) => counted(shard, api_key, v, id, &find_coordinator(shard, r, v)),
         KafkaRequest::JoinGroup(r) => {
             let client_id = client_id.as_ref().map_or("", |c| c.as_str());
             let response = groups::join_group(shard, r, v, client_id, peer).await;
-            encode_response(api_key, v, id, &response)
+            counted(shard, api_key, v, id, &response)
         }
-        KafkaRequest::SyncGroup(r) => encode_response(api_key, v, id, &groups::sync_group(shard, r).await),
-        KafkaRequest::Heartbeat(r) => encode_response(api_key, v, id, &groups::heartbeat(shard, r).await),
+        KafkaRequest::SyncGroup(r) => counted(shard, api_key, v, id, &groups::sync_group(shard, r).await),
+        KafkaRequest::Heartbeat(r) => counted(shard, api_key, v, id, &groups::heartbeat(shard, r).await),
         KafkaRequest::LeaveGroup(r) => {
-            encode_response(api_key, v, id, &groups::leave_group(shard, r, v).await)
+            counted(shard, api_key, v, id, &groups::leave_group(shard, r, v).await)
         }
         KafkaRequest::OffsetCommit(r) => {
-            encode_response(api_key, v, id, &groups::offset_commit(shard, r).await)
+            counted(shard, api_key, v, id, &groups::offset_commit(shard, r).await)
         }
         KafkaRequest::OffsetFetch(r) => {
-            encode_response(api_key, v, id, &groups::offset_fetch(shard, r, v).await)
+            counted(shard, api_key, v, id, &groups::offset_fetch(shard, r, v).await)
         }
         KafkaRequest::ListGroups(r) => {
-            encode_response(api_key, v, id, &groups::list_groups(shard, r, v).await)
+            counted(shard, api_key, v, id, &groups::list_groups(shard, r, v).await)
         }
         KafkaRequest::DescribeGroups(r) => {
-            encode_response(api_key, v, id, &groups::describe_groups(shard, r, v).await)
+            counted(shard, api_key, v, id, &groups::describe_groups(shard, r, v).await)
         }
         KafkaRequest::DeleteGroups(r) => {
-            encode_response(api_key, v, id, &groups::delete_groups(shard, r).await)
+            counted(shard, api_key, v, id, &groups::delete_groups(shard, r).await)
         }
         KafkaRequest::OffsetDelete(r) => {
-            encode_response(api_key, v, id, &groups::offset_delete(shard, r).await)
+            counted(shard, api_key, v, id, &groups::offset_delete(shard, r).await)
         }
     };
     match frame {
@@ -140,6 +141,20 @@ async fn respond(
             None
         }
     }
+}
+
+/// Counts the response's error codes on the shard, then encodes it.
+fn counted<R: errors::ErrorCodes + kafka_protocol::protocol::Encodable>(
+    shard: &Shard,
+    api_key: ApiKey,
+    v: i16,
+    id: i32,
+    response: &R,
+) -> Result<Bytes, rill_net::kafka::KafkaError> {
+    let mut metrics = shard.metrics.borrow_mut();
+    response.each(&mut |code| metrics.error(code));
+    drop(metrics);
+    encode_response(api_key, v, id, response)
 }
 
 /// The Kafka error code for a broker error.
