@@ -463,6 +463,69 @@ fn group_requests_to_a_node_that_does_not_coordinate_the_group_get_not_coordinat
     }
 }
 
+/// KIP-951: a produce (v10+) sent to a node that does not lead the partition is answered
+/// NOT_LEADER_OR_FOLLOWER with the current leader's id and epoch and that leader's endpoint, so
+/// the client goes there without a metadata round trip; the leader itself takes the batch.
+/// (Before, the answer named no leader.)
+#[test]
+fn a_produce_to_a_node_that_does_not_lead_the_partition_names_the_leader() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiKey, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let cluster = Cluster::start(3);
+    let nodes = &cluster.nodes;
+    nodes[0].rill(&["topic", "create", "routed", "--partitions", "3"]).unwrap();
+    // Null topics: all of them.
+    let mut all = MetadataRequest::default();
+    all.topics = None;
+    let leaders: Vec<i32> = eventually(Duration::from_secs(30), "every node knows the topic", || {
+        let views: Vec<MetadataResponse> =
+            nodes.iter().map(|n| kafka_call(n, ApiKey::Metadata, 12, &all)).collect();
+        let leaders: Vec<Vec<i32>> = views
+            .iter()
+            .map(|m| {
+                let t = m.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "routed"));
+                t.map(|t| t.partitions.iter().map(|p| p.leader_id.0).collect()).unwrap_or_default()
+            })
+            .collect();
+        (leaders[0].len() == 3 && leaders.iter().all(|l| *l == leaders[0])).then(|| leaders[0].clone())
+    });
+    let brokers: MetadataResponse = kafka_call(&nodes[0], ApiKey::Metadata, 12, &all);
+    for node in nodes {
+        for (partition, leader) in leaders.iter().enumerate() {
+            let mut part = PartitionProduceData::default();
+            part.index = partition as i32;
+            part.records = Some(raw::value_batch(&b"routed"[..]));
+            let mut topic = TopicProduceData::default();
+            topic.name = kafka_protocol::messages::TopicName(StrBytes::from_static_str("routed"));
+            topic.partition_data = vec![part];
+            let mut produce = ProduceRequest::default();
+            produce.acks = -1;
+            produce.timeout_ms = 5000;
+            produce.topic_data = vec![topic];
+            let r: ProduceResponse = kafka_call(node, ApiKey::Produce, 10, &produce);
+            let answer = &r.responses[0].partition_responses[0];
+            if *leader == node.id as i32 {
+                assert_eq!(answer.error_code, 0, "the leader (node {}) takes partition {partition}", node.id);
+                assert!(r.node_endpoints.is_empty());
+                continue;
+            }
+            assert_eq!(answer.error_code, 6, "node {} does not lead partition {partition}", node.id);
+            assert_eq!(answer.current_leader.leader_id.0, *leader, "node {} names the leader", node.id);
+            assert_eq!(answer.current_leader.leader_epoch, 0);
+            let known = brokers.brokers.iter().find(|b| b.node_id.0 == *leader).unwrap();
+            assert_eq!(r.node_endpoints.len(), 1, "{:?}", r.node_endpoints);
+            let endpoint = &r.node_endpoints[0];
+            assert_eq!(
+                (endpoint.node_id.0, endpoint.host.as_str(), endpoint.port),
+                (*leader, known.host.as_str(), known.port)
+            );
+        }
+    }
+}
+
 /// `rill cluster add-node` makes a fourth node a voter; started with `--join` it catches up
 /// from the controller, registers, and takes partitions; `remove-node` is refused while it holds
 /// replicas and done once it holds none.

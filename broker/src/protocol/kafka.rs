@@ -172,14 +172,14 @@ pub(crate) fn kafka_code(e: ErrorCode) -> i16 {
         ErrorCode::StorageError => code::KAFKA_STORAGE_ERROR,
         ErrorCode::Timeout => code::REQUEST_TIMED_OUT,
         // Clients refresh metadata and retry: right while the broker restarts.
-        ErrorCode::ShuttingDown => 6, // NOT_LEADER_OR_FOLLOWER
+        ErrorCode::ShuttingDown => code::NOT_LEADER_OR_FOLLOWER,
         ErrorCode::InvalidConfig => code::INVALID_CONFIG,
         ErrorCode::OutOfOrderSequence => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         ErrorCode::InvalidProducerEpoch => code::INVALID_PRODUCER_EPOCH,
         ErrorCode::InvalidReplicationFactor => code::INVALID_REPLICATION_FACTOR,
         ErrorCode::InvalidReplicaAssignment => code::INVALID_REPLICA_ASSIGNMENT,
         ErrorCode::NotController => code::NOT_CONTROLLER,
-        ErrorCode::NotLeaderOrFollower => 6, // NOT_LEADER_OR_FOLLOWER
+        ErrorCode::NotLeaderOrFollower => code::NOT_LEADER_OR_FOLLOWER,
     }
 }
 

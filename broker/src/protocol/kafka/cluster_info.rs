@@ -25,7 +25,7 @@ use crate::partition::shard::Shard;
 use super::{broker_address, str_bytes};
 
 /// Every node clients can use, with its Kafka address: the cluster's nodes, or this node alone.
-fn brokers(shard: &Shard) -> Vec<(i32, StrBytes, i32)> {
+pub(crate) fn brokers(shard: &Shard) -> Vec<(i32, StrBytes, i32)> {
     let view = shard.metadata();
     if view.nodes.is_empty() {
         let (host, port) = broker_address(shard);

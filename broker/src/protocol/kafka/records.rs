@@ -8,7 +8,9 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{
     BrokerId, FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
     ListOffsetsResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName as KafkaTopicName,
@@ -23,7 +25,9 @@ use crate::partition::routing::route;
 use crate::partition::shard::{Shard, ShardReply, ShardRequest};
 
 /// The one node of a single-node cluster.
+use super::cluster_info::brokers;
 use super::{kafka_code, str_bytes};
+use crate::cluster::metadata::TopicName;
 
 pub(crate) fn batch_error_code(e: BatchError) -> i16 {
     match e {
@@ -102,7 +106,43 @@ pub(crate) async fn produce(shard: &Rc<Shard>, r: ProduceRequest, v: i16, order:
             }
         }
     }
+    if v >= 10 {
+        name_leaders(shard, &mut response);
+    }
     response
+}
+
+/// KIP-951: a partition answered NOT_LEADER_OR_FOLLOWER names its current leader and epoch, and
+/// the response carries that leader's endpoint, so the client re-routes without a metadata
+/// round trip.
+fn name_leaders(shard: &Shard, response: &mut ProduceResponse) {
+    let catalogue = shard.metadata();
+    let mut named = std::collections::BTreeSet::new();
+    for topic in &mut response.responses {
+        let Some(t) = TopicName::new(topic.name.0.as_str()).ok().and_then(|n| catalogue.topics.get(&n))
+        else {
+            continue;
+        };
+        for part in &mut topic.partition_responses {
+            let leader = catalogue.leader(t, part.index as u32);
+            if part.error_code == code::NOT_LEADER_OR_FOLLOWER && leader != catalogue.node {
+                part.current_leader.leader_id = BrokerId(leader as i32);
+                part.current_leader.leader_epoch = 0;
+                named.insert(leader as i32);
+            }
+        }
+    }
+    response.node_endpoints = brokers(shard)
+        .into_iter()
+        .filter(|(id, _, _)| named.contains(id))
+        .map(|(id, host, port)| {
+            let mut endpoint = NodeEndpoint::default();
+            endpoint.node_id = BrokerId(id);
+            endpoint.host = host;
+            endpoint.port = port;
+            endpoint
+        })
+        .collect();
 }
 
 pub(crate) async fn fetch(shard: &Rc<Shard>, r: FetchRequest, v: i16) -> FetchResponse {
