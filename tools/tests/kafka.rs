@@ -356,6 +356,22 @@ fn idempotent_retries_are_acknowledged_once_even_after_a_kill_9_restart() {
     assert_eq!(values, ["zero", "one", "two"]);
 }
 
+/// A produce (v3+) carrying two record batches for one partition is refused with
+/// INVALID_RECORD and writes nothing, as Kafka's ProduceRequest validation does ("exactly one
+/// record batch" per partition); one batch is taken. (Before, both batches were appended.)
+#[test]
+fn a_produce_with_two_batches_for_one_partition_is_refused() {
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "single", "--partitions", "1"], None);
+    let mut s = TcpStream::connect(&broker.kafka).unwrap();
+    let two: Vec<u8> = [value_batch(&b"first"[..]), value_batch(&b"second"[..])].concat();
+    assert_eq!(produce_raw(&mut s, "single", bytes::Bytes::from(two)).0, 87);
+    assert_eq!(produce_raw(&mut s, "single", value_batch(&b"alone"[..])), (0, 0));
+    let values: Vec<String> = kcat_all(&broker.kafka, "single").into_iter().map(|r| r.3).collect();
+    assert_eq!(values, ["alone"]);
+}
+
 #[test]
 fn a_second_broker_on_a_taken_kafka_port_is_refused() {
     let (_tmp, dir) = data_dir();

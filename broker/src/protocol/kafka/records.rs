@@ -62,6 +62,11 @@ pub(crate) async fn produce(shard: &Rc<Shard>, r: ProduceRequest, v: i16, order:
                     if batches.is_empty() {
                         return Err(code::CORRUPT_MESSAGE);
                     }
+                    // Kafka's ProduceRequest validation (v3+, the versions served): exactly one
+                    // record batch per partition.
+                    if batches.len() > 1 {
+                        return Err(code::INVALID_RECORD);
+                    }
                     let count: u64 = batches.iter().map(|(h, _)| h.records_count.max(0) as u64).sum();
                     let request = ShardRequest::Produce { topic, partition: index as u32, batches, acks };
                     let base = match shard.call_placed(owner, request, move || drop(placement)).await {
