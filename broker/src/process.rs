@@ -37,10 +37,27 @@ pub fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
 /// process's open-file limit split over the shards, the other half left to connections and
 /// transient files, between 16 and 65,536.
 pub fn segment_files_per_shard(shards: usize) -> usize {
+    (open_file_limit() / 2 / shards.max(1)).clamp(16, 65_536)
+}
+
+/// Descriptors kept from connections for the files the broker opens besides segments (the
+/// metadata and group journals, temporary files, listeners, io_uring and event descriptors).
+pub const FILES_RESERVED: usize = 64;
+
+/// Connections each shard serves at most: the profile's cap, held to the half of the
+/// open-file limit that segment files leave, less [`FILES_RESERVED`], split over the shards, so
+/// a client opening connections can never take the descriptors a log needs (those beyond are
+/// accepted and closed at once).
+pub fn connections_per_shard(shards: usize, profile_max: usize) -> usize {
+    let spare = (open_file_limit() / 2).saturating_sub(FILES_RESERVED);
+    (spare / shards.max(1)).clamp(1, profile_max.max(1))
+}
+
+/// The soft RLIMIT_NOFILE (1024 if it cannot be read).
+fn open_file_limit() -> usize {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes one rlimit into a valid pointer.
     let soft =
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 { limit.rlim_cur } else { 1024 };
-    let soft = usize::try_from(soft).unwrap_or(usize::MAX);
-    (soft / 2 / shards.max(1)).clamp(16, 65_536)
+    usize::try_from(soft).unwrap_or(usize::MAX)
 }

@@ -297,16 +297,25 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
         max_inflight: network.max_inflight_requests as usize,
     };
     let active = Rc::new(std::cell::Cell::new(0usize));
+    let connections_max =
+        crate::process::connections_per_shard(ctx.peers.len(), network.max_connections_per_shard as usize);
+    if ctx.index == 0 && connections_max < network.max_connections_per_shard as usize {
+        tracing::info!(
+            connections_max,
+            profile = network.max_connections_per_shard,
+            "connections per shard held below the profile's cap by the open-file limit"
+        );
+    }
     let kafka_accept =
         glommio::spawn_local(accept_loop(ctx.index, shard.clone(), kafka_listener, active.clone(), {
-            let max = network.max_connections_per_shard as usize;
+            let max = connections_max;
             move |shard, stream| {
                 let core = Kafka::new(kafka_limits, &stream);
                 (max, crate::protocol::connection::serve(shard, stream, core))
             }
         }));
     accept_loop(ctx.index, shard.clone(), listener, active.clone(), {
-        let max = network.max_connections_per_shard as usize;
+        let max = connections_max;
         move |shard, stream| (max, crate::protocol::connection::serve(shard, stream, Native::new(limits)))
     })
     .await;
@@ -481,6 +490,7 @@ async fn accept_loop<F, Fut>(
     F: Fn(Rc<Shard>, glommio::net::TcpStream) -> (usize, Fut),
     Fut: std::future::Future<Output = ()> + 'static,
 {
+    let mut failing = false;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shard.stopping.wait().await;
@@ -503,10 +513,24 @@ async fn accept_loop<F, Fut>(
                 })
                 .detach();
             }
-            Some(Err(error)) => tracing::warn!(shard = index, %error, "accept failed"),
+            Some(Err(error)) => {
+                // Out of descriptors (or another transient failure): the pending connection
+                // stays queued and would fail again at once, so wait a little instead of
+                // spinning, and say so once per episode rather than for every retry.
+                if !failing {
+                    tracing::warn!(shard = index, %error, "accept failed; retrying every 50 ms");
+                }
+                failing = true;
+                glommio::timer::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
         }
+        failing = false;
     }
 }
+
+/// How long an accept loop waits after a failed accept.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 /// Shard 0 binds first (learning the port when 0 was asked for); the others bind the same
 /// address and port.
