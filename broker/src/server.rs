@@ -271,6 +271,7 @@ async fn run_shard(ctx: &ShardContext) -> Result<()> {
         glommio::spawn_local(crate::admin_http::serve(listener, shard.clone(), state)).detach();
     }
     shard.apply(ctx.metadata.clone()).await;
+    shard.announce_offline().await;
     shard.open_groups().await.map_err(BrokerError::Runtime)?;
     let listener = bind(ctx, ctx.config.native_listen, &ctx.port).await?;
     let kafka_listener = bind(ctx, ctx.config.kafka_listen, &ctx.kafka_port).await?;

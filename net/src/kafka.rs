@@ -32,6 +32,8 @@ pub mod code {
     pub const CORRUPT_MESSAGE: i16 = 2;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const INVALID_FETCH_SIZE: i16 = 4;
+    /// The partition has no leader now (its only replica's log is offline, or an election runs).
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
     /// The partition is led by another broker (or this one is stopping).
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub const REQUEST_TIMED_OUT: i16 = 7;

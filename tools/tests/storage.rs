@@ -58,6 +58,18 @@ fn a_bit_flip_in_acknowledged_data_is_reported_never_truncated_and_repaired_by_t
     let (code, _) = produce_raw(&mut kafka, "acked", value_batch(&b"after"[..]));
     assert_eq!(code, KAFKA_STORAGE_ERROR, "a produce to the damaged partition");
     assert_eq!(std::fs::metadata(&segment).unwrap().len() as usize, len_before, "nothing truncated");
+    // Kafka Metadata, from whichever shard answers, shows it without a leader, its replica
+    // offline (as Kafka shows a partition whose log directory failed); the other is led.
+    for _ in 0..4 {
+        let metadata = kafka_metadata(&broker.kafka);
+        let partition = |topic: &str| {
+            let t = metadata.topics.iter().find(|t| t.name.as_ref().unwrap().0.as_str() == topic).unwrap();
+            let p = &t.partitions[0];
+            (p.error_code, p.leader_id.0, p.offline_replicas.iter().map(|b| b.0).collect::<Vec<_>>())
+        };
+        assert_eq!(partition("acked"), (5, -1, vec![0]), "LEADER_NOT_AVAILABLE, replica 0 offline");
+        assert_eq!(partition("other"), (0, 0, vec![]));
+    }
     // Other partitions serve.
     assert_eq!(broker.rill(&["consume", "--topic", "other"], None).lines().count(), 100);
     assert_eq!(produce_raw(&mut kafka, "other", value_batch(&b"more"[..])), (0, 100));
@@ -95,4 +107,12 @@ fn a_bit_flip_in_acknowledged_data_is_reported_never_truncated_and_repaired_by_t
     let mut kafka = TcpStream::connect(&broker.kafka).unwrap();
     let (code, offset) = produce_raw(&mut kafka, "acked", value_batch(&b"after"[..]));
     assert_eq!((code, offset), (0, at as i64));
+}
+
+/// Kafka Metadata (v12) for every topic, on a new connection (so that each call may land on
+/// another shard).
+fn kafka_metadata(kafka: &str) -> kafka_protocol::messages::MetadataResponse {
+    let mut all = kafka_protocol::messages::MetadataRequest::default();
+    all.topics = None;
+    common::raw::call(kafka, kafka_protocol::messages::ApiKey::Metadata, 12, &all)
 }

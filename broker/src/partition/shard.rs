@@ -67,6 +67,11 @@ pub(crate) enum ShardRequest {
     Group(crate::partition::group::ops::GroupOp),
     /// This shard's metrics, for a scrape.
     Metrics,
+    /// Shard `shard`'s offline partitions (see `shard/offline.rs`).
+    Offline {
+        shard: usize,
+        partitions: Vec<(TopicName, u32)>,
+    },
 }
 
 /// What a fetch found on the owner.
@@ -121,6 +126,9 @@ pub(crate) struct Shard {
     /// Owned partitions whose log failed to open (damage below its recovery point, an I/O
     /// error), with the reason: clients get KAFKA_STORAGE_ERROR, the other partitions serve.
     offline: RefCell<HashMap<(TopicName, u32), String>>,
+    /// What this shard last told the others of `offline`, and what every shard told it.
+    offline_announced: RefCell<Vec<(TopicName, u32)>>,
+    offline_known: RefCell<offline::OfflineKnown>,
     /// The partition count the open logs' memory shares were computed for.
     memory_shared_by: Cell<u64>,
     /// Idempotent-producer state of owned partitions (created on first use).
@@ -183,6 +191,8 @@ impl Shard {
             metadata: RefCell::new(Rc::new(metadata)),
             logs: RefCell::new(HashMap::new()),
             offline: RefCell::new(HashMap::new()),
+            offline_announced: RefCell::default(),
+            offline_known: RefCell::default(),
             memory_shared_by: Cell::new(0),
             producers: RefCell::new(HashMap::new()),
             sequencers: RefCell::new(HashMap::new()),
@@ -435,6 +445,11 @@ impl Shard {
             ShardRequest::Admin(op) => ShardReply::Admin(crate::cluster::controller::run(self, op).await),
             ShardRequest::Apply(metadata) => {
                 self.apply(metadata).await;
+                self.announce_offline().await;
+                ShardReply::Applied
+            }
+            ShardRequest::Offline { shard, partitions } => {
+                self.learn_offline(shard, partitions);
                 ShardReply::Applied
             }
             ShardRequest::ClusterStatus => {
@@ -935,49 +950,6 @@ fn storage_error(e: rill_storage::Error) -> ErrorCode {
     }
 }
 
+mod offline;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cluster::metadata::TopicSettings;
-    use glommio::channels::channel_mesh::MeshBuilder;
-
-    /// Topics created one at a time used to keep the shares computed when each was opened: the
-    /// first partition kept the whole shard budget, the second half of it, and so on, so the
-    /// shard's cache budget grew with every topic. (Seen failing before the fix: two one-partition
-    /// topics held 1.5 times the shard's cache budget, eight would hold 2.7 times.)
-    #[test]
-    fn topics_created_one_by_one_share_the_shard_memory_budget() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().to_path_buf();
-        glommio::LocalExecutorBuilder::default()
-            .io_memory(512 << 10)
-            .spawn(move || async move {
-                let (senders, _receivers) = MeshBuilder::<Msg, _>::full(1, 16).join().await.unwrap();
-                let profile = Profile::shipped("small-vm");
-                let budget = profile.memory.cache_bytes_per_shard as usize;
-                let shutdown = Arc::new(AtomicBool::new(false));
-                let shard = Shard::new(0, data, profile, Metadata::new(1), senders, vec![0], shutdown);
-                let mut metadata = Metadata::new(1);
-                for i in 0..8 {
-                    let name = TopicName::new(&format!("t{i}")).unwrap();
-                    metadata.create_topic(name, 1, TopicSettings::default()).unwrap();
-                    shard.apply(metadata.clone()).await;
-                    let (cache, _) = shard.memory_budgets();
-                    assert!(cache <= budget, "{} topics: caches of {cache} bytes, budget {budget}", i + 1);
-                }
-                let (cache, _) = shard.memory_budgets();
-                assert!(cache * 10 >= budget * 9, "the shares use the budget: {cache} of {budget}");
-                // Deleting topics gives the rest a larger share again.
-                for i in 0..6 {
-                    metadata.delete_topic(&TopicName::new(&format!("t{i}")).unwrap()).unwrap();
-                }
-                shard.apply(metadata.clone()).await;
-                let (cache, _) = shard.memory_budgets();
-                assert!(cache <= budget && cache * 10 >= budget * 9, "{cache} of {budget}");
-                shard.close_logs().await;
-            })
-            .unwrap()
-            .join()
-            .unwrap();
-    }
-}
+mod tests;

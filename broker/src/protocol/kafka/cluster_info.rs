@@ -125,6 +125,15 @@ pub(crate) async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> M
                             };
                             // Partition data is not replicated yet: only the leader is in sync.
                             part.isr_nodes = vec![BrokerId(leader)];
+                            if shard.is_offline(&n, p as u32) {
+                                // Its log failed to open here: no leader, the replica offline
+                                // (Kafka's answer for a partition whose log directory failed).
+                                part.error_code = code::LEADER_NOT_AVAILABLE;
+                                part.leader_id = BrokerId(-1);
+                                if v >= 5 {
+                                    part.offline_replicas = vec![BrokerId(leader)];
+                                }
+                            }
                             part
                         })
                         .collect();
