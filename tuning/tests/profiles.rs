@@ -123,6 +123,10 @@ fn bad_profiles_are_refused_naming_the_field() {
     assert!(refused_field(p.check_shape()).starts_with("log.durability"));
 
     let mut p = base.clone();
+    p.log.recovery_checkpoint_interval_ms = 0;
+    assert!(refused_field(p.check_shape()).starts_with("log.recovery_checkpoint_interval_ms"));
+
+    let mut p = base.clone();
     p.io.uring_queue_depth = 100;
     assert!(refused_field(p.check_shape()).starts_with("io.uring_queue_depth"));
 
@@ -249,4 +253,25 @@ fn check_gives_exact_commands_and_apply_fixes_them() {
     for f in after.iter().filter(|f| f.setting != "locked-memory limit (RLIMIT_MEMLOCK)") {
         assert_ne!(f.verdict, Verdict::Advice, "still off after apply: {f:?}");
     }
+}
+
+/// The recovery-point interval is a profile setting the logs get (before, every log wrote its
+/// checkpoint once a minute whatever the profile said); a profile file written before the
+/// setting existed still loads, with Kafka's default of a minute.
+#[test]
+fn the_recovery_checkpoint_interval_reaches_the_logs_and_older_profiles_keep_a_minute() {
+    let mut p = Profile::load("small-vm").unwrap();
+    assert_eq!(p.log_config().recovery_checkpoint_interval_ms, 60_000);
+    p.log.recovery_checkpoint_interval_ms = 5_000;
+    assert_eq!(p.log_config().recovery_checkpoint_interval_ms, 5_000);
+    let older: String = Profile::load("small-vm")
+        .unwrap()
+        .to_toml()
+        .lines()
+        .filter(|l| !l.starts_with("recovery_checkpoint_interval_ms"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(!older.contains("recovery_checkpoint_interval_ms"));
+    let loaded = Profile::parse(&older, "an older profile").unwrap();
+    assert_eq!(loaded.log.recovery_checkpoint_interval_ms, 60_000);
 }
