@@ -20,7 +20,8 @@ use kafka_protocol::messages::{
     DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
     IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
     ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
+    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -59,6 +60,8 @@ pub mod code {
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
     pub const INVALID_RECORD: i16 = 87;
+    /// The client's leader epoch is newer than the broker's.
+    pub const UNKNOWN_LEADER_EPOCH: i16 = 74;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 }
@@ -91,6 +94,7 @@ pub fn supported_versions() -> &'static [(ApiKey, i16, i16)] {
         (ApiKey::ListGroups, 0, 4),
         (ApiKey::DeleteGroups, 0, 2),
         (ApiKey::OffsetDelete, 0, 0),
+        (ApiKey::OffsetForLeaderEpoch, 2, 4),
     ]
 }
 
@@ -128,6 +132,7 @@ pub enum KafkaRequest {
     DescribeGroups(DescribeGroupsRequest),
     DeleteGroups(DeleteGroupsRequest),
     OffsetDelete(OffsetDeleteRequest),
+    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
 }
 
 /// One request taken from the connection.
@@ -218,6 +223,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, ApiKey, KafkaR
         ApiKey::DescribeGroups => KafkaRequest::DescribeGroups(decode_body(body, key, version)?),
         ApiKey::DeleteGroups => KafkaRequest::DeleteGroups(decode_body(body, key, version)?),
         ApiKey::OffsetDelete => KafkaRequest::OffsetDelete(decode_body(body, key, version)?),
+        ApiKey::OffsetForLeaderEpoch => KafkaRequest::OffsetForLeaderEpoch(decode_body(body, key, version)?),
         _ => return Err(KafkaError::UnknownApi(raw_key)),
     };
     Ok((header, key, request))

@@ -372,6 +372,56 @@ fn a_produce_with_two_batches_for_one_partition_is_refused() {
     assert_eq!(values, ["alone"]);
 }
 
+/// OffsetForLeaderEpoch (KIP-101/KIP-320, v2-v4, advertised in ApiVersions): epoch 0, the only
+/// one a single node has had, ends at the log end; a later epoch has no end (-1, -1); a current
+/// epoch newer than the broker's is UNKNOWN_LEADER_EPOCH; an unknown topic is
+/// UNKNOWN_TOPIC_OR_PARTITION. (Before, the API was not served: clients could not detect
+/// truncation.)
+#[test]
+fn offset_for_leader_epoch_answers_as_a_single_leader_epoch() {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiVersionsRequest, ApiVersionsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+        TopicName,
+    };
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "epochs", "--partitions", "1"], None);
+    let mut s = TcpStream::connect(&broker.kafka).unwrap();
+    for value in [&b"a"[..], b"b", b"c"] {
+        assert_eq!(produce_raw(&mut s, "epochs", value_batch(value)).0, 0);
+    }
+    let versions: ApiVersionsResponse =
+        call(&broker.kafka, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let advertised =
+        versions.api_keys.iter().find(|k| k.api_key == ApiKey::OffsetForLeaderEpoch as i16).unwrap();
+    assert_eq!((advertised.min_version, advertised.max_version), (2, 4));
+    let ask = |topic: &'static str, current: i32, epoch: i32, v: i16| {
+        let mut p = OffsetForLeaderPartition::default();
+        p.partition = 0;
+        p.current_leader_epoch = current;
+        p.leader_epoch = epoch;
+        let mut t = OffsetForLeaderTopic::default();
+        t.topic = TopicName(StrBytes::from_static_str(topic));
+        t.partitions = vec![p];
+        let mut r = OffsetForLeaderEpochRequest::default();
+        r.replica_id = kafka_protocol::messages::BrokerId(-1);
+        r.topics = vec![t];
+        let answer: OffsetForLeaderEpochResponse = call(&broker.kafka, ApiKey::OffsetForLeaderEpoch, v, &r);
+        let e = &answer.topics[0].partitions[0];
+        (e.error_code, e.leader_epoch, e.end_offset)
+    };
+    for v in [2, 3, 4] {
+        assert_eq!(ask("epochs", 0, 0, v), (0, 0, 3), "v{v}");
+        assert_eq!(ask("epochs", -1, 0, v), (0, 0, 3), "v{v}: no current epoch to check");
+        assert_eq!(ask("epochs", 0, 3, v), (0, -1, -1), "v{v}: a later epoch");
+        assert_eq!(ask("epochs", 5, 0, v), (74, -1, -1), "v{v}: the client knows a newer leader");
+        assert_eq!(ask("absent", 0, 0, v), (3, -1, -1), "v{v}");
+    }
+}
+
 #[test]
 fn a_second_broker_on_a_taken_kafka_port_is_refused() {
     let (_tmp, dir) = data_dir();

@@ -62,6 +62,7 @@ async fn respond(
             | KafkaRequest::ApiVersionsTooNew
             | KafkaRequest::Fetch(_)
             | KafkaRequest::ListOffsets(_)
+            | KafkaRequest::OffsetForLeaderEpoch(_)
             | KafkaRequest::DescribeConfigs(_)
             | KafkaRequest::DescribeCluster(_)
             | KafkaRequest::FindCoordinator(_)
@@ -130,6 +131,9 @@ async fn respond(
         }
         KafkaRequest::OffsetDelete(r) => {
             counted(shard, api_key, v, id, &groups::offset_delete(shard, r).await)
+        }
+        KafkaRequest::OffsetForLeaderEpoch(r) => {
+            counted(shard, api_key, v, id, &records::offset_for_leader_epoch(shard, r).await)
         }
     };
     match frame {

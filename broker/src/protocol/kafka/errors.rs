@@ -127,3 +127,9 @@ impl ErrorCodes for ListGroupsResponse {
         f(self.error_code);
     }
 }
+
+impl ErrorCodes for OffsetForLeaderEpochResponse {
+    fn each(&self, f: &mut dyn FnMut(i16)) {
+        self.topics.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code));
+    }
+}

@@ -8,12 +8,16 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::produce_response::{
     NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{
     BrokerId, FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
-    ListOffsetsResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName as KafkaTopicName,
+    ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
+    ProduceResponse, ProducerId, TopicName as KafkaTopicName,
 };
 use rill_net::kafka::code;
 use rill_net::message::{Acks, ErrorCode, FetchPart, OffsetSpec};
@@ -207,6 +211,53 @@ pub(crate) async fn fetch(shard: &Rc<Shard>, r: FetchRequest, v: i16) -> FetchRe
                 response.responses.push(topic);
             }
         }
+    }
+    response
+}
+
+/// OffsetForLeaderEpoch (KIP-101/KIP-320): the end offset of a leader epoch. Every partition
+/// here has had one leader epoch, 0 (no replication yet), so epoch 0 ends at the log end, a
+/// later or undefined epoch has no end (-1, -1, as Kafka answers), and a client that believes in
+/// a newer current epoch than 0 gets UNKNOWN_LEADER_EPOCH.
+pub(crate) async fn offset_for_leader_epoch(
+    shard: &Rc<Shard>,
+    r: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let mut response = OffsetForLeaderEpochResponse::default();
+    for topic in r.topics {
+        let mut result = OffsetForLeaderTopicResult::default();
+        result.topic = topic.topic.clone();
+        for p in topic.partitions {
+            let mut end = EpochEndOffset::default();
+            end.partition = p.partition;
+            end.leader_epoch = -1;
+            end.end_offset = -1;
+            let answer = async {
+                let (name, owner) =
+                    route(shard, topic.topic.0.as_str(), p.partition as u32).map_err(kafka_code)?;
+                if p.current_leader_epoch > 0 {
+                    return Err(code::UNKNOWN_LEADER_EPOCH);
+                }
+                match shard
+                    .call(owner, ShardRequest::State { topic: name, partition: p.partition as u32 })
+                    .await
+                {
+                    ShardReply::State(state) => state.map_err(kafka_code),
+                    _ => Err(kafka_code(ErrorCode::ShuttingDown)),
+                }
+            }
+            .await;
+            match answer {
+                Ok((_, log_end)) if p.leader_epoch == 0 => {
+                    end.leader_epoch = 0;
+                    end.end_offset = log_end as i64;
+                }
+                Ok(_) => {}
+                Err(error) => end.error_code = error,
+            }
+            result.partitions.push(end);
+        }
+        response.topics.push(result);
     }
     response
 }
