@@ -24,7 +24,7 @@ pub(crate) fn family(api_key: i16) -> &'static str {
         3 => "metadata",
         8..=16 | 42 | 47 => "group",
         18 => "api_versions",
-        19..=21 | 37 | 32 | 33 | 44 | 60 => "admin",
+        19..=21 | 37 | 32 | 33 | 43 | 44 | 46 | 60 => "admin",
         22 => "init_producer_id",
         _ => "other",
     }

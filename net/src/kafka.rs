@@ -17,11 +17,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-    DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    DescribeGroupsRequest, ElectLeadersRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
     IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
-    SyncGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest,
+    ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -62,6 +62,8 @@ pub mod code {
     pub const INVALID_RECORD: i16 = 87;
     /// The client's leader epoch is newer than the broker's.
     pub const UNKNOWN_LEADER_EPOCH: i16 = 74;
+    /// The preferred replica already leads the partition.
+    pub const ELECTION_NOT_NEEDED: i16 = 84;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 }
@@ -95,6 +97,8 @@ pub fn supported_versions() -> &'static [(ApiKey, i16, i16)] {
         (ApiKey::DeleteGroups, 0, 2),
         (ApiKey::OffsetDelete, 0, 0),
         (ApiKey::OffsetForLeaderEpoch, 2, 4),
+        (ApiKey::ElectLeaders, 0, 2),
+        (ApiKey::ListPartitionReassignments, 0, 0),
     ]
 }
 
@@ -133,6 +137,8 @@ pub enum KafkaRequest {
     DeleteGroups(DeleteGroupsRequest),
     OffsetDelete(OffsetDeleteRequest),
     OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
+    ElectLeaders(ElectLeadersRequest),
+    ListPartitionReassignments(ListPartitionReassignmentsRequest),
 }
 
 /// One request taken from the connection.
@@ -224,6 +230,10 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, ApiKey, KafkaR
         ApiKey::DeleteGroups => KafkaRequest::DeleteGroups(decode_body(body, key, version)?),
         ApiKey::OffsetDelete => KafkaRequest::OffsetDelete(decode_body(body, key, version)?),
         ApiKey::OffsetForLeaderEpoch => KafkaRequest::OffsetForLeaderEpoch(decode_body(body, key, version)?),
+        ApiKey::ElectLeaders => KafkaRequest::ElectLeaders(decode_body(body, key, version)?),
+        ApiKey::ListPartitionReassignments => {
+            KafkaRequest::ListPartitionReassignments(decode_body(body, key, version)?)
+        }
         _ => return Err(KafkaError::UnknownApi(raw_key)),
     };
     Ok((header, key, request))

@@ -422,6 +422,50 @@ fn offset_for_leader_epoch_answers_as_a_single_leader_epoch() {
     }
 }
 
+/// ElectLeaders (v0-v2) and ListPartitionReassignments (v0), advertised: the preferred replica
+/// leads every partition, so an election is ELECTION_NOT_NEEDED for each partition named,
+/// UNKNOWN_TOPIC_OR_PARTITION for one that does not exist, and "all partitions" lists nothing;
+/// no reassignment is in progress. (Before, neither API was served.)
+#[test]
+fn elect_leaders_and_list_partition_reassignments_give_a_single_node_s_answers() {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{
+        ElectLeadersRequest, ElectLeadersResponse, ListPartitionReassignmentsRequest,
+        ListPartitionReassignmentsResponse, TopicName,
+    };
+    let (_tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    broker.rill(&["topic", "create", "led", "--partitions", "2"], None);
+    for v in [0, 1, 2] {
+        let mut named = TopicPartitions::default();
+        named.topic = TopicName(StrBytes::from_static_str("led"));
+        named.partitions = vec![0, 1, 7];
+        let mut absent = TopicPartitions::default();
+        absent.topic = TopicName(StrBytes::from_static_str("absent"));
+        absent.partitions = vec![0];
+        let mut r = ElectLeadersRequest::default();
+        r.election_type = if v >= 1 { 1 } else { 0 };
+        r.topic_partitions = Some(vec![named, absent]);
+        r.timeout_ms = 5000;
+        let answer: ElectLeadersResponse = call(&broker.kafka, ApiKey::ElectLeaders, v, &r);
+        let codes: Vec<Vec<(i32, i16)>> = answer
+            .replica_election_results
+            .iter()
+            .map(|t| t.partition_result.iter().map(|p| (p.partition_id, p.error_code)).collect())
+            .collect();
+        assert_eq!(codes, vec![vec![(0, 84), (1, 84), (7, 3)], vec![(0, 3)]], "v{v}");
+        r.topic_partitions = None;
+        let all: ElectLeadersResponse = call(&broker.kafka, ApiKey::ElectLeaders, v, &r);
+        assert!(all.replica_election_results.is_empty() && all.error_code == 0, "v{v}");
+    }
+    let mut r = ListPartitionReassignmentsRequest::default();
+    r.topics = None;
+    r.timeout_ms = 5000;
+    let none: ListPartitionReassignmentsResponse =
+        call(&broker.kafka, ApiKey::ListPartitionReassignments, 0, &r);
+    assert_eq!((none.error_code, none.topics.len()), (0, 0));
+}
+
 #[test]
 fn a_second_broker_on_a_taken_kafka_port_is_refused() {
     let (_tmp, dir) = data_dir();

@@ -63,6 +63,8 @@ async fn respond(
             | KafkaRequest::Fetch(_)
             | KafkaRequest::ListOffsets(_)
             | KafkaRequest::OffsetForLeaderEpoch(_)
+            | KafkaRequest::ElectLeaders(_)
+            | KafkaRequest::ListPartitionReassignments(_)
             | KafkaRequest::DescribeConfigs(_)
             | KafkaRequest::DescribeCluster(_)
             | KafkaRequest::FindCoordinator(_)
@@ -134,6 +136,10 @@ async fn respond(
         }
         KafkaRequest::OffsetForLeaderEpoch(r) => {
             counted(shard, api_key, v, id, &records::offset_for_leader_epoch(shard, r).await)
+        }
+        KafkaRequest::ElectLeaders(r) => counted(shard, api_key, v, id, &topics::elect_leaders(shard, r)),
+        KafkaRequest::ListPartitionReassignments(_) => {
+            counted(shard, api_key, v, id, &topics::list_partition_reassignments())
         }
     };
     match frame {

@@ -133,3 +133,16 @@ impl ErrorCodes for OffsetForLeaderEpochResponse {
         self.topics.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code));
     }
 }
+
+impl ErrorCodes for ElectLeadersResponse {
+    fn each(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+        self.replica_election_results.iter().flat_map(|t| &t.partition_result).for_each(|p| f(p.error_code));
+    }
+}
+
+impl ErrorCodes for ListPartitionReassignmentsResponse {
+    fn each(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+    }
+}

@@ -1,14 +1,16 @@
 //! Kafka topic administration: CreateTopics, DeleteTopics and CreatePartitions, run by the
-//! controller.
+//! controller; ElectLeaders and ListPartitionReassignments, answered from the metadata.
 
 use std::rc::Rc;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, TopicName as KafkaTopicName,
+    DeleteTopicsRequest, DeleteTopicsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    ListPartitionReassignmentsResponse, TopicName as KafkaTopicName,
 };
 use rill_net::kafka::code;
 use rill_net::message::ErrorCode;
@@ -196,4 +198,41 @@ fn node_lists<'a>(
                 .collect()
         })
         .collect()
+}
+
+/// ElectLeaders: every partition's leader is its preferred (first) replica, as placement made
+/// it and no failover has moved it yet, so a preferred or unclean election is never needed:
+/// ELECTION_NOT_NEEDED for each partition named, UNKNOWN_TOPIC_OR_PARTITION for what does not
+/// exist, and for "all partitions" no results at all (Kafka lists only partitions it elected or
+/// failed to).
+pub(crate) fn elect_leaders(shard: &Shard, r: ElectLeadersRequest) -> ElectLeadersResponse {
+    let mut response = ElectLeadersResponse::default();
+    let catalogue = shard.metadata();
+    for topic in r.topic_partitions.unwrap_or_default() {
+        let known =
+            TopicName::new(topic.topic.0.as_str()).ok().and_then(|n| catalogue.topics.get(&n).cloned());
+        let mut result = ReplicaElectionResult::default();
+        result.topic = topic.topic.clone();
+        for partition in topic.partitions {
+            let mut p = PartitionResult::default();
+            p.partition_id = partition;
+            let exists =
+                known.as_ref().is_some_and(|t| partition >= 0 && (partition as usize) < t.shards.len());
+            if exists {
+                p.error_code = code::ELECTION_NOT_NEEDED;
+                p.error_message = Some(str_bytes("the preferred replica is already the leader"));
+            } else {
+                p.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
+            }
+            result.partition_result.push(p);
+        }
+        response.replica_election_results.push(result);
+    }
+    response
+}
+
+/// ListPartitionReassignments: no reassignment is ever in progress (moving replicas comes with
+/// partition replication), so the answer lists none, for all topics or the ones named.
+pub(crate) fn list_partition_reassignments() -> ListPartitionReassignmentsResponse {
+    ListPartitionReassignmentsResponse::default()
 }
