@@ -199,6 +199,24 @@ impl Writer {
         let _ = writeln!(self.out, " {value}");
     }
 
+    /// `(group, topic, partition, value)` rows, one series each, or summed by (group, topic).
+    fn group_series(&mut self, name: &str, rows: &[(&str, &str, u32, i64)], per_partition: bool) {
+        if per_partition {
+            for (group, topic, partition, v) in rows {
+                let p = partition.to_string();
+                self.sample(name, &[("group", group), ("topic", topic), ("partition", &p)], *v as f64);
+            }
+            return;
+        }
+        let mut sums: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for (group, topic, _, v) in rows {
+            *sums.entry((group, topic)).or_default() += v;
+        }
+        for ((group, topic), v) in sums {
+            self.sample(name, &[("group", group), ("topic", topic)], v as f64);
+        }
+    }
+
     fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
         let mut cumulative = 0u64;
         for (i, bound) in LATENCY_BOUNDS_S.iter().enumerate() {
@@ -298,54 +316,24 @@ pub(crate) fn render(shards: &[ShardSnapshot], node: &NodeFigures) -> String {
         }
     }
 
+    // (group, topic, partition, value) rows of a group's committed offsets, and of its lag where
+    // this node leads the partition.
+    let committed: Vec<(&str, &str, u32, i64)> = groups
+        .iter()
+        .flat_map(|g| g.committed.iter().map(|(t, p, offset)| (g.group.as_str(), t.as_str(), *p, *offset)))
+        .collect();
+    let lag: Vec<(&str, &str, u32, i64)> = committed
+        .iter()
+        .filter_map(|&(g, t, p, offset)| hw.get(&(t, p)).map(|hw| (g, t, p, (*hw as i64 - offset).max(0))))
+        .collect();
     w.family("rill_kafka_consumer_group_committed_offset", "gauge", "A group's committed offset.");
-    let mut lag_rows: Vec<(&str, &str, u32, Option<i64>)> = Vec::new();
-    let mut committed_sums: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-    for g in &groups {
-        for (topic, partition, offset) in &g.committed {
-            let lag = hw.get(&(topic.as_str(), *partition)).map(|hw| (*hw as i64 - offset).max(0));
-            lag_rows.push((&g.group, topic, *partition, lag));
-            if node.per_partition {
-                let p = partition.to_string();
-                w.sample(
-                    "rill_kafka_consumer_group_committed_offset",
-                    &[("group", &g.group), ("topic", topic), ("partition", &p)],
-                    *offset as f64,
-                );
-            } else {
-                *committed_sums.entry((&g.group, topic)).or_default() += offset;
-            }
-        }
-    }
-    for ((group, topic), v) in &committed_sums {
-        w.sample(
-            "rill_kafka_consumer_group_committed_offset",
-            &[("group", group), ("topic", topic)],
-            *v as f64,
-        );
-    }
+    w.group_series("rill_kafka_consumer_group_committed_offset", &committed, node.per_partition);
     w.family(
         "rill_kafka_consumer_group_lag",
         "gauge",
         "Records between a group's committed offset and the high watermark (partitions led here).",
     );
-    let mut lag_sums: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-    for (group, topic, partition, lag) in &lag_rows {
-        let Some(lag) = lag else { continue };
-        if node.per_partition {
-            let p = partition.to_string();
-            w.sample(
-                "rill_kafka_consumer_group_lag",
-                &[("group", group), ("topic", topic), ("partition", &p)],
-                *lag as f64,
-            );
-        } else {
-            *lag_sums.entry((group, topic)).or_default() += lag;
-        }
-    }
-    for ((group, topic), v) in &lag_sums {
-        w.sample("rill_kafka_consumer_group_lag", &[("group", group), ("topic", topic)], *v as f64);
-    }
+    w.group_series("rill_kafka_consumer_group_lag", &lag, node.per_partition);
     w.family("rill_kafka_consumer_group_consumers", "gauge", "Members of a consumer group.");
     for g in &groups {
         w.sample("rill_kafka_consumer_group_consumers", &[("group", &g.group)], g.consumers as f64);
@@ -449,7 +437,8 @@ mod tests {
             disk_total_bytes: 2,
             per_partition: true,
         };
-        let text = render(&[owner, coordinator], &node);
+        let shards = [owner, coordinator];
+        let text = render(&shards, &node);
         assert!(
             text.contains("rill_kafka_consumer_group_lag{group=\"g\",topic=\"t\",partition=\"0\"} 40\n"),
             "{text}"
@@ -460,19 +449,7 @@ mod tests {
         );
         assert!(text.contains("rill_kafka_consumer_group_consumers{group=\"g\"} 2\n"));
         assert!(text.contains("rill_kafka_partitions{topic=\"t\"} 2\n"));
-        let m2 = ShardMetrics::default();
-        let owner = ShardSnapshot::new(0, &m2, vec![p(0, 100), p(1, 50)], vec![]);
-        let coordinator = ShardSnapshot::new(
-            1,
-            &m2,
-            vec![],
-            vec![GroupGauges {
-                group: "g".into(),
-                consumers: 2,
-                committed: vec![("t".into(), 0, 60), ("t".into(), 1, 50)],
-            }],
-        );
-        let text = render(&[owner, coordinator], &NodeFigures { per_partition: false, ..node });
+        let text = render(&shards, &NodeFigures { per_partition: false, ..node });
         assert!(text.contains("rill_kafka_max_offset{topic=\"t\"} 150\n"), "{text}");
         assert!(text.contains("rill_kafka_consumer_group_lag{group=\"g\",topic=\"t\"} 40\n"), "{text}");
         assert!(!text.contains("partition=\""), "{text}");

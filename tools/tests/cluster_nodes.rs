@@ -217,69 +217,43 @@ fn nodes_of_another_ca_or_claiming_another_id_are_refused() {
     std::fs::copy(tls.join("ca.pem"), impostor_tls.join("ca.pem")).unwrap();
     std::fs::copy(tls.join("node-3.pem"), impostor_tls.join("node-2.pem")).unwrap();
     std::fs::copy(tls.join("node-3.key"), impostor_tls.join("node-2.key")).unwrap();
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.namespace(4),
-            netns::RILL,
-            "serve",
-            "--profile",
-            "small-vm",
-            "--cores",
-            "0",
-        ])
-        .args(["--data-dir", tmp.path().join("impostor-data").to_str().unwrap()])
-        .args([
-            "--native-listen",
-            &format!("{}:9301", net.ip(4)),
-            "--kafka-listen",
-            &format!("{}:9093", net.ip(4)),
-        ])
-        .args(["--node-id", "2", "--cluster-listen", &format!("{}:9501", net.ip(4)), "--seeds", &seeds3])
-        .args(["--cluster-tls-dir", impostor_tls.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let impostor_data = tmp.path().join("impostor-data");
+    let output = refused_start(&net, 4, &impostor_data, 2, &impostor_tls, &seeds3);
     assert!(output.contains("node-2.pem names node 3, not this node (2)"), "{output}");
     // Node 3's data directory (its Raft votes and log) started as node 2, with node 2's own
     // certificate, is refused: the directory's node.toml names node 3.
     nodes[2].kill9();
     let node3_data = nodes[2].data.clone();
+    let output = refused_start(&net, 3, &node3_data, 2, &tls, &seeds3);
+    assert!(output.contains("belongs to node 3 (its node.toml), not node 2"), "{output}");
+    // With another CA's certificates (the stranger's), the directory is another cluster's.
+    let output = refused_start(&net, 3, &node3_data, 3, &foreign, &seeds3);
+    assert!(output.contains("belongs to cluster"), "{output}");
+}
+
+/// Runs `rill serve` as node `id` in namespace `slot` on `data` with the certificates in `tls`
+/// (other ports than the node that ran there, its own admin port), expecting it to refuse to
+/// start; returns what it printed.
+fn refused_start(
+    net: &Net,
+    slot: u32,
+    data: &std::path::Path,
+    id: u32,
+    tls: &std::path::Path,
+    seeds: &str,
+) -> String {
+    let ip = net.ip(slot);
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &net.namespace(3), netns::RILL, "serve", "--profile", "small-vm"])
-        .args(["--cores", "0", "--data-dir", node3_data.to_str().unwrap()])
-        .args([
-            "--native-listen",
-            &format!("{}:9301", net.ip(3)),
-            "--kafka-listen",
-            &format!("{}:9093", net.ip(3)),
-        ])
-        .args(["--node-id", "2", "--cluster-listen", &format!("{}:9501", net.ip(3)), "--seeds", &seeds3])
+        .args(["netns", "exec", &net.namespace(slot), netns::RILL, "serve", "--profile", "small-vm"])
+        .args(["--cores", "0", "--data-dir", data.to_str().unwrap()])
+        .args(["--native-listen", &format!("{ip}:9301"), "--kafka-listen", &format!("{ip}:9093")])
+        .args(["--admin-listen", "127.0.0.1:0", "--node-id", &id.to_string()])
+        .args(["--cluster-listen", &format!("{ip}:9501"), "--seeds", seeds])
         .args(["--cluster-tls-dir", tls.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(output.contains("belongs to node 3 (its node.toml), not node 2"), "{output}");
-    // With another CA's certificates (the stranger's), the directory is another cluster's.
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &net.namespace(3), netns::RILL, "serve", "--profile", "small-vm"])
-        .args(["--cores", "0", "--data-dir", node3_data.to_str().unwrap()])
-        .args([
-            "--native-listen",
-            &format!("{}:9301", net.ip(3)),
-            "--kafka-listen",
-            &format!("{}:9093", net.ip(3)),
-        ])
-        .args(["--node-id", "3", "--cluster-listen", &format!("{}:9501", net.ip(3)), "--seeds", &seeds3])
-        .args(["--cluster-tls-dir", foreign.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(output.contains("belongs to cluster"), "{output}");
+    assert!(!out.status.success(), "node {id} started on {}", data.display());
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// Kafka clients against three nodes: confluent-kafka's admin client creates a topic through
@@ -469,11 +443,7 @@ fn group_requests_to_a_node_that_does_not_coordinate_the_group_get_not_coordinat
 /// (Before, the answer named no leader.)
 #[test]
 fn a_produce_to_a_node_that_does_not_lead_the_partition_names_the_leader() {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{
-        ApiKey, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    };
-    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, ProduceResponse};
     let cluster = Cluster::start(3);
     let nodes = &cluster.nodes;
     nodes[0].rill(&["topic", "create", "routed", "--partitions", "3"]).unwrap();
@@ -495,16 +465,7 @@ fn a_produce_to_a_node_that_does_not_lead_the_partition_names_the_leader() {
     let brokers: MetadataResponse = kafka_call(&nodes[0], ApiKey::Metadata, 12, &all);
     for node in nodes {
         for (partition, leader) in leaders.iter().enumerate() {
-            let mut part = PartitionProduceData::default();
-            part.index = partition as i32;
-            part.records = Some(raw::value_batch(&b"routed"[..]));
-            let mut topic = TopicProduceData::default();
-            topic.name = kafka_protocol::messages::TopicName(StrBytes::from_static_str("routed"));
-            topic.partition_data = vec![part];
-            let mut produce = ProduceRequest::default();
-            produce.acks = -1;
-            produce.timeout_ms = 5000;
-            produce.topic_data = vec![topic];
+            let produce = raw::produce_request("routed", partition as i32, raw::value_batch(&b"routed"[..]));
             let r: ProduceResponse = kafka_call(node, ApiKey::Produce, 10, &produce);
             let answer = &r.responses[0].partition_responses[0];
             if *leader == node.id as i32 {

@@ -87,50 +87,24 @@ fn ten_thousand_partitions_start_and_serve_under_a_low_open_file_limit() {
     broker.stop();
 }
 
-/// Sends `body` on `stream` and decodes the answer (Kafka framing).
-fn kafka_on<Req, Resp>(
-    stream: &mut std::net::TcpStream,
-    key: kafka_protocol::messages::ApiKey,
-    v: i16,
-    body: &Req,
-) -> Resp
-where
-    Req: kafka_protocol::protocol::Encodable,
-    Resp: kafka_protocol::protocol::Decodable,
-{
-    use std::io::Write;
-    stream.write_all(&common::raw::request(key, v, 1, body)).unwrap();
-    let mut reply = bytes::Bytes::from(common::raw::response(stream).expect("an answer"));
-    <kafka_protocol::messages::ResponseHeader as kafka_protocol::protocol::Decodable>::decode(
-        &mut reply,
-        key.response_header_version(v),
-    )
-    .unwrap();
-    Resp::decode(&mut reply, v).unwrap()
-}
-
 /// Under `ulimit -n 256`, a client opening hundreds of connections gets only the share of
 /// descriptors the segment files leave (the rest are refused at once), so the broker can still
 /// create a topic and write to every partition over a connection it kept. (Before, connections
 /// took every descriptor and the topic's files could not be created.)
 #[test]
 fn connections_never_take_the_descriptors_logs_need() {
+    use common::raw::{call_on, produce_request, value_batch};
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{
-        ApiKey, CreateTopicsRequest, CreateTopicsResponse, ProduceRequest, ProduceResponse, TopicName,
+        ApiKey, CreateTopicsRequest, CreateTopicsResponse, ProduceResponse, TopicName,
     };
     use kafka_protocol::protocol::StrBytes;
     let (_tmp, dir) = data_dir();
     let broker = Broker::start_limited(&dir, 256);
     let mut first = std::net::TcpStream::connect(&broker.kafka).unwrap();
     first.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
-    let _: kafka_protocol::messages::ApiVersionsResponse = kafka_on(
-        &mut first,
-        ApiKey::ApiVersions,
-        3,
-        &kafka_protocol::messages::ApiVersionsRequest::default(),
-    );
+    let _: kafka_protocol::messages::ApiVersionsResponse =
+        call_on(&mut first, ApiKey::ApiVersions, 3, &kafka_protocol::messages::ApiVersionsRequest::default());
     // Hold 400 more connections (some are refused: the broker closes them).
     let held: Vec<std::net::TcpStream> =
         (0..400).filter_map(|_| std::net::TcpStream::connect(&broker.kafka).ok()).collect();
@@ -142,20 +116,11 @@ fn connections_never_take_the_descriptors_logs_need() {
     let mut create = CreateTopicsRequest::default();
     create.topics = vec![topic];
     create.timeout_ms = 30_000;
-    let created: CreateTopicsResponse = kafka_on(&mut first, ApiKey::CreateTopics, 5, &create);
+    let created: CreateTopicsResponse = call_on(&mut first, ApiKey::CreateTopics, 5, &create);
     assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0].error_message);
     for partition in 0..40 {
-        let mut part = PartitionProduceData::default();
-        part.index = partition;
-        part.records = Some(common::raw::value_batch(&b"kept"[..]));
-        let mut t = TopicProduceData::default();
-        t.name = TopicName(StrBytes::from_static_str("late"));
-        t.partition_data = vec![part];
-        let mut produce = ProduceRequest::default();
-        produce.acks = -1;
-        produce.timeout_ms = 5000;
-        produce.topic_data = vec![t];
-        let r: ProduceResponse = kafka_on(&mut first, ApiKey::Produce, 9, &produce);
+        let produce = produce_request("late", partition, value_batch(&b"kept"[..]));
+        let r: ProduceResponse = call_on(&mut first, ApiKey::Produce, 9, &produce);
         assert_eq!(r.responses[0].partition_responses[0].error_code, 0, "partition {partition}");
     }
     drop(held);

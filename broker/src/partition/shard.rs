@@ -129,8 +129,7 @@ pub(crate) struct Shard {
     /// Owned partitions whose log failed to open (damage below its recovery point, an I/O
     /// error), with the reason: clients get KAFKA_STORAGE_ERROR, the other partitions serve.
     offline: RefCell<HashMap<(TopicName, u32), String>>,
-    /// What this shard last told the others of `offline`, and what every shard told it.
-    offline_announced: RefCell<Vec<(TopicName, u32)>>,
+    /// What every shard (this one too) last said of its `offline` partitions.
     offline_known: RefCell<offline::OfflineKnown>,
     /// The partition count the open logs' memory shares were computed for.
     memory_shared_by: Cell<u64>,
@@ -194,7 +193,6 @@ impl Shard {
             metadata: RefCell::new(Rc::new(metadata)),
             logs: RefCell::new(HashMap::new()),
             offline: RefCell::new(HashMap::new()),
-            offline_announced: RefCell::default(),
             offline_known: RefCell::default(),
             memory_shared_by: Cell::new(0),
             producers: RefCell::new(HashMap::new()),

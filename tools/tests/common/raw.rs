@@ -28,9 +28,18 @@ pub fn call<Req: Encodable, Resp: kafka_protocol::protocol::Decodable>(
     version: i16,
     body: &Req,
 ) -> Resp {
-    let mut stream = TcpStream::connect(addr).unwrap();
+    call_on(&mut TcpStream::connect(addr).unwrap(), key, version, body)
+}
+
+/// Sends one request on `stream` and decodes its answer.
+pub fn call_on<Req: Encodable, Resp: kafka_protocol::protocol::Decodable>(
+    stream: &mut TcpStream,
+    key: ApiKey,
+    version: i16,
+    body: &Req,
+) -> Resp {
     stream.write_all(&request(key, version, 1, body)).unwrap();
-    let mut reply = bytes::Bytes::from(response(&mut stream).expect("an answer"));
+    let mut reply = bytes::Bytes::from(response(stream).expect("an answer"));
     <kafka_protocol::messages::ResponseHeader as kafka_protocol::protocol::Decodable>::decode(
         &mut reply,
         key.response_header_version(version),
@@ -79,11 +88,16 @@ pub fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, value: &'st
 }
 
 /// Sends one acks=all produce of `batch` to partition 0 of `topic`; returns (error, base offset).
-pub fn produce_raw(stream: &mut TcpStream, topic: &str, batch: bytes::Bytes) -> (i16, i64) {
+/// A produce (acks=all) of `batch` to one partition.
+pub fn produce_request(
+    topic: &str,
+    partition: i32,
+    batch: bytes::Bytes,
+) -> kafka_protocol::messages::ProduceRequest {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseHeader, TopicName};
-    use kafka_protocol::protocol::Decodable;
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
     let mut part = PartitionProduceData::default();
+    part.index = partition;
     part.records = Some(batch);
     let mut t = TopicProduceData::default();
     t.name = TopicName(StrBytes::from_string(topic.to_string()));
@@ -92,10 +106,12 @@ pub fn produce_raw(stream: &mut TcpStream, topic: &str, batch: bytes::Bytes) -> 
     produce.acks = -1;
     produce.timeout_ms = 5000;
     produce.topic_data = vec![t];
-    stream.write_all(&request(ApiKey::Produce, 9, 1, &produce)).unwrap();
-    let mut reply = bytes::Bytes::from(response(stream).expect("a produce response"));
-    ResponseHeader::decode(&mut reply, ApiKey::Produce.response_header_version(9)).unwrap();
-    let decoded = ProduceResponse::decode(&mut reply, 9).unwrap();
+    produce
+}
+
+pub fn produce_raw(stream: &mut TcpStream, topic: &str, batch: bytes::Bytes) -> (i16, i64) {
+    let decoded: kafka_protocol::messages::ProduceResponse =
+        call_on(stream, ApiKey::Produce, 9, &produce_request(topic, 0, batch));
     let p = &decoded.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
 }

@@ -16,12 +16,18 @@ impl Shard {
     /// Tells every shard, this one included, which of this shard's partitions are offline,
     /// when that changed since it last did.
     pub(crate) async fn announce_offline(self: &Rc<Self>) {
-        let mut now: Vec<(TopicName, u32)> = self.offline.borrow().keys().cloned().collect();
-        now.sort();
-        if *self.offline_announced.borrow() == now {
+        let now: Vec<(TopicName, u32)> = self.offline.borrow().keys().cloned().collect();
+        // What this shard announced last is what it learned from itself.
+        let unchanged = {
+            let known = self.offline_known.borrow();
+            let mine = known.get(&self.index);
+            let count: usize = mine.map_or(0, |m| m.values().map(HashSet::len).sum());
+            count == now.len()
+                && now.iter().all(|(t, p)| mine.is_some_and(|m| m.get(t).is_some_and(|s| s.contains(p))))
+        };
+        if unchanged {
             return;
         }
-        self.offline_announced.replace(now.clone());
         for target in 0..self.count {
             let request = ShardRequest::Offline { shard: self.index, partitions: now.clone() };
             // Boxed: `handle` runs this, and a call to this shard runs `handle`.
