@@ -154,7 +154,7 @@ pub(crate) async fn scrape(shard: &Rc<Shard>, state: &AdminState) -> String {
             snapshots.push(*snapshot);
         }
     }
-    let (free, total) = disk_space(shard.data_dir());
+    let (free, total) = rill_storage::disk_space(shard.data_dir());
     render(
         &snapshots,
         &NodeFigures {
@@ -164,17 +164,4 @@ pub(crate) async fn scrape(shard: &Rc<Shard>, state: &AdminState) -> String {
             per_partition: state.per_partition,
         },
     )
-}
-
-/// Free and total bytes of the file system holding `dir` (0, 0 if it cannot be read).
-fn disk_space(dir: &std::path::Path) -> (u64, u64) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return (0, 0) };
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: statvfs reads a NUL-terminated path and writes one statvfs into a valid pointer.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-        return (0, 0);
-    }
-    let block = st.f_frsize as u64;
-    (st.f_bavail as u64 * block, st.f_blocks as u64 * block)
 }

@@ -16,12 +16,13 @@ use std::collections::VecDeque;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-    DescribeGroupsRequest, ElectLeadersRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
-    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest,
-    ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
+    DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest, ElectLeadersRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest,
+    ListPartitionReassignmentsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -99,6 +100,8 @@ pub fn supported_versions() -> &'static [(ApiKey, i16, i16)] {
         (ApiKey::OffsetForLeaderEpoch, 2, 4),
         (ApiKey::ElectLeaders, 0, 2),
         (ApiKey::ListPartitionReassignments, 0, 0),
+        (ApiKey::DeleteRecords, 0, 2),
+        (ApiKey::DescribeLogDirs, 1, 4),
     ]
 }
 
@@ -139,6 +142,8 @@ pub enum KafkaRequest {
     OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
     ElectLeaders(ElectLeadersRequest),
     ListPartitionReassignments(ListPartitionReassignmentsRequest),
+    DeleteRecords(DeleteRecordsRequest),
+    DescribeLogDirs(DescribeLogDirsRequest),
 }
 
 /// One request taken from the connection.
@@ -234,6 +239,8 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, ApiKey, KafkaR
         ApiKey::ListPartitionReassignments => {
             KafkaRequest::ListPartitionReassignments(decode_body(body, key, version)?)
         }
+        ApiKey::DeleteRecords => KafkaRequest::DeleteRecords(decode_body(body, key, version)?),
+        ApiKey::DescribeLogDirs => KafkaRequest::DescribeLogDirs(decode_body(body, key, version)?),
         _ => return Err(KafkaError::UnknownApi(raw_key)),
     };
     Ok((header, key, request))

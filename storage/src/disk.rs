@@ -263,3 +263,16 @@ async fn prime_device_probe(dir: &Path) -> Result<()> {
 
 /// The probe file's name; recovery removes one left by a crash.
 pub(crate) const PROBE_FILE: &str = ".rill-device-probe";
+
+/// Free and total bytes of the file system holding `dir` (0, 0 if it cannot be read).
+pub fn disk_space(dir: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return (0, 0) };
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs reads a NUL-terminated path and writes one statvfs into a valid pointer.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return (0, 0);
+    }
+    let block = st.f_frsize as u64;
+    (st.f_bavail as u64 * block, st.f_blocks as u64 * block)
+}

@@ -20,6 +20,7 @@ use crate::disk::Disk;
 use crate::entry::{self, ENTRY_HEADER_BYTES, EntryMeta};
 use crate::error::{Error, Result};
 use crate::flush::{Pending, flusher, interval_sync, sync_written};
+use crate::log_start;
 use crate::notify::Notify;
 use crate::recovery;
 use crate::segment::{self, Segment};
@@ -242,7 +243,16 @@ impl Log {
             recovered.segments.values().next_back().expect("recovery leaves an active segment").clone();
         let end = active.end_offset.get();
         let len = active.len_bytes.get();
-        let log_start = *recovered.segments.keys().next().expect("non-empty");
+        let first_base = *recovered.segments.keys().next().expect("non-empty");
+        let log_start = match log_start::read(&disk, &dir).await? {
+            Some(persisted) if persisted > end => {
+                tracing::warn!(dir = %dir.display(), persisted, end,
+                    "the persisted log start lies beyond the recovered log end; starting at the end");
+                end.max(first_base)
+            }
+            Some(persisted) => persisted.max(first_base),
+            None => first_base,
+        };
         let state = State {
             log_start,
             next_offset: end,
@@ -283,7 +293,10 @@ impl Log {
         }
         let every = std::time::Duration::from_millis(inner.config.recovery_checkpoint_interval_ms);
         glommio::spawn_local(checkpoint_periodically(Rc::downgrade(&inner), every)).detach();
-        Ok(Log { inner })
+        let log = Log { inner };
+        // A crash after a deletion's log start was recorded may have left segments below it.
+        log.remove_segments_below_start().await?;
+        Ok(log)
     }
 
     /// Writes the recovery-point checkpoint if the durable end moved since the last one. The log
@@ -579,17 +592,24 @@ impl Log {
 
     /// Base offset of the first batch whose max timestamp is at least `timestamp_ms`, or `None`
     /// if no written batch reaches it.
+    /// Batches wholly below the log start are not looked at; one that straddles it answers the
+    /// log start.
     pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
-        let segments: Vec<Rc<Segment>> = self.inner.state.borrow().segments.values().cloned().collect();
+        let (segments, start): (Vec<Rc<Segment>>, u64) = {
+            let s = self.inner.state.borrow();
+            (s.segments.values().cloned().collect(), s.log_start)
+        };
         for segment in segments {
-            if segment.max_timestamp_ms.get().is_none_or(|max| max < timestamp_ms) {
+            if segment.max_timestamp_ms.get().is_none_or(|max| max < timestamp_ms)
+                || segment.end_offset.get() <= start
+            {
                 continue;
             }
             let limit = segment.len_bytes.get();
             if let Some(offset) =
-                segment.find_timestamp(timestamp_ms, limit, self.inner.config.read_chunk_bytes).await?
+                segment.find_timestamp(timestamp_ms, start, limit, self.inner.config.read_chunk_bytes).await?
             {
-                return Ok(Some(offset));
+                return Ok(Some(offset.max(start)));
             }
         }
         Ok(None)
@@ -600,7 +620,8 @@ impl Log {
         self.inner.state.borrow().segments.values().filter_map(|s| s.max_timestamp_ms.get()).max()
     }
 
-    /// The first offset still in the log.
+    /// The first offset still in the log: the first segment's base, or beyond it after
+    /// [`Log::delete_records_before`].
     pub fn log_start_offset(&self) -> u64 {
         self.inner.state.borrow().log_start
     }

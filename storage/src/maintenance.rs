@@ -5,6 +5,7 @@ use crate::checkpoint::{self, RecoveryPoint};
 use crate::entry;
 use crate::error::{Error, Result};
 use crate::log::{Log, RetentionReport};
+use crate::log_start;
 use crate::recovery;
 use crate::segment::{self, Segment};
 
@@ -149,6 +150,72 @@ impl Log {
         }
         report.log_start_offset = self.log_start_offset();
         Ok(report)
+    }
+}
+
+impl Log {
+    /// Deletes every record below `offset` (Kafka's DeleteRecords): the log start moves there,
+    /// durably (see [`crate::log_start`]), even inside a segment; segments wholly below it are
+    /// removed. An `offset` at or below the log start changes nothing; one beyond the log end
+    /// is [`Error::OffsetOutOfRange`]. Returns the log start after the call (Kafka's low
+    /// watermark).
+    pub async fn delete_records_before(&self, offset: u64) -> Result<u64> {
+        self.acquire_maintenance().await?;
+        let result = self.delete_records_locked(offset).await;
+        self.release_maintenance();
+        result
+    }
+
+    async fn delete_records_locked(&self, offset: u64) -> Result<u64> {
+        {
+            let s = self.inner.state.borrow();
+            if offset > s.written_end {
+                return Err(Error::OffsetOutOfRange { offset, start: s.log_start, end: s.written_end });
+            }
+            if offset <= s.log_start {
+                return Ok(s.log_start);
+            }
+        }
+        // Recorded before anything changes: an acknowledged deletion must survive a crash.
+        log_start::write(&self.inner.disk, &self.inner.dir, offset).await?;
+        {
+            let mut s = self.inner.state.borrow_mut();
+            s.log_start = s.log_start.max(offset);
+            s.cache.trim_front(offset);
+        }
+        tracing::info!(dir = %self.inner.dir.display(), log_start = offset, "records deleted below a new log start");
+        self.remove_segments_below_start_locked().await?;
+        Ok(self.log_start_offset())
+    }
+
+    /// Removes the sealed segments that hold nothing at or beyond the log start (left by a
+    /// crash between recording a deletion and removing them).
+    pub(crate) async fn remove_segments_below_start(&self) -> Result<()> {
+        self.acquire_maintenance().await?;
+        let result = self.remove_segments_below_start_locked().await;
+        self.release_maintenance();
+        result
+    }
+
+    async fn remove_segments_below_start_locked(&self) -> Result<()> {
+        let doomed: Vec<_> = {
+            let s = self.inner.state.borrow();
+            let sealed = s.segments.values().take(s.segments.len() - 1);
+            sealed.take_while(|seg| seg.end_offset.get() <= s.log_start).cloned().collect()
+        };
+        for seg in &doomed {
+            {
+                let mut s = self.inner.state.borrow_mut();
+                let oldest = s.segments.keys().next() == Some(&seg.base_offset);
+                assert!(oldest && s.segments.len() > 1, "only the oldest sealed segment goes");
+                s.segments.remove(&seg.base_offset);
+            }
+            remove_segment_files(seg).await?;
+        }
+        if !doomed.is_empty() {
+            segment::sync_dir(&self.inner.disk, &self.inner.dir).await?;
+        }
+        Ok(())
     }
 }
 

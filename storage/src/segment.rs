@@ -477,11 +477,12 @@ impl Segment {
         file.fdatasync().await.map_err(|e| Error::io("syncing segment", &self.path, e))
     }
 
-    /// Reads the first entry at or after `position` whose max timestamp is at least
-    /// `timestamp_ms`; returns its base offset.
+    /// Finds the first entry whose max timestamp is at least `timestamp_ms` and whose offsets
+    /// reach past `min_end_offset`; returns its base offset.
     pub async fn find_timestamp(
         &self,
         timestamp_ms: i64,
+        min_end_offset: u64,
         len_limit: u64,
         chunk_bytes: usize,
     ) -> Result<Option<u64>> {
@@ -489,7 +490,7 @@ impl Segment {
         let mut found = None;
         let end = self
             .scan(start, len_limit, chunk_bytes, |meta, _, _| {
-                if meta.max_timestamp_ms >= timestamp_ms {
+                if meta.max_timestamp_ms >= timestamp_ms && meta.end_offset() > min_end_offset {
                     found = Some(meta.base_offset);
                     return Visit::Stop;
                 }

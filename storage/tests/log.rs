@@ -379,3 +379,101 @@ fn long_poll_wakes_on_append_and_times_out() {
         assert!(!log.wait_for_data(1, std::time::Duration::from_secs(10)).await, "closed logs do not park");
     });
 }
+
+/// DeleteRecords: the log start moves inside a segment and stays there across a clean close
+/// and across a crash (the log dropped without closing), reads below it are out of range,
+/// segments wholly below it go, a lower or equal offset changes nothing, and an offset beyond
+/// the end is refused.
+#[test]
+fn deleting_records_moves_the_log_start_durably_even_inside_a_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let clock = ManualClock::new(0);
+        let config = small_config(Durability::Always);
+        let log = open(&path, config.clone(), &clock).await;
+        let mut stamps = Vec::new();
+        for i in 0..60 {
+            let base = log.next_offset();
+            log.append(batch(payload_for(base, 5000), 2, 1_000 + i)).await.unwrap();
+            stamps.push((base, 1_000 + i));
+        }
+        let end = log.log_end_offset();
+        let segments = log.stats().segments;
+        assert!(segments > 3, "{segments} segments");
+        assert!(matches!(log.delete_records_before(end + 1).await, Err(Error::OffsetOutOfRange { .. })));
+        // Inside a batch, in a segment after the first.
+        let target = 45;
+        assert_eq!(log.delete_records_before(target).await.unwrap(), target);
+        assert_eq!(log.log_start_offset(), target);
+        assert!(log.stats().segments < segments, "segments below the start are removed");
+        assert!(matches!(log.read(target - 1, 100).await, Err(Error::OffsetOutOfRange { .. })));
+        let first = log.read(target, 100).await.unwrap();
+        assert!(first[0].base_offset <= target && target < first[0].end_offset());
+        assert_eq!(log.delete_records_before(10).await.unwrap(), target, "lower changes nothing");
+        // A timestamp below everything answers the log start, not a deleted batch.
+        assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some(target));
+        let later = stamps.iter().find(|(base, _)| *base > target).unwrap();
+        assert_eq!(log.offset_for_timestamp(later.1).await.unwrap(), Some(later.0));
+        log.close().await.unwrap();
+        let log = open(&path, config.clone(), &clock).await;
+        assert_eq!(log.log_start_offset(), target, "after a clean close");
+        // Crash: the log is dropped without closing.
+        assert_eq!(log.delete_records_before(77).await.unwrap(), 77);
+        drop(log);
+        let log = open(&path, config.clone(), &clock).await;
+        assert_eq!(log.log_start_offset(), 77, "after a crash");
+        assert!(matches!(log.read(76, 100).await, Err(Error::OffsetOutOfRange { .. })));
+        let kept = read_all(&log).await;
+        assert_eq!(kept.last().unwrap().end_offset(), end);
+        // Everything: the log is empty and appends go on at the end.
+        assert_eq!(log.delete_records_before(end).await.unwrap(), end);
+        assert_eq!(log.stats().segments, 1);
+        assert_eq!(log.append(batch(payload_for(end, 100), 1, 5_000)).await.unwrap(), end);
+        log.close().await.unwrap();
+        let log = open(&path, config, &clock).await;
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (end, end + 1));
+    });
+}
+
+/// A crash after a deletion was recorded but before the segments below it were removed: the
+/// next open removes them.
+#[test]
+fn segments_left_below_a_recorded_log_start_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let copy = tempfile::tempdir().unwrap();
+    let copied = copy.path().to_path_buf();
+    run(move || async move {
+        let clock = ManualClock::new(0);
+        let config = small_config(Durability::Always);
+        let log = open(&path, config.clone(), &clock).await;
+        for _ in 0..40 {
+            let base = log.next_offset();
+            log.append(batch(payload_for(base, 5000), 1, 0)).await.unwrap();
+        }
+        log.close().await.unwrap();
+        let before = segment_files(&path, "log");
+        for f in std::fs::read_dir(&path).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, copied.join(f.file_name().unwrap())).unwrap();
+        }
+        let log = open(&path, config.clone(), &clock).await;
+        log.delete_records_before(30).await.unwrap();
+        log.close().await.unwrap();
+        // The copy gets the recorded log start but keeps every segment.
+        std::fs::copy(path.join(rill_storage::LOG_START_FILE), copied.join(rill_storage::LOG_START_FILE))
+            .unwrap();
+        assert_eq!(segment_files(&copied, "log").len(), before.len());
+        let log = open(&copied, config, &clock).await;
+        assert_eq!(log.log_start_offset(), 30);
+        assert_eq!(
+            segment_files(&copied, "log"),
+            segment_files(&path, "log")
+                .iter()
+                .map(|p| copied.join(p.file_name().unwrap()))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(read_all(&log).await.last().unwrap().end_offset(), 40);
+    });
+}

@@ -62,6 +62,14 @@ pub(crate) enum ShardRequest {
         topic: TopicName,
         partition: u32,
     },
+    /// Kafka DeleteRecords: the log start moves to `offset` (-1: the high watermark).
+    DeleteRecords {
+        topic: TopicName,
+        partition: u32,
+        offset: i64,
+    },
+    /// The size of every log the shard holds (Kafka DescribeLogDirs).
+    LogSizes,
     Admin(crate::cluster::controller::AdminOp),
     /// The cluster status (the controller shard).
     ClusterStatus,
@@ -112,6 +120,7 @@ pub(crate) enum ShardReply {
     Fetched(FetchOutcome),
     Offset(Result<i64, ErrorCode>),
     State(Result<(u64, u64), ErrorCode>),
+    LogSizes(Vec<(TopicName, u32, u64)>),
     Admin(Result<(), (ErrorCode, String)>),
     ClusterStatus(Box<rill_net::message::ResponseBody>),
     Applied,
@@ -440,6 +449,10 @@ impl Shard {
                     self.index, &metrics, partitions, groups,
                 )))
             }
+            ShardRequest::DeleteRecords { topic, partition, offset } => {
+                ShardReply::Offset(self.delete_records_local(&topic, partition, offset).await)
+            }
+            ShardRequest::LogSizes => ShardReply::LogSizes(self.log_sizes()),
             ShardRequest::State { topic, partition } => ShardReply::State(
                 self.log(&topic, partition).map(|log| (log.log_start_offset(), log.log_end_offset())),
             ),
@@ -967,6 +980,7 @@ fn storage_error(e: rill_storage::Error) -> ErrorCode {
     }
 }
 
+mod log_admin;
 mod offline;
 #[cfg(test)]
 mod tests;

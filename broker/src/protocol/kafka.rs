@@ -10,6 +10,7 @@ pub(crate) mod cluster_info;
 pub(crate) mod configs;
 pub(crate) mod errors;
 pub(crate) mod groups;
+pub(crate) mod log_dirs;
 pub(crate) mod records;
 pub(crate) mod topics;
 
@@ -65,6 +66,7 @@ async fn respond(
             | KafkaRequest::OffsetForLeaderEpoch(_)
             | KafkaRequest::ElectLeaders(_)
             | KafkaRequest::ListPartitionReassignments(_)
+            | KafkaRequest::DescribeLogDirs(_)
             | KafkaRequest::DescribeConfigs(_)
             | KafkaRequest::DescribeCluster(_)
             | KafkaRequest::FindCoordinator(_)
@@ -138,6 +140,12 @@ async fn respond(
             counted(shard, api_key, v, id, &records::offset_for_leader_epoch(shard, r).await)
         }
         KafkaRequest::ElectLeaders(r) => counted(shard, api_key, v, id, &topics::elect_leaders(shard, r)),
+        KafkaRequest::DeleteRecords(r) => {
+            counted(shard, api_key, v, id, &log_dirs::delete_records(shard, r).await)
+        }
+        KafkaRequest::DescribeLogDirs(r) => {
+            counted(shard, api_key, v, id, &log_dirs::describe_log_dirs(shard, r, v).await)
+        }
         KafkaRequest::ListPartitionReassignments(_) => {
             counted(shard, api_key, v, id, &topics::list_partition_reassignments())
         }

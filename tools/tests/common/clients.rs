@@ -41,12 +41,17 @@ pub fn kafka_script(name: &str) -> String {
 /// `producer`, consumer on `consumer`, expecting `brokers` brokers) with the class path
 /// scripts/test-deps.sh resolved; returns its stdout.
 pub fn java_clients(admin: &str, producer: &str, consumer: &str, topic: &str, brokers: u32) -> String {
+    java("KafkaClients.java", &[admin, producer, consumer, topic, &brokers.to_string()])
+}
+
+/// Runs the single-file Java program tools/tests/java/`program` with `args` on the class path
+/// scripts/test-deps.sh resolved (kafka-clients and friends from Maven Central); returns its
+/// stdout.
+pub fn java(program: &str, args: &[&str]) -> String {
     let classpath = std::fs::read_to_string(format!("{TESTS}/java/classpath.txt"))
         .expect("tools/tests/java/classpath.txt (scripts/test-deps.sh resolves it with Maven)");
-    let program = format!("{TESTS}/java/KafkaClients.java");
-    client(
-        "java",
-        &["-cp", classpath.trim(), &program, admin, producer, consumer, topic, &brokers.to_string()],
-        None,
-    )
+    let program = format!("{TESTS}/java/{program}");
+    let mut all = vec!["-cp", classpath.trim(), program.as_str()];
+    all.extend_from_slice(args);
+    client("java", &all, None)
 }

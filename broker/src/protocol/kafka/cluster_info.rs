@@ -196,6 +196,10 @@ pub(crate) fn describe_cluster(shard: &Rc<Shard>, v: i16) -> DescribeClusterResp
     response
 }
 
+/// What a transactional producer is told.
+pub(crate) const TRANSACTIONS_UNSUPPORTED: &str =
+    "Rill does not support transactions yet: use an idempotent producer without transactional.id";
+
 /// Groups (key type 0) are coordinated by this node (the shard is Rill's business);
 /// transactions (key type 1) are not supported.
 pub(crate) fn find_coordinator(
@@ -203,38 +207,50 @@ pub(crate) fn find_coordinator(
     r: FindCoordinatorRequest,
     v: i16,
 ) -> FindCoordinatorResponse {
-    let supported = r.key_type == 0;
-    let message = "transactions are not supported";
+    // Until transactions exist, a transaction coordinator lookup gets an error the client
+    // treats as fatal at once (they retry COORDINATOR_NOT_AVAILABLE for as long as
+    // `initTransactions()` may block, a minute by default), with a message that says why.
+    // Clients differ in what is fatal: librdkafka (v0-v2) gives up only on
+    // TRANSACTIONAL_ID_AUTHORIZATION_FAILED, and prints the message with it; the Java client
+    // (v4+, batched lookups) gives up on any error that is not retriable but shows the message
+    // only for errors other than the authorization ones, so it gets UNSUPPORTED_VERSION.
+    // Other key types (share groups) are not coordinated here: INVALID_REQUEST.
+    let refusal = match r.key_type {
+        0 => None,
+        1 if v >= 4 => Some((code::UNSUPPORTED_VERSION, TRANSACTIONS_UNSUPPORTED)),
+        1 => Some((code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_UNSUPPORTED)),
+        _ => Some((code::INVALID_REQUEST, "unknown coordinator key type")),
+    };
     let mut response = FindCoordinatorResponse::default();
     if v >= 4 {
         for key in r.coordinator_keys {
             let mut c = Coordinator::default();
-            if supported {
+            if let Some((error, message)) = refusal {
+                c.node_id = BrokerId(-1);
+                c.port = -1;
+                c.error_code = error;
+                c.error_message = Some(str_bytes(message));
+            } else {
                 let (id, host, port) = coordinator_of(shard, &key);
                 c.node_id = BrokerId(id);
                 c.host = host;
                 c.port = port;
-            } else {
-                c.node_id = BrokerId(-1);
-                c.port = -1;
-                c.error_code = code::COORDINATOR_NOT_AVAILABLE;
-                c.error_message = Some(str_bytes(message));
             }
             c.key = key;
             response.coordinators.push(c);
         }
-    } else if supported {
-        let (id, host, port) = coordinator_of(shard, &r.key);
-        response.node_id = BrokerId(id);
-        response.host = host;
-        response.port = port;
-    } else {
-        response.error_code = code::COORDINATOR_NOT_AVAILABLE;
+    } else if let Some((error, message)) = refusal {
+        response.error_code = error;
         if v >= 1 {
             response.error_message = Some(str_bytes(message));
         }
         response.node_id = BrokerId(-1);
         response.port = -1;
+    } else {
+        let (id, host, port) = coordinator_of(shard, &r.key);
+        response.node_id = BrokerId(id);
+        response.host = host;
+        response.port = port;
     }
     response
 }

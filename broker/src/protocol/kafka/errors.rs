@@ -146,3 +146,16 @@ impl ErrorCodes for ListPartitionReassignmentsResponse {
         f(self.error_code);
     }
 }
+
+impl ErrorCodes for DeleteRecordsResponse {
+    fn each(&self, f: &mut dyn FnMut(i16)) {
+        self.topics.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code));
+    }
+}
+
+impl ErrorCodes for DescribeLogDirsResponse {
+    fn each(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+        self.results.iter().for_each(|r| f(r.error_code));
+    }
+}

@@ -1,0 +1,36 @@
+//! Administration of the logs a shard owns that Kafka's admin APIs reach: DeleteRecords (the
+//! log start moves, durably) and DescribeLogDirs (the size of each log).
+
+use rill_net::message::ErrorCode;
+
+use super::{Shard, storage_error};
+use crate::cluster::metadata::TopicName;
+
+impl Shard {
+    /// Deletes the records of a partition below `offset`, or below the high watermark when
+    /// `offset` is -1 (Kafka's DeleteRecords); answers the new log start (the low watermark).
+    /// Beyond the high watermark, or another negative offset: OFFSET_OUT_OF_RANGE.
+    pub(crate) async fn delete_records_local(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+        offset: i64,
+    ) -> Result<i64, ErrorCode> {
+        let log = self.log(topic, partition)?;
+        let target = match offset {
+            -1 => log.log_end_offset(),
+            o if o < 0 => return Err(ErrorCode::OffsetOutOfRange),
+            o => o as u64,
+        };
+        let start = log.delete_records_before(target).await.map_err(storage_error)?;
+        Ok(start as i64)
+    }
+
+    /// Every log this shard holds with its size on disk, by topic and partition.
+    pub(crate) fn log_sizes(&self) -> Vec<(TopicName, u32, u64)> {
+        let logs = self.logs.borrow();
+        logs.iter()
+            .map(|((topic, partition), log)| (topic.clone(), *partition, log.stats().size_bytes))
+            .collect()
+    }
+}
