@@ -254,9 +254,10 @@ fn malformed_kafka_requests_close_only_their_connection_and_write_nothing() {
     let offsets = client("kcat", &["-b", &broker.kafka, "-Q", "-t", "safe:0:-1"], None);
     assert!(offsets.contains("safe [0] offset 0"), "nothing written: {offsets}");
 
-    // FindCoordinator for a transaction (not supported) is answered with
-    // COORDINATOR_NOT_AVAILABLE, not a closed connection; for a group, with this node.
-    for (key_type, expected) in [(1i8, 15i16), (0, 0)] {
+    // FindCoordinator for a transaction (not supported) is answered (at v3) with
+    // TRANSACTIONAL_ID_AUTHORIZATION_FAILED, fatal in the clients that speak v3, not a closed
+    // connection; for a group, with this node.
+    for (key_type, expected) in [(1i8, 53i16), (0, 0)] {
         let mut find = kafka_protocol::messages::FindCoordinatorRequest::default();
         find.key = StrBytes::from_static_str("some-key");
         find.key_type = key_type;
