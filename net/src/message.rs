@@ -142,6 +142,9 @@ pub enum ErrorCode {
     NotController = 18,
     /// Another node leads the partition (clients refresh their metadata).
     NotLeaderOrFollower = 19,
+    /// A durable produce to a partition with fewer in-sync replicas than its
+    /// `min.insync.replicas`.
+    NotEnoughReplicas = 20,
 }
 
 /// Optional per-topic settings; `None` takes the broker's default.

@@ -97,6 +97,27 @@ fn be_i64(b: &[u8], at: usize) -> i64 {
 /// (everything after the base offset, length, leader epoch, magic and the CRC itself).
 pub const CRC_COVERS_FROM: usize = ATTRIBUTES_AT;
 
+const MAX_TIMESTAMP_AT: usize = 35;
+/// Bit 3 of the attributes: the batch's timestamps are the broker's append time.
+const LOG_APPEND_TIME_BIT: i16 = 1 << 3;
+
+/// A batch stamped with the broker's append time, as Kafka stamps batches of a
+/// `message.timestamp.type=LogAppendTime` topic: the timestamp-type attribute set, the max
+/// timestamp `now_ms` (which clients then report for every record), the CRC recomputed. The
+/// records are not touched.
+pub fn with_log_append_time(batch: &[u8], now_ms: i64) -> Result<Bytes, BatchError> {
+    if batch.len() < BATCH_HEADER_BYTES {
+        return Err(BatchError::BadLength);
+    }
+    let mut out = BytesMut::from(batch);
+    let attributes = be_i16(&out, ATTRIBUTES_AT) | LOG_APPEND_TIME_BIT;
+    out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    out[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(out.freeze())
+}
+
 /// The CRC field of a batch. For a batch [`parse_batch`] or [`split_batches`] accepted, this is
 /// the crc32c of `batch[CRC_COVERS_FROM..]`, so whoever stores it need not read the bytes again.
 pub fn crc_field(batch: &[u8]) -> Result<u32, BatchError> {

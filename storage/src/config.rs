@@ -32,8 +32,8 @@ pub enum Durability {
 /// Settings of one partition log. Every buffer the log holds is bounded by a field here.
 #[derive(Clone, Debug)]
 pub struct LogConfig {
-    /// A segment is sealed and a new one started before it would grow past this. Multiple of
-    /// [`BLOCK_BYTES`].
+    /// A segment is sealed and a new one started before it would grow past this (a segment's
+    /// first entry may be larger: it is then the segment's only one).
     pub segment_size_bytes_max: u64,
     /// A segment is sealed on the first append after it has been open this long.
     pub segment_age_ms_max: u64,
@@ -95,13 +95,15 @@ impl Default for LogConfig {
 impl LogConfig {
     /// Checks the fields against each other; the first problem is returned naming its field.
     pub fn validate(&self) -> Result<()> {
-        let block = BLOCK_BYTES as u64;
         let entry_max = self.batch_bytes_max as u64 + crate::entry::ENTRY_HEADER_BYTES as u64;
-        if self.segment_size_bytes_max == 0 || !self.segment_size_bytes_max.is_multiple_of(block) {
-            return Err(invalid("segment_size_bytes_max", "must be a non-zero multiple of 4096"));
+        // A roll threshold, as Kafka's segment.bytes: a segment rolls before an entry would take
+        // it past the threshold, and a first entry larger than the threshold is its segment's
+        // only one. Byte positions (u32 in the indexes) must stay below 4 GiB.
+        if self.segment_size_bytes_max == 0 {
+            return Err(invalid("segment_size_bytes_max", "must be non-zero"));
         }
-        if self.segment_size_bytes_max > u32::MAX as u64 {
-            return Err(invalid("segment_size_bytes_max", "must be at most 4 GiB - 1"));
+        if self.segment_size_bytes_max + entry_max > u32::MAX as u64 {
+            return Err(invalid("segment_size_bytes_max", "plus the largest batch must stay below 4 GiB"));
         }
         if self.write_buffer_bytes_max == 0 || !self.write_buffer_bytes_max.is_multiple_of(BLOCK_BYTES) {
             return Err(invalid("write_buffer_bytes_max", "must be a non-zero multiple of 4096"));
@@ -112,16 +114,15 @@ impl LogConfig {
         if self.batch_bytes_max == 0 {
             return Err(invalid("batch_bytes_max", "must be non-zero"));
         }
-        if entry_max > self.segment_size_bytes_max {
-            return Err(invalid("batch_bytes_max", "a batch plus its header must fit a segment"));
-        }
         if entry_max > self.write_buffer_bytes_max as u64 {
             return Err(invalid("batch_bytes_max", "a batch plus its header must fit the write buffer"));
         }
         if self.index_interval_bytes == 0 {
             return Err(invalid("index_interval_bytes", "must be non-zero"));
         }
-        if self.segment_size_bytes_max / self.index_interval_bytes as u64 > INDEX_ENTRIES_PER_SEGMENT_MAX {
+        if (self.segment_size_bytes_max + entry_max) / self.index_interval_bytes as u64
+            > INDEX_ENTRIES_PER_SEGMENT_MAX
+        {
             return Err(invalid(
                 "index_interval_bytes",
                 "too small for the segment size: a segment would need over 65536 index entries",
@@ -167,7 +168,7 @@ mod tests {
     fn misaligned_values_name_their_field() {
         type Mutation = fn(&mut LogConfig);
         let cases: [(&str, Mutation); 5] = [
-            ("segment_size_bytes_max", |c| c.segment_size_bytes_max = 4097),
+            ("segment_size_bytes_max", |c| c.segment_size_bytes_max = 0),
             ("write_buffer_bytes_max", |c| c.write_buffer_bytes_max = 1000),
             ("read_chunk_bytes", |c| c.read_chunk_bytes = 0),
             ("batch_bytes_max", |c| c.batch_bytes_max = 1 << 30),

@@ -138,7 +138,7 @@ fn bad_batches_are_refused_and_nothing_is_written() {
         assert_eq!((log.next_offset(), log.log_end_offset(), log.stats().size_bytes), (0, 0, 0));
 
         let mut bad = config.clone();
-        bad.segment_size_bytes_max = 10_000;
+        bad.segment_size_bytes_max = 0;
         let clock: Rc<dyn rill_storage::Clock> = Rc::new(clock);
         match rill_storage::Log::open(&path, bad, clock).await {
             Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "segment_size_bytes_max"),

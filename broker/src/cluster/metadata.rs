@@ -120,6 +120,11 @@ pub struct TopicSettings {
     pub retention_bytes: Option<u64>,
     /// `always`, `never` or `interval:<ms>`.
     pub durability: Option<String>,
+    /// Every other Kafka topic config set on the topic, by name, validated and normalised
+    /// against the catalogue (`topic_config::catalogue`); what Rill enforces is read from here
+    /// where it acts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub configs: BTreeMap<String, String>,
 }
 
 /// A retention setting that keeps everything (Kafka's `-1`). `i64::MAX`, as the metadata file

@@ -18,12 +18,12 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalSender};
 use rill_net::message::{Acks, ErrorCode, OffsetSpec};
 use rill_net::record_batch::BatchHeader;
-use rill_storage::{Batch, Clock, Log, LogConfig, SystemClock};
+use rill_storage::{Clock, Log, LogConfig, SystemClock};
 use rill_tuning::Profile;
 
 use crate::cluster::metadata::{Metadata, TopicName};
 use crate::cluster::topic_config::log_config;
-use crate::partition::producer::{Producers, Verdict};
+use crate::partition::producer::Producers;
 
 /// Logs a stopping shard closes at once.
 const CLOSING_AT_ONCE: usize = 16;
@@ -35,6 +35,10 @@ pub(crate) enum Msg {
 }
 
 /// Work for a partition's owner (or, for `Admin`, for the controller shard 0).
+/// The in-sync replicas of a partition this node leads: itself, until partition data is
+/// replicated (issue 14's Raft groups).
+const IN_SYNC_REPLICAS: u32 = 1;
+
 pub(crate) enum ShardRequest {
     Produce {
         topic: TopicName,
@@ -85,6 +89,17 @@ pub(crate) enum ShardRequest {
     },
 }
 
+/// Where a produce's batches went.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Appended {
+    /// The first batch's base offset.
+    pub base: u64,
+    /// The broker's timestamp stamped on the batches of a LogAppendTime topic, else -1.
+    pub log_append_time_ms: i64,
+    /// The partition's log start offset after the append.
+    pub log_start: u64,
+}
+
 /// What a fetch found on the owner.
 pub(crate) struct FetchOutcome {
     pub error: ErrorCode,
@@ -116,7 +131,7 @@ impl FetchOutcome {
 }
 
 pub(crate) enum ShardReply {
-    Produced(Result<u64, ErrorCode>),
+    Produced(Result<Appended, ErrorCode>),
     Fetched(FetchOutcome),
     Offset(Result<i64, ErrorCode>),
     State(Result<(u64, u64), ErrorCode>),
@@ -493,82 +508,6 @@ impl Shard {
         }
     }
 
-    async fn produce_local(
-        &self,
-        topic: &TopicName,
-        partition: u32,
-        batches: Vec<(BatchHeader, Bytes)>,
-        acks: Acks,
-    ) -> Result<u64, ErrorCode> {
-        // The ticket is taken before anything awaits: appends are placed in the order their
-        // requests reached this shard (`order.rs`). It is held until the offsets are assigned.
-        let sequencer = self.sequencers.borrow_mut().entry((topic.clone(), partition)).or_default().clone();
-        let ticket = sequencer.ticket();
-        let log = self.log(topic, partition)?;
-        ticket.turn().await;
-        let headers: Vec<BatchHeader> = batches.iter().map(|(h, _)| *h).collect();
-        let batches: Vec<Batch> = batches
-            .into_iter()
-            .map(|(header, payload)| Batch {
-                // `split_produced` checked the CRC field against the bytes it covers.
-                known_suffix_crc: rill_net::record_batch::crc_field(&payload)
-                    .ok()
-                    .map(|crc| (rill_net::record_batch::CRC_COVERS_FROM, crc)),
-                payload,
-                record_count: header.offset_count(),
-                first_timestamp_ms: header.base_timestamp,
-                max_timestamp_ms: header.max_timestamp.max(header.base_timestamp),
-                leader_epoch: 0,
-                base_offset_field: Some(rill_net::record_batch::BASE_OFFSET_AT),
-            })
-            .collect();
-        let durable = acks == Acks::Durable;
-        if !headers.iter().any(|h| h.producer_id >= 0 && h.base_sequence >= 0) {
-            // All of a request's batches for one partition go in together, or none does.
-            let enqueued = log.enqueue_all(batches).await.map_err(storage_error)?;
-            drop(ticket);
-            let bases = enqueued.wait(durable).await.map_err(storage_error)?;
-            return bases.first().copied().ok_or(ErrorCode::InvalidRequest);
-        }
-        // Idempotent: check sequences and take offsets while holding the partition's ticket, so
-        // pipelined batches are ordered as checked; wait for the write outside it.
-        let producers = self
-            .producers
-            .borrow_mut()
-            .entry((topic.clone(), partition))
-            .or_insert_with(|| Rc::new(Producers::new(self.producer_count.clone())))
-            .clone();
-        producers.ensure_loaded(&log).await.map_err(storage_error)?;
-        let refs: Vec<&BatchHeader> = headers.iter().collect();
-        producers.admit(&refs)?;
-        match producers.check(&refs) {
-            Verdict::Append => {}
-            Verdict::Reject(code) => return Err(code),
-            Verdict::Duplicate(base) => {
-                drop(ticket);
-                // Acknowledge the first copy only once it meets this request's acks.
-                let count: u64 = headers.iter().map(|h| h.offset_count() as u64).sum();
-                log.wait_stored(base + count, durable).await.map_err(storage_error)?;
-                return Ok(base);
-            }
-        }
-        let enqueued = log.enqueue_all(batches).await.map_err(storage_error)?;
-        for (h, base) in headers.iter().zip(&enqueued.bases) {
-            producers.record(h, *base);
-        }
-        let snapshot = producers.snapshot_due(&log, false);
-        drop(ticket);
-        if let Some(snapshot) = snapshot {
-            let log = log.clone();
-            glommio::spawn_local(
-                async move { crate::partition::producer::write_snapshot(&log, snapshot).await },
-            )
-            .detach();
-        }
-        let bases = enqueued.wait(durable).await.map_err(storage_error)?;
-        bases.first().copied().ok_or(ErrorCode::InvalidRequest)
-    }
-
     async fn fetch_local(
         &self,
         topic: &TopicName,
@@ -910,6 +849,10 @@ impl Shard {
         self.auto_create_partitions.set(partitions);
     }
 
+    pub fn offsets_retention(&self) -> crate::partition::group::OffsetsRetention {
+        self.offsets_retention.get()
+    }
+
     pub fn set_offsets_retention(&self, retention: crate::partition::group::OffsetsRetention) {
         self.offsets_retention.set(retention);
     }
@@ -982,5 +925,6 @@ fn storage_error(e: rill_storage::Error) -> ErrorCode {
 
 mod log_admin;
 mod offline;
+mod produce;
 #[cfg(test)]
 mod tests;

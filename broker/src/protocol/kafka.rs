@@ -8,6 +8,7 @@
 
 pub(crate) mod cluster_info;
 pub(crate) mod configs;
+pub(crate) mod describe_configs;
 pub(crate) mod errors;
 pub(crate) mod groups;
 pub(crate) mod log_dirs;
@@ -23,7 +24,7 @@ use rill_net::kafka::{KafkaIncoming, KafkaRequest, code, encode_response};
 use rill_net::message::ErrorCode;
 
 use self::cluster_info::{api_versions, describe_cluster, find_coordinator, metadata};
-use self::configs::describe_configs;
+use self::describe_configs::describe_configs;
 use self::records::{fetch, init_producer_id, list_offsets, produce};
 use self::topics::{create_partitions, create_topics, delete_topics};
 use crate::partition::order::Order;
@@ -198,6 +199,7 @@ pub(crate) fn kafka_code(e: ErrorCode) -> i16 {
         ErrorCode::InvalidReplicaAssignment => code::INVALID_REPLICA_ASSIGNMENT,
         ErrorCode::NotController => code::NOT_CONTROLLER,
         ErrorCode::NotLeaderOrFollower => code::NOT_LEADER_OR_FOLLOWER,
+        ErrorCode::NotEnoughReplicas => code::NOT_ENOUGH_REPLICAS,
     }
 }
 

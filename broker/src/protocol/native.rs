@@ -33,6 +33,7 @@ fn settings_of(s: rill_net::message::TopicSettings) -> crate::cluster::metadata:
         retention_ms: s.retention_ms.map(|v| v.min(crate::cluster::metadata::UNLIMITED)),
         retention_bytes: s.retention_bytes.map(|v| v.min(crate::cluster::metadata::UNLIMITED)),
         durability: s.durability,
+        configs: Default::default(),
     }
 }
 
@@ -80,7 +81,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes, or
             let settings = settings_of(settings);
             match TopicName::new(&name) {
                 Ok(name) => {
-                    let change = SettingsChange::Replace(settings);
+                    let change = SettingsChange::Native(settings);
                     admin(shard, AdminOp::Alter { name, change }).await
                 }
                 Err(e) => status(ErrorCode::UnknownTopic, e.to_string()),
@@ -207,7 +208,7 @@ async fn produce(
                 }
                 let request = ShardRequest::Produce { topic: name, partition: part.partition, batches, acks };
                 match shard.call_placed(owner, request, move || drop(placement)).await {
-                    ShardReply::Produced(r) => r,
+                    ShardReply::Produced(r) => r.map(|a| a.base),
                     _ => Err(ErrorCode::ShuttingDown),
                 }
             }

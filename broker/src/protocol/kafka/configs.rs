@@ -10,26 +10,20 @@
 use std::collections::HashSet;
 use std::rc::Rc;
 
-use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
-};
 use kafka_protocol::messages::{
-    AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, alter_configs_response,
-    incremental_alter_configs_response,
+    AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, alter_configs_response, incremental_alter_configs_response,
 };
 use kafka_protocol::protocol::StrBytes;
 use rill_net::kafka::code;
 
 use crate::cluster::controller::AdminOp;
-use crate::cluster::metadata::{TopicName, UNLIMITED};
+use crate::cluster::metadata::TopicName;
 use crate::cluster::topic_config::{SettingsChange, log_config, topic_settings};
 use crate::partition::routing::admin_op;
 use crate::partition::shard::Shard;
 
-use super::str_bytes;
-
-const RESOURCE_TOPIC: i8 = 2;
+pub(crate) const RESOURCE_TOPIC: i8 = 2;
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
@@ -185,130 +179,4 @@ async fn alter(
     admin_op(shard, AdminOp::Alter { name: topic, change })
         .await
         .map_err(|(e, m)| (crate::protocol::kafka::kafka_code(e), m))
-}
-
-/// A described config: name, value, source.
-type ConfigEntry = (&'static str, String, i8);
-
-const RESOURCE_BROKER: i8 = 4;
-const SOURCE_DYNAMIC_TOPIC: i8 = 1;
-const SOURCE_STATIC_BROKER: i8 = 4;
-const SOURCE_DEFAULT: i8 = 5;
-
-/// Whether a broker resource's name is this node: its id, or empty (the cluster default).
-fn broker_named(name: &str, node: u32) -> bool {
-    name.is_empty() || name.parse::<u32>() == Ok(node)
-}
-
-pub(crate) fn describe_configs(
-    shard: &Rc<Shard>,
-    r: DescribeConfigsRequest,
-    v: i16,
-) -> DescribeConfigsResponse {
-    let mut response = DescribeConfigsResponse::default();
-    let profile = shard.profile();
-    let defaults = profile.log_config();
-    let node = shard.metadata().node;
-    for resource in r.resources {
-        let mut result = DescribeConfigsResult::default();
-        result.resource_type = resource.resource_type;
-        result.resource_name = resource.resource_name.clone();
-        let entries: Result<Vec<ConfigEntry>, (i16, String)> = match resource.resource_type {
-            RESOURCE_TOPIC => {
-                let name = resource.resource_name.to_string();
-                let catalogue = shard.metadata();
-                let topic = TopicName::new(&name).ok().and_then(|n| catalogue.topics.get(&n).cloned());
-                match topic {
-                    None => Err((code::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {name}"))),
-                    Some(topic) => {
-                        let s = &topic.settings;
-                        let source = |set: bool| if set { SOURCE_DYNAMIC_TOPIC } else { SOURCE_DEFAULT };
-                        // What the log runs with: the topic's setting, else the default;
-                        // -1 for no limit either way.
-                        let limit = |set: Option<u64>, default: Option<u64>| match set {
-                            Some(UNLIMITED) => -1,
-                            Some(v) => v as i64,
-                            None => default.map_or(-1, |v| v as i64),
-                        };
-                        let retention_ms = limit(s.retention_ms, defaults.retention_age_ms_max);
-                        let retention_bytes = limit(s.retention_bytes, defaults.retention_bytes_max);
-                        Ok(vec![
-                            ("cleanup.policy", "delete".to_string(), SOURCE_DEFAULT),
-                            ("compression.type", "producer".to_string(), SOURCE_DEFAULT),
-                            ("retention.ms", retention_ms.to_string(), source(s.retention_ms.is_some())),
-                            (
-                                "retention.bytes",
-                                retention_bytes.to_string(),
-                                source(s.retention_bytes.is_some()),
-                            ),
-                            (
-                                "segment.bytes",
-                                s.segment_bytes.unwrap_or(defaults.segment_size_bytes_max).to_string(),
-                                source(s.segment_bytes.is_some()),
-                            ),
-                            ("max.message.bytes", defaults.batch_bytes_max.to_string(), SOURCE_DEFAULT),
-                            ("min.insync.replicas", "1".to_string(), SOURCE_DEFAULT),
-                            ("message.timestamp.type", "CreateTime".to_string(), SOURCE_DEFAULT),
-                            (
-                                "rill.durability",
-                                s.durability.clone().unwrap_or_else(|| profile.log.durability.clone()),
-                                source(s.durability.is_some()),
-                            ),
-                        ])
-                    }
-                }
-            }
-            // This node's configs, under its id or the empty name (Kafka's cluster default);
-            // Kafka refuses another broker's id (clients send that request to that broker).
-            RESOURCE_BROKER if !broker_named(&resource.resource_name, node) => Err((
-                code::INVALID_REQUEST,
-                format!(
-                    "unexpected broker id, expected {node} or empty string, but received {}",
-                    resource.resource_name
-                ),
-            )),
-            RESOURCE_BROKER => Ok(vec![
-                ("broker.id", node.to_string(), SOURCE_STATIC_BROKER),
-                ("node.id", node.to_string(), SOURCE_STATIC_BROKER),
-                ("num.partitions", "1".to_string(), SOURCE_DEFAULT),
-                ("default.replication.factor", "1".to_string(), SOURCE_DEFAULT),
-                ("min.insync.replicas", "1".to_string(), SOURCE_DEFAULT),
-                ("auto.create.topics.enable", "false".to_string(), SOURCE_DEFAULT),
-                ("message.max.bytes", defaults.batch_bytes_max.to_string(), SOURCE_STATIC_BROKER),
-                ("log.segment.bytes", defaults.segment_size_bytes_max.to_string(), SOURCE_STATIC_BROKER),
-                (
-                    "log.retention.ms",
-                    defaults.retention_age_ms_max.map_or(-1, |v| v as i64).to_string(),
-                    SOURCE_DEFAULT,
-                ),
-            ]),
-            other => Err((code::INVALID_REQUEST, format!("resource type {other} is not supported"))),
-        };
-        match entries {
-            Err((error, message)) => {
-                result.error_code = error;
-                result.error_message = Some(str_bytes(message));
-            }
-            Ok(entries) => {
-                let wanted = resource.configuration_keys.as_ref();
-                for (name, value, source) in entries {
-                    if wanted.is_some_and(|keys| !keys.iter().any(|k| k.as_str() == name)) {
-                        continue;
-                    }
-                    let mut entry = DescribeConfigsResourceResult::default();
-                    entry.name = str_bytes(name);
-                    entry.value = Some(str_bytes(value));
-                    entry.read_only = resource.resource_type == RESOURCE_BROKER;
-                    entry.config_source = source;
-                    if v >= 3 {
-                        entry.config_type =
-                            if name.ends_with(".ms") || name.ends_with(".bytes") { 5 } else { 2 };
-                    }
-                    result.configs.push(entry);
-                }
-            }
-        }
-        response.results.push(result);
-    }
-    response
 }

@@ -26,7 +26,7 @@ use rill_net::record_batch::{self, BatchError};
 use crate::partition::fetch::fetch_outcomes;
 use crate::partition::order::Order;
 use crate::partition::routing::route;
-use crate::partition::shard::{Shard, ShardReply, ShardRequest};
+use crate::partition::shard::{Appended, Shard, ShardReply, ShardRequest};
 
 /// The one node of a single-node cluster.
 use super::cluster_info::brokers;
@@ -58,7 +58,7 @@ pub(crate) async fn produce(shard: &Rc<Shard>, r: ProduceRequest, v: i16, order:
             let (shard, name, placement) = (shard.clone(), name.clone(), order.clone());
             tasks.push(glommio::spawn_local(async move {
                 let index = part.index;
-                let result: Result<u64, i16> = async {
+                let result: Result<Appended, i16> = async {
                     let acks = acks.ok_or(code::INVALID_REQUIRED_ACKS)?;
                     let (topic, owner) = route(&shard, &name, index as u32).map_err(kafka_code)?;
                     let records = part.records.unwrap_or_default();
@@ -73,18 +73,24 @@ pub(crate) async fn produce(shard: &Rc<Shard>, r: ProduceRequest, v: i16, order:
                     }
                     let count: u64 = batches.iter().map(|(h, _)| h.records_count.max(0) as u64).sum();
                     let request = ShardRequest::Produce { topic, partition: index as u32, batches, acks };
-                    let base = match shard.call_placed(owner, request, move || drop(placement)).await {
+                    let appended = match shard.call_placed(owner, request, move || drop(placement)).await {
                         ShardReply::Produced(r) => r.map_err(kafka_code),
                         _ => Err(kafka_code(ErrorCode::ShuttingDown)),
                     }?;
                     shard.metrics.borrow_mut().records(&name, true, count, records.len() as u64);
-                    Ok(base)
+                    Ok(appended)
                 }
                 .await;
                 let mut response = PartitionProduceResponse::default();
                 response.index = index;
+                // The append time of a LogAppendTime topic's batches (v2+) and the log start
+                // offset (v5+), as Kafka answers them; -1 otherwise.
+                let (mut append_time, mut log_start) = (-1, -1);
                 match result {
-                    Ok(base) => response.base_offset = base as i64,
+                    Ok(a) => {
+                        response.base_offset = a.base as i64;
+                        (append_time, log_start) = (a.log_append_time_ms, a.log_start as i64);
+                    }
                     Err(error) => {
                         shard.metrics.borrow_mut().error(error);
                         response.error_code = error;
@@ -92,10 +98,10 @@ pub(crate) async fn produce(shard: &Rc<Shard>, r: ProduceRequest, v: i16, order:
                     }
                 }
                 if v >= 2 {
-                    response.log_append_time_ms = -1;
+                    response.log_append_time_ms = append_time;
                 }
                 if v >= 5 {
-                    response.log_start_offset = -1;
+                    response.log_start_offset = log_start;
                 }
                 (name, response)
             }));
