@@ -13,6 +13,7 @@
 //! - [`record_batch`]: Kafka RecordBatch v2, the one batch format Rill stores: header parsing
 //!   and CRC checks for the broker, a small builder and decoder for the tools.
 
+pub mod batch_records;
 pub mod connection;
 pub mod consumer_protocol;
 pub mod frame;

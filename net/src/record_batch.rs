@@ -270,7 +270,7 @@ pub fn validate_produced(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
 }
 
 /// Reads a zigzag varlong at `*at` of `bytes`, moving `*at` past it.
-fn read_varlong(bytes: &[u8], at: &mut usize) -> Result<i64, BatchError> {
+pub(crate) fn read_varlong(bytes: &[u8], at: &mut usize) -> Result<i64, BatchError> {
     let mut value = 0u64;
     for shift in (0..70).step_by(7) {
         let byte = *bytes.get(*at).ok_or(BatchError::BadRecord("truncated varint"))?;

@@ -66,6 +66,16 @@ pub enum Error {
     /// The log was closed.
     #[error("log {0} is closed")]
     Closed(PathBuf),
+    /// The cleaner could not read a batch's records; the cleaning changed nothing.
+    #[error("compacting {dir}: the batch at offset {offset} cannot be read: {reason}")]
+    Unreadable {
+        /// The log directory.
+        dir: PathBuf,
+        /// The batch's base offset.
+        offset: u64,
+        /// What the record format said.
+        reason: String,
+    },
 }
 
 impl Error {

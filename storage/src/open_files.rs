@@ -85,6 +85,12 @@ pub(crate) struct OpenFile {
 /// An operation's hold on an open segment file (eviction never closes it meanwhile).
 pub(crate) struct FileRef(Option<Rc<OpenFile>>);
 
+impl std::fmt::Debug for FileRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileRef")
+    }
+}
+
 impl Deref for FileRef {
     type Target = File;
 

@@ -100,15 +100,32 @@ fn check_follows(previous: Option<&Segment>, next_base: u64) -> Result<()> {
     }
 }
 
-/// Segment files in `dir` by base offset; leftover temporary files and orphaned indexes removed.
+/// Segment files in `dir` by base offset; leftover temporary files and orphaned indexes removed,
+/// and a compaction's swap that a crash interrupted completed (see [`crate::compaction`]).
 async fn list_segments(disk: &Disk, dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let (names, _) = segment_files(disk, dir).await?;
+    let mut swapped = false;
+    for name in &names {
+        let Some(base) = segment::parse_offset_file_name(name, "swap") else { continue };
+        // A complete, synced replacement: install it (its stale indexes go first).
+        let log = dir.join(segment::file_name(base, "log"));
+        for kind in ["index", "timeindex"] {
+            segment::remove_if_exists(disk, &log.with_extension(kind)).await?;
+        }
+        tracing::info!(file = %dir.join(name).display(), "completing an interrupted compaction swap");
+        disk.rename(&dir.join(name), &log).await.map_err(|e| Error::io("renaming", dir.join(name), e))?;
+        swapped = true;
+    }
+    if swapped {
+        segment::sync_dir(disk, dir).await?;
+    }
     let (names, bases) = segment_files(disk, dir).await?;
     for name in &names {
         let stem_base =
             name.split('.').next().and_then(|stem| segment::parse_segment_name(&format!("{stem}.log")));
         let orphan_index = (name.ends_with(".index") || name.ends_with(".timeindex"))
             && stem_base.is_some_and(|b| !bases.iter().any(|(base, _)| *base == b));
-        if name.ends_with(".tmp") || name == disk::PROBE_FILE || orphan_index {
+        if name.ends_with(".tmp") || name.ends_with(".cleaned") || name == disk::PROBE_FILE || orphan_index {
             tracing::info!(file = %dir.join(name).display(), "removing leftover file");
             segment::remove_if_exists(disk, &dir.join(name)).await?;
         }
@@ -125,7 +142,12 @@ pub(crate) async fn segment_files(disk: &Disk, dir: &Path) -> Result<(Vec<String
     Ok((names, bases))
 }
 
-async fn open_sealed(disk: &Disk, path: PathBuf, base: u64, config: &LogConfig) -> Result<Segment> {
+pub(crate) async fn open_sealed(
+    disk: &Disk,
+    path: PathBuf,
+    base: u64,
+    config: &LogConfig,
+) -> Result<Segment> {
     let segment = Segment::open(disk, path, base).await?;
     segment.sealed.set(true);
     match segment.load_indexes().await? {

@@ -67,6 +67,9 @@ pub(crate) struct Segment {
     /// Append time of the newest entry (retention by age).
     pub last_append_ms: Cell<Option<i64>>,
     pub sealed: Cell<bool>,
+    /// Set when compaction replaced the file: keeps the old file open (so the handle is never
+    /// reopened by path onto the replacement) for readers still holding this segment.
+    pub retired: RefCell<Option<crate::open_files::FileRef>>,
     /// Read-ahead for readers walking this segment from disk.
     prefetch: Prefetcher,
 }
@@ -135,6 +138,7 @@ impl Segment {
             first_append_ms: Cell::new(None),
             last_append_ms: Cell::new(None),
             sealed: Cell::new(false),
+            retired: RefCell::new(None),
             prefetch: Prefetcher::default(),
         }
     }

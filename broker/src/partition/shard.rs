@@ -919,7 +919,7 @@ fn storage_error(e: rill_storage::Error) -> ErrorCode {
         E::InvalidBatch(_) => ErrorCode::CorruptBatch,
         E::Closed(_) => ErrorCode::ShuttingDown,
         E::InvalidConfig { .. } => ErrorCode::InvalidConfig,
-        E::Io { .. } | E::Corrupt { .. } | E::Failed(_) => ErrorCode::StorageError,
+        E::Io { .. } | E::Corrupt { .. } | E::Failed(_) | E::Unreadable { .. } => ErrorCode::StorageError,
     }
 }
 
