@@ -2,6 +2,7 @@
 //! coordinators), routing of calls between them, and the per-connection ordering of effects.
 //! Built on `cluster`; never imports the protocol front ends above it.
 
+pub(crate) mod cleaner;
 pub(crate) mod fetch;
 pub(crate) mod group;
 pub(crate) mod order;

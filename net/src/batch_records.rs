@@ -15,7 +15,7 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
-use crate::record_batch::{BATCH_HEADER_BYTES, BatchError, BatchHeader, parse_batch, read_varlong};
+use crate::record_batch::{BATCH_HEADER_BYTES, BatchError, BatchHeader, parse_stored_batch, read_varlong};
 
 const CODEC_NONE: u8 = 0;
 const CODEC_GZIP: u8 = 1;
@@ -150,6 +150,37 @@ fn compress(codec: u8, records: &[u8]) -> Result<Bytes, BatchError> {
     Ok(out.freeze())
 }
 
+/// A 128-bit digest of a record key (the first half of its SHA-256), the key map's entry: two
+/// keys collide with negligible probability, so a cleaner never takes one key's record for
+/// another's.
+pub fn key_digest(key: &[u8]) -> [u8; 16] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, key);
+    digest.as_ref()[..16].try_into().expect("SHA-256 has 32 bytes")
+}
+
+/// A batch without records whose offsets span `[base, base + span)` (what a compacted segment
+/// keeps where every record of a range went): Kafka's clients read past it to its last offset.
+pub fn empty_batch(base: u64, span: u32) -> Bytes {
+    assert!(span >= 1 && span <= i32::MAX as u32, "an empty batch spans 1 to 2^31 - 1 offsets");
+    let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES);
+    out.put_i64(base as i64);
+    out.put_i32((BATCH_HEADER_BYTES - 12) as i32);
+    out.put_i32(-1); // partition leader epoch
+    out.put_i8(2); // magic
+    out.put_u32(0); // crc, below
+    out.put_i16(0); // attributes
+    out.put_i32(span as i32 - 1); // last offset delta
+    out.put_i64(-1); // base timestamp: none
+    out.put_i64(-1); // max timestamp: none
+    out.put_i64(-1); // producer id
+    out.put_i16(-1); // producer epoch
+    out.put_i32(-1); // base sequence
+    out.put_i32(0); // records
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out.freeze()
+}
+
 /// A nullable varint-prefixed field of a record: `None` for -1.
 fn nullable(bytes: &Bytes, at: &mut usize, end: usize) -> Result<Option<Bytes>, BatchError> {
     let len = read_varlong(bytes, at)?;
@@ -166,10 +197,10 @@ fn nullable(bytes: &Bytes, at: &mut usize, end: usize) -> Result<Option<Bytes>, 
     Ok(Some(field))
 }
 
-/// The records of `batch` (checked as [`parse_batch`] checks it), decompressed into at most
-/// `decompressed_max` bytes.
+/// The records of `batch` (its length and CRC checked; an empty batch has none), decompressed
+/// into at most `decompressed_max` bytes.
 pub fn decode(batch: &Bytes, decompressed_max: usize) -> Result<BatchRecords, BatchError> {
-    let header = parse_batch(batch)?;
+    let header = parse_stored_batch(batch)?;
     let records_bytes = decompress(header.compression(), &batch[BATCH_HEADER_BYTES..], decompressed_max)?;
     let count =
         usize::try_from(header.records_count).map_err(|_| BatchError::Inconsistent("record count"))?;
@@ -309,7 +340,7 @@ mod tests {
             let Retained::Some(rebuilt) = decoded.retain(&original, |r| r.offset >= 102).unwrap() else {
                 panic!("{compression:?}: expected a rebuilt batch")
             };
-            let header = parse_batch(&rebuilt).expect("a valid batch: length and CRC");
+            let header = crate::record_batch::parse_batch(&rebuilt).expect("a valid batch: length and CRC");
             assert_eq!(header.base_offset, 100, "{compression:?}");
             assert_eq!(header.last_offset_delta, 4);
             assert_eq!(header.records_count, 3);
@@ -327,6 +358,17 @@ mod tests {
                 "{compression:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_empty_batch_is_a_valid_batch_spanning_its_offsets() {
+        let b = empty_batch(1_000, 37);
+        let header = parse_stored_batch(&b).expect("valid length and CRC");
+        assert!(decode(&b, 1 << 10).unwrap().records.is_empty());
+        assert_eq!((header.base_offset, header.last_offset_delta, header.records_count), (1_000, 36, 0));
+        let mut bytes = b.clone();
+        assert!(RecordBatchDecoder::decode(&mut bytes).unwrap().records.is_empty());
+        assert_ne!(key_digest(b"a"), key_digest(b"b"));
     }
 
     #[test]

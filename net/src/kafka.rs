@@ -41,6 +41,7 @@ pub mod code {
     pub const REQUEST_TIMED_OUT: i16 = 7;
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+    pub const POLICY_VIOLATION: i16 = 44;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     /// The group is coordinated by another broker (find it again with FindCoordinator).
     pub const NOT_COORDINATOR: i16 = 16;

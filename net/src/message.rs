@@ -145,6 +145,10 @@ pub enum ErrorCode {
     /// A durable produce to a partition with fewer in-sync replicas than its
     /// `min.insync.replicas`.
     NotEnoughReplicas = 20,
+    /// A record the topic cannot take (a keyless record on a compacted topic).
+    InvalidRecord = 21,
+    /// An operation the topic's policy forbids (DeleteRecords on a compacted topic).
+    PolicyViolation = 22,
 }
 
 /// Optional per-topic settings; `None` takes the broker's default.

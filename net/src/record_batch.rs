@@ -140,6 +140,29 @@ pub fn parse_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
 
 /// Parses a batch header (no CRC check: use on batches already validated, e.g. stored ones).
 pub fn parse_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = header_fields(bytes)?;
+    if header.records_count <= 0 {
+        return Err(BatchError::Inconsistent("no records"));
+    }
+    Ok(header)
+}
+
+/// Parses and checks (length, CRC) a stored batch, which unlike a produced one may hold no
+/// records: compaction leaves empty batches spanning the offsets whose records it removed.
+pub fn parse_stored_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = header_fields(bytes)?;
+    if header.total_bytes != bytes.len() {
+        return Err(BatchError::BadLength);
+    }
+    let crc = u32::from_be_bytes(bytes[CRC_AT..CRC_AT + 4].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&bytes[ATTRIBUTES_AT..]) != crc {
+        return Err(BatchError::BadCrc);
+    }
+    Ok(header)
+}
+
+/// The header's fields, checked against each other; a record count of 0 is allowed here.
+fn header_fields(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     if bytes.len() < BATCH_HEADER_BYTES {
         return Err(BatchError::BadLength);
     }
@@ -164,8 +187,8 @@ pub fn parse_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         base_sequence: be_i32(bytes, 53),
         records_count: be_i32(bytes, 57),
     };
-    if header.records_count <= 0 || header.last_offset_delta < 0 {
-        return Err(BatchError::Inconsistent("no records"));
+    if header.records_count < 0 || header.last_offset_delta < 0 {
+        return Err(BatchError::Inconsistent("negative record count or offset delta"));
     }
     if header.last_offset_delta < header.records_count - 1 {
         return Err(BatchError::Inconsistent("last offset delta below record count"));

@@ -41,8 +41,9 @@ use crate::segment::{self, Segment, align_up};
 pub struct KeyedRecord {
     /// The record's offset.
     pub offset: u64,
-    /// A 128-bit hash of the key.
-    pub key: [u8; 16],
+    /// A 128-bit hash of the key; `None` for a record without one, which a cleaning removes
+    /// (as Kafka's cleaner does).
+    pub key: Option<[u8; 16]>,
     /// A null value.
     pub tombstone: bool,
 }
@@ -323,7 +324,8 @@ impl Log {
                     let records =
                         compactor.records(&b.payload).map_err(|reason| self.unreadable(b, reason))?;
                     for r in records {
-                        segment_keys.insert(r.key, r.offset);
+                        let Some(key) = r.key else { continue };
+                        segment_keys.insert(key, r.offset);
                         if segment_keys.len() + map.len() > keys_max
                             && segment_keys.keys().filter(|k| !map.contains_key(*k)).count() + map.len()
                                 > keys_max
@@ -410,9 +412,12 @@ impl Log {
                 let records = compactor.records(&b.payload).map_err(|reason| self.unreadable(&b, reason))?;
                 let doomed: Vec<(u64, bool)> = records
                     .iter()
-                    .filter(|r| {
-                        let superseded = map.get(&r.key).is_some_and(|latest| *latest > r.offset);
-                        superseded || (r.tombstone && drop_tombstones)
+                    .filter(|r| match r.key {
+                        None => true,
+                        Some(key) => {
+                            let superseded = map.get(&key).is_some_and(|latest| *latest > r.offset);
+                            superseded || (r.tombstone && drop_tombstones)
+                        }
                     })
                     .map(|r| (r.offset, r.tombstone))
                     .collect();
@@ -494,8 +499,17 @@ impl Log {
         seg.remove_indexes().await?;
         disk.rename(&swap, &seg.path).await.map_err(|e| Error::io("renaming", &swap, e))?;
         segment::sync_dir(disk, dir).await?;
-        let replacement =
-            Rc::new(crate::recovery::open_sealed(disk, seg.path.clone(), base, &self.inner.config).await?);
+        let replacement = Segment::open(disk, seg.path.clone(), base).await?;
+        replacement.sealed.set(true);
+        let config = &self.inner.config;
+        let (good_end, scan) =
+            replacement.rebuild(len, config.index_interval_bytes, config.read_chunk_bytes).await?;
+        if let segment::ScanEnd::Damaged { position, fault } = scan {
+            return Err(replacement.damaged(position, fault));
+        }
+        assert_eq!(good_end, len, "the replacement scans whole");
+        replacement.write_indexes().await?;
+        let replacement = Rc::new(replacement);
         assert_eq!(replacement.end_offset.get(), end, "a cleaned segment keeps its offsets");
         {
             let mut s = self.inner.state.borrow_mut();

@@ -142,12 +142,7 @@ pub(crate) async fn segment_files(disk: &Disk, dir: &Path) -> Result<(Vec<String
     Ok((names, bases))
 }
 
-pub(crate) async fn open_sealed(
-    disk: &Disk,
-    path: PathBuf,
-    base: u64,
-    config: &LogConfig,
-) -> Result<Segment> {
+async fn open_sealed(disk: &Disk, path: PathBuf, base: u64, config: &LogConfig) -> Result<Segment> {
     let segment = Segment::open(disk, path, base).await?;
     segment.sealed.set(true);
     match segment.load_indexes().await? {

@@ -44,7 +44,7 @@ impl Compactor for Toy {
             .into_iter()
             .map(|(delta, key, tombstone)| KeyedRecord {
                 offset: base + delta as u64,
-                key: [key; 16],
+                key: Some([key; 16]),
                 tombstone,
             })
             .collect())

@@ -19,7 +19,7 @@ pub use crate::disk::{ProbeSettings, probe_disk};
 pub use crate::error::{Error, Result};
 pub use crate::host::{DiskFacts, HostFacts, HostRoots, parse_schedulers};
 pub use crate::profile::{
-    ClusterSection, CorePolicy, CoreSelection, CpuSection, IoSection, KernelSection,
+    ClusterSection, CompactionSection, CorePolicy, CoreSelection, CpuSection, IoSection, KernelSection,
     LOG_WRITE_BUFFER_BYTES_MAX, LogSection, Measured, MemorySection, NetworkSection, Profile,
     QueueDepthFigure, SHIPPED, parse_durability,
 };

@@ -32,6 +32,9 @@ pub struct Profile {
     /// Node-to-node links (QUIC) of a cluster. Profiles from before clusters take the defaults.
     #[serde(default)]
     pub cluster: ClusterSection,
+    /// The log cleaner of compacted topics. Profiles from before compaction take the defaults.
+    #[serde(default)]
+    pub compaction: CompactionSection,
     /// Kernel and device settings the host should have.
     pub kernel: KernelSection,
     /// What `rill tune probe` measured, if it made this profile.
@@ -194,6 +197,31 @@ impl Default for ClusterSection {
     }
 }
 
+/// The log cleaner (Kafka's `log.cleaner.*`): one per shard, cleaning that shard's compacted
+/// partitions one at a time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionSection {
+    /// Memory of the key map (latest offset per key) of one cleaning; a log whose dirty part
+    /// holds more keys is cleaned in several passes (`log.cleaner.dedupe.buffer.size`).
+    pub key_map_bytes_per_shard: u64,
+    /// How often a shard looks for partitions to clean (`log.cleaner.backoff.ms`).
+    pub check_interval_ms: u64,
+    /// Bytes a shard's cleaner rewrites per second at most
+    /// (`log.cleaner.io.max.bytes.per.second`); 0: no limit.
+    pub bytes_per_second_max: u64,
+}
+
+impl Default for CompactionSection {
+    fn default() -> CompactionSection {
+        CompactionSection {
+            key_map_bytes_per_shard: 64 << 20,
+            check_interval_ms: 15_000,
+            bytes_per_second_max: 0,
+        }
+    }
+}
+
 /// Kernel and device settings the profile wants; `rill tune check` compares the host's.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -328,6 +356,8 @@ impl Profile {
             ("cluster.keep_alive_ms", self.cluster.keep_alive_ms),
             ("cluster.peer_queue_bytes", self.cluster.peer_queue_bytes),
             ("cluster.socket_buffer_bytes", self.cluster.socket_buffer_bytes),
+            ("compaction.key_map_bytes_per_shard", self.compaction.key_map_bytes_per_shard),
+            ("compaction.check_interval_ms", self.compaction.check_interval_ms),
         ];
         for (field, value) in positive {
             if value == 0 {

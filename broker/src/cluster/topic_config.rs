@@ -38,11 +38,6 @@ pub(crate) fn topic_settings(configs: &[(String, Option<String>)]) -> Result<Top
                 }
             }
             "segment.bytes" => settings.segment_bytes = Some(number() as u64),
-            "cleanup.policy" if value.split(',').any(|p| p == "compact") => {
-                return Err(format!(
-                    "cleanup.policy={value}: log compaction is not built yet, so Rill cannot keep a compacted topic"
-                ));
-            }
             "remote.storage.enable" if value == "true" => {
                 return Err("Tiered Storage functionality is disabled in the broker".to_string());
             }
@@ -129,6 +124,12 @@ pub(crate) fn log_config(
     }
     if let Some(bytes) = settings.retention_bytes {
         config.retention_bytes_max = limit(bytes);
+    }
+    // A compacted topic without `delete` keeps its segments whatever their age or size.
+    let policy = settings.configs.get("cleanup.policy");
+    if policy.is_some_and(|p| !p.split(',').any(|p| p == "delete")) {
+        config.retention_age_ms_max = None;
+        config.retention_bytes_max = None;
     }
     if let Some(ms) = stored::<u64>(settings, "segment.ms") {
         config.segment_age_ms_max = ms;

@@ -354,6 +354,7 @@ impl Shard {
             }
         })
         .detach();
+        crate::partition::cleaner::start(self);
         let shard = Rc::downgrade(self);
         let interval = Duration::from_millis(self.profile.log.retention_check_interval_ms);
         glommio::spawn_local(async move {
@@ -533,13 +534,31 @@ impl Shard {
             // Offsets only: a spent response budget, or a long-poll that just waits for data.
             return outcome(ErrorCode::None, Some(&log), Vec::new());
         }
-        match log.read(offset, max_bytes as usize).await {
-            Ok(batches) => {
-                let payloads = batches.into_iter().map(|b| b.payload).collect();
-                outcome(ErrorCode::None, Some(&log), payloads)
+        // A compacted log may hold runs of batches without records (a read stops at a segment's
+        // end): reading on past them until a record comes, the budget is spent or the log ends
+        // keeps a consumer from fetching response after response without a record (librdkafka
+        // takes ten of those for a record too large to fetch).
+        let mut payloads: Vec<Bytes> = Vec::new();
+        let (mut at, mut budget) = (offset, max_bytes as usize);
+        loop {
+            match log.read(at, budget).await {
+                Ok(batches) => {
+                    let Some(last) = batches.last() else { break };
+                    at = last.end_offset();
+                    let records =
+                        batches.iter().any(|b| rill_net::record_batch::parse_header(&b.payload).is_ok());
+                    let bytes: usize = batches.iter().map(|b| b.payload.len()).sum();
+                    payloads.extend(batches.into_iter().map(|b| b.payload));
+                    if records || bytes >= budget || at >= log.log_end_offset() {
+                        break;
+                    }
+                    budget -= bytes;
+                }
+                Err(e) if payloads.is_empty() => return outcome(storage_error(e), Some(&log), Vec::new()),
+                Err(_) => break,
             }
-            Err(e) => outcome(storage_error(e), Some(&log), Vec::new()),
         }
+        outcome(ErrorCode::None, Some(&log), payloads)
     }
 
     async fn offset_local(

@@ -200,6 +200,8 @@ pub(crate) fn kafka_code(e: ErrorCode) -> i16 {
         ErrorCode::NotController => code::NOT_CONTROLLER,
         ErrorCode::NotLeaderOrFollower => code::NOT_LEADER_OR_FOLLOWER,
         ErrorCode::NotEnoughReplicas => code::NOT_ENOUGH_REPLICAS,
+        ErrorCode::InvalidRecord => code::INVALID_RECORD,
+        ErrorCode::PolicyViolation => code::POLICY_VIOLATION,
     }
 }
 

@@ -51,7 +51,19 @@ refused("bad", {"segment.bytes": "13"}, "Value must be at least 14")
 refused("bad", {"retention.ms": "soon"}, "Not a number of type LONG")
 refused("bad", {"message.timestamp.type": "Whenever"}, "String must be one of")
 refused("bad", {"min.cleanable.dirty.ratio": "2"}, "no more than 1")
-refused("bad", {"cleanup.policy": "compact"}, "compaction is not built yet")
+# A compacted topic without delete: keyless records are refused (compaction.py) and so is
+# DeleteRecords (POLICY_VIOLATION), as in Kafka; compact,delete allows it.
+create("compact-only", {"cleanup.policy": "compact"})
+create("compact-delete", {"cleanup.policy": "compact,delete"})
+kp = Producer({"bootstrap.servers": bootstrap})
+for t in ["compact-only", "compact-delete"]:
+    kp.produce(t, key=b"k", value=b"v")
+kp.flush(30)
+only = admin.delete_records([TopicPartition("compact-only", 0, 1)])
+err = list(only.values())[0].exception()
+assert err is not None and err.args[0].code() == KafkaError.POLICY_VIOLATION, err
+both = admin.delete_records([TopicPartition("compact-delete", 0, 1)])
+assert list(both.values())[0].result().low_watermark == 1
 assert "bad" not in admin.list_topics(timeout=10).topics
 
 described = describe("source")

@@ -253,7 +253,7 @@ pub(crate) const CATALOGUE: &[Def] = &[
         Check::AtLeast(0),
         "86400000",
         "log.cleaner.delete.retention.ms",
-        Stored,
+        Enforced,
         "How long tombstones are kept on a compacted topic."
     ),
     def!(
@@ -262,7 +262,7 @@ pub(crate) const CATALOGUE: &[Def] = &[
         Check::AtLeast(0),
         "0",
         "log.cleaner.min.compaction.lag.ms",
-        Stored,
+        Enforced,
         "The minimum time a record stays uncompacted."
     ),
     def!(
@@ -271,7 +271,7 @@ pub(crate) const CATALOGUE: &[Def] = &[
         Check::AtLeast(1),
         LONG_MAX,
         "log.cleaner.max.compaction.lag.ms",
-        Stored,
+        Enforced,
         "The maximum time a record stays uncompacted."
     ),
     def!(
@@ -280,7 +280,7 @@ pub(crate) const CATALOGUE: &[Def] = &[
         Check::Ratio,
         "0.5",
         "log.cleaner.min.cleanable.ratio",
-        Stored,
+        Enforced,
         "The share of a log not yet compacted above which it is cleaned."
     ),
     def!(
@@ -290,7 +290,7 @@ pub(crate) const CATALOGUE: &[Def] = &[
         "delete",
         "log.cleanup.policy",
         Enforced,
-        "delete (retention) and/or compact (Rill: compact is refused until its cleaner exists)."
+        "delete (retention by age and size) and/or compact (the latest record of each key is kept)."
     ),
     def!(
         "unclean.leader.election.enable",

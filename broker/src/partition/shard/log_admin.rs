@@ -17,6 +17,11 @@ impl Shard {
         offset: i64,
     ) -> Result<i64, ErrorCode> {
         let log = self.log(topic, partition)?;
+        // Kafka refuses to delete records of a topic that is compacted and not deleted.
+        let metadata = self.metadata();
+        if metadata.topics.get(topic).is_some_and(|t| !crate::partition::cleaner::deletes(&t.settings)) {
+            return Err(ErrorCode::PolicyViolation);
+        }
         let target = match offset {
             -1 => log.log_end_offset(),
             o if o < 0 => return Err(ErrorCode::OffsetOutOfRange),
@@ -24,6 +29,11 @@ impl Shard {
         };
         let start = log.delete_records_before(target).await.map_err(storage_error)?;
         Ok(start as i64)
+    }
+
+    /// Every log this shard holds, by topic and partition.
+    pub(crate) fn logs_by_partition(&self) -> Vec<((TopicName, u32), rill_storage::Log)> {
+        self.logs.borrow().iter().map(|(k, log)| (k.clone(), log.clone())).collect()
     }
 
     /// Every log this shard holds with its size on disk, by topic and partition.

@@ -27,13 +27,18 @@ impl Shard {
         let sequencer = self.sequencers.borrow_mut().entry((topic.clone(), partition)).or_default().clone();
         let ticket = sequencer.ticket();
         let log = self.log(topic, partition)?;
-        let (min_insync, log_append_time) = {
+        let (min_insync, log_append_time, compacted) = {
             let metadata = self.metadata();
             let settings = metadata.topics.get(topic).map(|t| &t.settings);
             let min_insync = settings.and_then(|s| stored::<u32>(s, "min.insync.replicas")).unwrap_or(1);
             let timestamps = settings.and_then(|s| stored::<String>(s, "message.timestamp.type"));
-            (min_insync, timestamps.as_deref() == Some("LogAppendTime"))
+            let compacted = settings.is_some_and(crate::partition::cleaner::compacts);
+            (min_insync, timestamps.as_deref() == Some("LogAppendTime"), compacted)
         };
+        // A compacted topic keeps the latest record per key: Kafka refuses keyless records.
+        if compacted {
+            batches.iter().try_for_each(|(_, payload)| crate::partition::cleaner::check_keys(payload))?;
+        }
         // Kafka refuses acks=all when fewer replicas are in sync than `min.insync.replicas`;
         // until partitions are replicated, the leader is a partition's only in-sync replica.
         if acks == Acks::Durable && min_insync > IN_SYNC_REPLICAS {
