@@ -37,6 +37,8 @@ fi
 if [ ! -d tools/tests/kafka/node_modules/kafkajs ] || [ ! -d tools/tests/kafka/node_modules/kafkajs-lz4 ]; then
   (cd tools/tests/kafka && npm ci --no-audit --no-fund --loglevel=error)
 fi
-if [ ! -s tools/tests/java/classpath.txt ] || [ tools/tests/java/pom.xml -nt tools/tests/java/classpath.txt ]; then
-  mvn -q -B -f tools/tests/java/pom.xml dependency:build-classpath -Dmdep.outputFile=classpath.txt >/dev/null
-fi
+for project in tools/tests/java tools/tests/java/connect; do
+  if [ ! -s "$project/classpath.txt" ] || [ "$project/pom.xml" -nt "$project/classpath.txt" ]; then
+    mvn -q -B -f "$project/pom.xml" dependency:build-classpath -Dmdep.outputFile=classpath.txt >/dev/null
+  fi
+done

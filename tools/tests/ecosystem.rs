@@ -211,3 +211,166 @@ fn kafka_streams_restores_its_stores_from_compacted_changelogs() {
     let out = java("Streams.java", &[&broker.kafka, state.to_str().unwrap()]);
     assert!(out.starts_with("ok 20"), "{out}");
 }
+
+/// A Kafka Connect distributed worker (connect-runtime's ConnectDistributed), started as its
+/// own JVM process with its REST API on loopback.
+struct ConnectWorker {
+    child: std::process::Child,
+    rest: String,
+}
+
+impl ConnectWorker {
+    fn start(dir: &Path, bootstrap: &str, rest_port: u16) -> ConnectWorker {
+        let props = dir.join("worker.properties");
+        std::fs::write(
+            &props,
+            format!(
+                "bootstrap.servers={bootstrap}\n\
+                 group.id=rill-connect\n\
+                 listeners=http://127.0.0.1:{rest_port}\n\
+                 key.converter=org.apache.kafka.connect.storage.StringConverter\n\
+                 value.converter=org.apache.kafka.connect.storage.StringConverter\n\
+                 config.storage.topic=connect-configs\n\
+                 offset.storage.topic=connect-offsets\n\
+                 status.storage.topic=connect-status\n\
+                 config.storage.replication.factor=1\n\
+                 offset.storage.replication.factor=1\n\
+                 status.storage.replication.factor=1\n\
+                 offset.flush.interval.ms=500\n\
+                 scheduled.rebalance.max.delay.ms=1000\n"
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join(format!("connect-{rest_port}.log"))).unwrap();
+        let child = std::process::Command::new("java")
+            .args([
+                "-cp",
+                &common::clients::java_classpath_of("java/connect"),
+                "org.apache.kafka.connect.cli.ConnectDistributed",
+            ])
+            .arg(&props)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("java (scripts/test-deps.sh installs a JDK)");
+        let worker = ConnectWorker { child, rest: format!("127.0.0.1:{rest_port}") };
+        let started = std::time::Instant::now();
+        while worker.http("GET", "/connectors", None).is_none_or(|(status, _)| status != 200) {
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "the Connect worker's REST API never answered"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        worker
+    }
+
+    /// One HTTP request to the worker's REST API: (status, body), or None if it cannot connect.
+    fn http(&self, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.rest).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let body = body.unwrap_or("");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.rest,
+            body.len()
+        );
+        s.write_all(request.as_bytes()).ok()?;
+        let mut response = String::new();
+        s.read_to_string(&mut response).ok()?;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Some((status, body))
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ConnectWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Lines of the sink file once it holds `count` distinct ones (every source line, perhaps some
+/// twice: Connect delivers at least once across a kill).
+fn sink_lines(path: &Path, count: usize) -> Vec<String> {
+    let started = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let distinct: std::collections::BTreeSet<&String> = lines.iter().collect();
+        if distinct.len() >= count {
+            return lines;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "sink holds {} of {count} lines",
+            distinct.len()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Kafka Connect: a distributed worker starts against Rill (its config, offset and status topics
+/// compacted, as it insists), runs a file source into a topic and a file sink out of it through
+/// its REST API; killed with kill -9 and restarted, it resumes from its stored offsets and the
+/// sink file ends up holding every source line.
+#[test]
+fn kafka_connect_runs_file_connectors_and_resumes_after_kill_9() {
+    let (tmp, dir) = data_dir();
+    let profile = quick_cleaner_profile(tmp.path());
+    let broker = Broker::start_with(&dir, &profile, &format!("127.0.0.1:{}", free_port()));
+    let (source, sink) = (tmp.path().join("source.txt"), tmp.path().join("sink.txt"));
+    let write_lines = |range: std::ops::Range<u32>| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&source).unwrap();
+        for i in range {
+            writeln!(f, "line {i:04}").unwrap();
+        }
+    };
+    write_lines(0..100);
+    let rest_port = free_port();
+    let worker = ConnectWorker::start(tmp.path(), &broker.kafka, rest_port);
+    let described = broker.rill(&["topic", "describe", "connect-offsets"], None);
+    assert!(described.contains("topic connect-offsets: 25 partitions"), "{described}");
+    // Rill does not auto-create topics by default: the source has Connect create its topic
+    // (KIP-158's topic.creation.*), through the admin API.
+    let connector = |name: &str, class: &str, file: &Path, topic_key: &str| {
+        let creation = if topic_key == "topic" {
+            r#","topic.creation.default.replication.factor":"1","topic.creation.default.partitions":"2""#
+        } else {
+            ""
+        };
+        format!(
+            r#"{{"name":"{name}","config":{{"connector.class":"{class}","tasks.max":"1","file":"{}","{topic_key}":"lines"{creation}}}}}"#,
+            file.display()
+        )
+    };
+    for (name, class, file, key) in [
+        ("source", "org.apache.kafka.connect.file.FileStreamSourceConnector", &source, "topic"),
+        ("sink", "org.apache.kafka.connect.file.FileStreamSinkConnector", &sink, "topics"),
+    ] {
+        let (status, body) =
+            worker.http("POST", "/connectors", Some(&connector(name, class, file, key))).unwrap();
+        assert_eq!(status, 201, "creating {name}: {body}");
+    }
+    sink_lines(&sink, 100);
+    worker.kill9();
+    write_lines(100..200);
+    let worker = ConnectWorker::start(tmp.path(), &broker.kafka, rest_port);
+    let (status, body) = worker.http("GET", "/connectors", None).unwrap();
+    assert!(status == 200 && body.contains("source") && body.contains("sink"), "{body}");
+    let lines = sink_lines(&sink, 200);
+    let expected: Vec<String> = (0..200).map(|i| format!("line {i:04}")).collect();
+    let mut distinct: Vec<String> = lines.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct, expected, "every source line reached the sink");
+    drop(worker);
+}

@@ -48,10 +48,25 @@ pub fn java_clients(admin: &str, producer: &str, consumer: &str, topic: &str, br
 /// scripts/test-deps.sh resolved (kafka-clients and friends from Maven Central); returns its
 /// stdout.
 pub fn java(program: &str, args: &[&str]) -> String {
-    let classpath = std::fs::read_to_string(format!("{TESTS}/java/classpath.txt"))
-        .expect("tools/tests/java/classpath.txt (scripts/test-deps.sh resolves it with Maven)");
+    let classpath = java_classpath();
     let program = format!("{TESTS}/java/{program}");
-    let mut all = vec!["-cp", classpath.trim(), program.as_str()];
+    let mut all = vec!["-cp", classpath.as_str(), program.as_str()];
     all.extend_from_slice(args);
     client("java", &all, None)
+}
+
+/// The class path scripts/test-deps.sh resolved with Maven under tools/tests/`project`
+/// (`java`: kafka-clients and kafka-streams; `java/connect`: a Kafka Connect worker with the
+/// file connectors).
+pub fn java_classpath_of(project: &str) -> String {
+    std::fs::read_to_string(format!("{TESTS}/{project}/classpath.txt"))
+        .unwrap_or_else(|e| {
+            panic!("tools/tests/{project}/classpath.txt (scripts/test-deps.sh resolves it with Maven): {e}")
+        })
+        .trim()
+        .to_string()
+}
+
+fn java_classpath() -> String {
+    java_classpath_of("java")
 }
