@@ -374,3 +374,132 @@ fn kafka_connect_runs_file_connectors_and_resumes_after_kill_9() {
     assert_eq!(distinct, expected, "every source line reached the sink");
     drop(worker);
 }
+
+/// Runs one of Kafka's command-line tools (a main class of kafka-tools 4.4) with `java -cp`;
+/// its stdout.
+fn kafka_tool(class: &str, args: &[&str]) -> String {
+    let classpath = common::clients::java_classpath_of("java");
+    let mut all = vec!["-cp", classpath.as_str(), class];
+    all.extend_from_slice(args);
+    client("java", &all, None)
+}
+
+/// Kafka's command-line tools against Rill: ProducerPerformance writes, ConsumerPerformance
+/// reads in a group, kafka-consumer-groups describes the group's offsets and lag and resets them,
+/// kafka-configs alters and describes a topic config, kafka-delete-records moves a log start and
+/// kafka-log-dirs describes the partitions' sizes. Prints the two performance tools' lines.
+#[test]
+fn kafka_command_line_tools_work_unchanged() {
+    let (tmp, dir) = data_dir();
+    let broker = Broker::start(&dir);
+    let b = broker.kafka.as_str();
+    broker.rill(&["topic", "create", "tools", "--partitions", "3"], None);
+    let produced = kafka_tool(
+        "org.apache.kafka.tools.ProducerPerformance",
+        &[
+            "--topic",
+            "tools",
+            "--num-records",
+            "30000",
+            "--record-size",
+            "100",
+            "--throughput",
+            "-1",
+            "--producer-props",
+            &format!("bootstrap.servers={b}"),
+            "acks=all",
+        ],
+    );
+    let summary = produced.lines().last().unwrap_or_default();
+    assert!(summary.starts_with("30000 records sent"), "{produced}");
+    eprintln!("ProducerPerformance: {summary}");
+    let consumed = kafka_tool(
+        "org.apache.kafka.tools.ConsumerPerformance",
+        &[
+            "--bootstrap-server",
+            b,
+            "--topic",
+            "tools",
+            "--num-records",
+            "30000",
+            "--group",
+            "perf",
+            "--timeout",
+            "60000",
+        ],
+    );
+    eprintln!("ConsumerPerformance: {}", consumed.trim());
+    let data = consumed.lines().last().unwrap_or_default();
+    // start, end, MB, MB/s, messages, messages/s, ...
+    assert_eq!(data.split(',').map(str::trim).nth(4), Some("30000"), "{consumed}");
+    let groups = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand";
+    let described = kafka_tool(groups, &["--bootstrap-server", b, "--describe", "--group", "perf"]);
+    // GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG ...
+    let rows: Vec<Vec<&str>> = described
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.first() == Some(&"perf") && f.get(1) == Some(&"tools"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{described}");
+    let committed: u64 = rows.iter().map(|r| r[3].parse::<u64>().unwrap()).sum();
+    assert_eq!(committed, 30000, "{described}");
+    assert!(rows.iter().all(|r| r[5] == "0"), "no lag: {described}");
+    let reset = kafka_tool(
+        groups,
+        &[
+            "--bootstrap-server",
+            b,
+            "--reset-offsets",
+            "--group",
+            "perf",
+            "--topic",
+            "tools",
+            "--to-earliest",
+            "--execute",
+        ],
+    );
+    let after: Vec<Vec<&str>> = reset
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.first() == Some(&"perf") && f.get(1) == Some(&"tools"))
+        .collect();
+    assert!(after.len() == 3 && after.iter().all(|r| r[3] == "0"), "{reset}");
+    let configs = "org.apache.kafka.tools.ConfigCommand";
+    kafka_tool(
+        configs,
+        &[
+            "--bootstrap-server",
+            b,
+            "--entity-type",
+            "topics",
+            "--entity-name",
+            "tools",
+            "--alter",
+            "--add-config",
+            "retention.ms=3600000",
+        ],
+    );
+    let config = kafka_tool(
+        configs,
+        &["--bootstrap-server", b, "--entity-type", "topics", "--entity-name", "tools", "--describe"],
+    );
+    assert!(config.contains("retention.ms=3600000"), "{config}");
+    let offsets = tmp.path().join("delete.json");
+    std::fs::write(&offsets, r#"{"partitions":[{"topic":"tools","partition":0,"offset":10}],"version":1}"#)
+        .unwrap();
+    let deleted = kafka_tool(
+        "org.apache.kafka.tools.DeleteRecordsCommand",
+        &["--bootstrap-server", b, "--offset-json-file", offsets.to_str().unwrap()],
+    );
+    assert!(deleted.contains("tools-0") && deleted.contains("low_watermark: 10"), "{deleted}");
+    let dirs = kafka_tool(
+        "org.apache.kafka.tools.LogDirsCommand",
+        &["--bootstrap-server", b, "--describe", "--topic-list", "tools"],
+    );
+    let json = dirs.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("{dirs}"));
+    let parsed: serde_json::Value = serde_json::from_str(json).unwrap();
+    let partitions =
+        parsed["brokers"][0]["logDirs"][0]["partitions"].as_array().unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(partitions.len(), 3, "{json}");
+    assert!(partitions.iter().all(|p| p["size"].as_u64().unwrap_or(0) > 0), "{json}");
+}
