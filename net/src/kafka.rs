@@ -17,12 +17,12 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest, ElectLeadersRequest, FetchRequest,
-    FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest,
-    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest,
-    ListPartitionReassignmentsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
-    SyncGroupRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest, DescribeProducersRequest,
+    ElectLeadersRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest,
+    ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -104,6 +104,7 @@ pub fn supported_versions() -> &'static [(ApiKey, i16, i16)] {
         (ApiKey::ListPartitionReassignments, 0, 0),
         (ApiKey::DeleteRecords, 0, 2),
         (ApiKey::DescribeLogDirs, 1, 4),
+        (ApiKey::DescribeProducers, 0, 0),
     ]
 }
 
@@ -146,6 +147,7 @@ pub enum KafkaRequest {
     ListPartitionReassignments(ListPartitionReassignmentsRequest),
     DeleteRecords(DeleteRecordsRequest),
     DescribeLogDirs(DescribeLogDirsRequest),
+    DescribeProducers(DescribeProducersRequest),
 }
 
 /// One request taken from the connection.
@@ -243,6 +245,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, ApiKey, KafkaR
         }
         ApiKey::DeleteRecords => KafkaRequest::DeleteRecords(decode_body(body, key, version)?),
         ApiKey::DescribeLogDirs => KafkaRequest::DescribeLogDirs(decode_body(body, key, version)?),
+        ApiKey::DescribeProducers => KafkaRequest::DescribeProducers(decode_body(body, key, version)?),
         _ => return Err(KafkaError::UnknownApi(raw_key)),
     };
     Ok((header, key, request))

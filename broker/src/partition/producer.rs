@@ -317,6 +317,18 @@ impl Producers {
         }
     }
 
+    /// The active producers (Kafka's DescribeProducers): id, epoch, last sequence (-1 if none is
+    /// remembered) and when its last batch was appended, by id.
+    pub fn describe(&self) -> Vec<(i64, i16, i32, i64)> {
+        let table = self.table.borrow();
+        let mut out: Vec<_> = table
+            .iter()
+            .map(|(id, s)| (*id, s.epoch, s.recent.back().map_or(-1, |r| r.last_seq), s.last_ms))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Producers tracked (for tests and stats).
     #[cfg(test)]
     pub fn len(&self) -> usize {

@@ -74,6 +74,11 @@ pub(crate) enum ShardRequest {
     },
     /// The size of every log the shard holds (Kafka DescribeLogDirs).
     LogSizes,
+    /// A partition's active idempotent producers (Kafka DescribeProducers).
+    DescribeProducers {
+        topic: TopicName,
+        partition: u32,
+    },
     Admin(crate::cluster::controller::AdminOp),
     /// The cluster status (the controller shard).
     ClusterStatus,
@@ -136,6 +141,8 @@ pub(crate) enum ShardReply {
     Offset(Result<i64, ErrorCode>),
     State(Result<(u64, u64), ErrorCode>),
     LogSizes(Vec<(TopicName, u32, u64)>),
+    /// Producer id, epoch, last sequence, last append time (ms).
+    Producers(Result<Vec<(i64, i16, i32, i64)>, ErrorCode>),
     Admin(Result<(), (ErrorCode, String)>),
     ClusterStatus(Box<rill_net::message::ResponseBody>),
     Applied,
@@ -469,6 +476,9 @@ impl Shard {
                 ShardReply::Offset(self.delete_records_local(&topic, partition, offset).await)
             }
             ShardRequest::LogSizes => ShardReply::LogSizes(self.log_sizes()),
+            ShardRequest::DescribeProducers { topic, partition } => {
+                ShardReply::Producers(self.describe_producers_local(&topic, partition).await)
+            }
             ShardRequest::State { topic, partition } => ShardReply::State(
                 self.log(&topic, partition).map(|log| (log.log_start_offset(), log.log_end_offset())),
             ),

@@ -68,6 +68,7 @@ async fn respond(
             | KafkaRequest::ElectLeaders(_)
             | KafkaRequest::ListPartitionReassignments(_)
             | KafkaRequest::DescribeLogDirs(_)
+            | KafkaRequest::DescribeProducers(_)
             | KafkaRequest::DescribeConfigs(_)
             | KafkaRequest::DescribeCluster(_)
             | KafkaRequest::FindCoordinator(_)
@@ -146,6 +147,9 @@ async fn respond(
         }
         KafkaRequest::DescribeLogDirs(r) => {
             counted(shard, api_key, v, id, &log_dirs::describe_log_dirs(shard, r, v).await)
+        }
+        KafkaRequest::DescribeProducers(r) => {
+            counted(shard, api_key, v, id, &log_dirs::describe_producers(shard, r).await)
         }
         KafkaRequest::ListPartitionReassignments(_) => {
             counted(shard, api_key, v, id, &topics::list_partition_reassignments())

@@ -1,8 +1,8 @@
 // The Java AdminClient's topic and log APIs against one Rill broker: createTopics with
 // validateOnly (checked, nothing created), deleteRecords (the low watermark it answers,
 // listOffsets earliest following it, a consumer below it reset by auto.offset.reset),
-// describeLogDirs (the data directory, its file system, every partition's size) and
-// listGroups. Exits non-zero on any mismatch. Run with Java's source launcher:
+// describeLogDirs (the data directory, its file system, every partition's size),
+// describeProducers and listGroups. Exits non-zero on any mismatch. Run with Java's source launcher:
 //   java -cp "$(cat classpath.txt)" AdminApis.java BOOTSTRAP TOPIC
 import java.time.Duration;
 import java.util.*;
@@ -121,6 +121,16 @@ public class AdminApis {
             Map<TopicPartitionReplica, DescribeReplicaLogDirsResult.ReplicaLogDirInfo> replicas = admin
                 .describeReplicaLogDirs(List.of(new TopicPartitionReplica(topic, 0, broker))).all().get(30, TimeUnit.SECONDS);
             check(dirs.containsKey(replicas.values().iterator().next().getCurrentReplicaLogDir()), "replica log dir " + replicas);
+
+            // The producer above was idempotent (the Java client's default): its id, epoch and
+            // last sequence (99: records 0-99 went to partition 0) are the partition's.
+            List<ProducerState> active = admin.describeProducers(List.of(p0)).partitionResult(p0)
+                .get(30, TimeUnit.SECONDS).activeProducers();
+            check(active.size() == 1 && active.get(0).lastSequence() == 99 && active.get(0).producerId() >= 0
+                && active.get(0).coordinatorEpoch().isEmpty() && active.get(0).currentTransactionStartOffset().isEmpty(),
+                "describeProducers " + active);
+            check(admin.describeProducers(List.of(p1)).partitionResult(p1).get(30, TimeUnit.SECONDS)
+                .activeProducers().isEmpty(), "partition 1 has no producer");
 
             Collection<GroupListing> groups = admin.listGroups().all().get(30, TimeUnit.SECONDS);
             check(groups.stream().anyMatch(g -> g.groupId().equals(topic + "-group")), "groups " + groups);

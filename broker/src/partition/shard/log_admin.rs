@@ -1,10 +1,12 @@
 //! Administration of the logs a shard owns that Kafka's admin APIs reach: DeleteRecords (the
-//! log start moves, durably) and DescribeLogDirs (the size of each log).
+//! log start moves, durably), DescribeLogDirs (the size of each log) and DescribeProducers (a
+//! partition's idempotent producers).
 
 use rill_net::message::ErrorCode;
 
 use super::{Shard, storage_error};
 use crate::cluster::metadata::TopicName;
+use crate::partition::producer::Producers;
 
 impl Shard {
     /// Deletes the records of a partition below `offset`, or below the high watermark when
@@ -29,6 +31,24 @@ impl Shard {
         };
         let start = log.delete_records_before(target).await.map_err(storage_error)?;
         Ok(start as i64)
+    }
+
+    /// A partition's active idempotent producers (see [`Producers::describe`]), the table
+    /// rebuilt from the log first if no produce has touched it since the start.
+    pub(crate) async fn describe_producers_local(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+    ) -> Result<Vec<(i64, i16, i32, i64)>, ErrorCode> {
+        let log = self.log(topic, partition)?;
+        let producers = self
+            .producers
+            .borrow_mut()
+            .entry((topic.clone(), partition))
+            .or_insert_with(|| std::rc::Rc::new(Producers::new(self.producer_count.clone())))
+            .clone();
+        producers.ensure_loaded(&log).await.map_err(storage_error)?;
+        Ok(producers.describe())
     }
 
     /// Every log this shard holds, by topic and partition.

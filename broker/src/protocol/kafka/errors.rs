@@ -159,3 +159,9 @@ impl ErrorCodes for DescribeLogDirsResponse {
         self.results.iter().for_each(|r| f(r.error_code));
     }
 }
+
+impl ErrorCodes for DescribeProducersResponse {
+    fn each(&self, f: &mut dyn FnMut(i16)) {
+        self.topics.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code));
+    }
+}
