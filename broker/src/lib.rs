@@ -17,6 +17,7 @@ mod server;
 mod signal;
 
 pub use crate::cluster::{consensus, metadata, state, transport};
+pub use crate::partition::replica;
 
 pub use crate::config::{BrokerConfig, ClusterConfig, ConfigFile, DEFAULT_CONFIG, OffsetsRetention};
 pub use crate::error::{BrokerError, Result};

@@ -7,5 +7,6 @@ pub(crate) mod fetch;
 pub(crate) mod group;
 pub(crate) mod order;
 pub(crate) mod producer;
+pub mod replica;
 pub(crate) mod routing;
 pub(crate) mod shard;

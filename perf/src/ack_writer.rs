@@ -83,6 +83,7 @@ async fn append_forever(log: Log, task: u32) -> anyhow::Result<()> {
             leader_epoch: 0,
             base_offset_field: Some(0),
             known_suffix_crc: None,
+            raft_index: 0,
         };
         let base = log.append(batch).await?;
         let mut out = std::io::stdout().lock();

@@ -282,6 +282,7 @@ async fn log_append(
                     leader_epoch: 0,
                     base_offset_field: None,
                     known_suffix_crc: None,
+                    raft_index: 0,
                 };
                 let t = Instant::now();
                 log.append(batch).await?;

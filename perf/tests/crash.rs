@@ -97,6 +97,7 @@ fn verify(dir: &Path, acked: &BTreeMap<u64, Ack>) -> u64 {
                 leader_epoch: 0,
                 base_offset_field: Some(0),
                 known_suffix_crc: None,
+                raft_index: 0,
             };
             assert_eq!(log.append(batch).await.expect("append after recovery"), end);
             log.close().await.unwrap();

@@ -481,6 +481,7 @@ impl Log {
                 max_timestamp_ms: seg.max_timestamp_ms.get().unwrap_or(0),
                 append_time_ms: seg.last_append_ms.get().unwrap_or(0),
                 leader_epoch: 0,
+                raft_index: 0,
                 payload: compactor.empty_batch(at, span),
             };
             write_spanned(&mut writer, &Held { base: at, batch }, at + span as u64).await?;
@@ -544,6 +545,7 @@ async fn write_spanned(writer: &mut SegmentWriter, held: &Held, span_end: u64) -
         first_timestamp_ms: b.first_timestamp_ms,
         max_timestamp_ms: b.max_timestamp_ms,
         append_time_ms: b.append_time_ms,
+        raft_index: b.raft_index,
         crc: 0,
     };
     let header = entry::encode_header_with(&meta, crc32c::crc32c(&b.payload));

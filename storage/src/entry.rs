@@ -12,7 +12,11 @@ pub const ENTRY_HEADER_BYTES: usize = 64;
 
 /// "RILL" read as a little-endian u32: the first bytes of every entry.
 pub(crate) const ENTRY_MAGIC: u32 = u32::from_le_bytes(*b"RILL");
+/// Entries of a log that is not replicated: `reserved` is zero.
 pub(crate) const ENTRY_VERSION: u16 = 1;
+/// Entries of a replicated log: `reserved` holds the entry's Raft index (never zero). A log may
+/// hold both: a single node's entries, then the replicated ones after it joined a cluster.
+pub(crate) const ENTRY_VERSION_REPLICATED: u16 = 2;
 
 /// The header of one stored batch.
 #[derive(rkyv::Archive, rkyv::Serialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +49,9 @@ pub(crate) struct EntryMeta {
     pub first_timestamp_ms: i64,
     pub max_timestamp_ms: i64,
     pub append_time_ms: i64,
+    /// The Raft index of the entry in its partition's replicated log; 0 for an entry of a log
+    /// that was not replicated when it was written.
+    pub raft_index: u64,
     pub crc: u32,
 }
 
@@ -73,7 +80,7 @@ pub(crate) fn encode_header_with(meta: &EntryMeta, payload_crc: u32) -> [u8; ENT
     assert!(meta.record_count > 0);
     let header = EntryHeader {
         magic: ENTRY_MAGIC,
-        version: ENTRY_VERSION,
+        version: if meta.raft_index == 0 { ENTRY_VERSION } else { ENTRY_VERSION_REPLICATED },
         flags: 0,
         payload_len: meta.payload_len,
         record_count: meta.record_count,
@@ -83,7 +90,7 @@ pub(crate) fn encode_header_with(meta: &EntryMeta, payload_crc: u32) -> [u8; ENT
         first_timestamp_ms: meta.first_timestamp_ms,
         max_timestamp_ms: meta.max_timestamp_ms,
         append_time_ms: meta.append_time_ms,
-        reserved: 0,
+        reserved: meta.raft_index,
     };
     let archived = rkyv::to_bytes::<rancor::Error>(&header).expect("fixed-size header archives");
     let mut out = [0u8; ENTRY_HEADER_BYTES];
@@ -148,9 +155,14 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<EntryMeta, EntryFault> {
     if h.magic.to_native() != ENTRY_MAGIC {
         return Err(EntryFault::BadHeader("magic"));
     }
-    if h.version.to_native() != ENTRY_VERSION {
-        return Err(EntryFault::BadHeader("version"));
-    }
+    let raft_index = match h.version.to_native() {
+        ENTRY_VERSION => 0,
+        ENTRY_VERSION_REPLICATED if h.reserved.to_native() == 0 => {
+            return Err(EntryFault::BadHeader("replicated entry without a raft index"));
+        }
+        ENTRY_VERSION_REPLICATED => h.reserved.to_native(),
+        _ => return Err(EntryFault::BadHeader("version")),
+    };
     if h.record_count.to_native() == 0 {
         return Err(EntryFault::BadHeader("zero record count"));
     }
@@ -165,6 +177,7 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<EntryMeta, EntryFault> {
         first_timestamp_ms: h.first_timestamp_ms.to_native(),
         max_timestamp_ms: h.max_timestamp_ms.to_native(),
         append_time_ms: h.append_time_ms.to_native(),
+        raft_index,
         crc: h.crc.to_native(),
     })
 }
@@ -197,6 +210,7 @@ mod tests {
             first_timestamp_ms: 1_700_000_000_000,
             max_timestamp_ms: 1_700_000_000_005,
             append_time_ms: 1_700_000_000_009,
+            raft_index: 0,
             crc: 0,
         }
     }
@@ -234,6 +248,33 @@ mod tests {
                 "0000000000000000"
             )
         );
+    }
+
+    /// A replicated entry is version 2 with its Raft index in the reserved word; everything
+    /// else is laid out as in version 1.
+    #[test]
+    fn replicated_layout_snapshot() {
+        let payload = b"p";
+        let meta = EntryMeta { raft_index: 0x1122_3344_5566_7788, ..meta(payload) };
+        let header = encode_header(&meta, payload);
+        let hex: String = header.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(&hex[8..12], "0200");
+        assert_eq!(&hex[112..], "8877665544332211");
+        let mut entry = header.to_vec();
+        entry.extend_from_slice(payload);
+        let decoded = decode_entry(&entry).unwrap();
+        assert_eq!(decoded, EntryMeta { crc: decoded.crc, ..meta });
+    }
+
+    #[test]
+    fn replicated_entry_without_index_is_refused() {
+        let payload = b"p";
+        let mut header = encode_header(&meta(payload), payload);
+        header[4] = 2;
+        assert!(matches!(
+            decode_header(&header),
+            Err(EntryFault::BadHeader("replicated entry without a raft index"))
+        ));
     }
 
     #[test]

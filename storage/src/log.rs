@@ -50,6 +50,9 @@ pub struct Batch {
     /// disagrees with them, so disk reads refuse it and recovery reports it as damage once it is
     /// below the recovery point, while the cache serves the bytes as given.
     pub known_suffix_crc: Option<(usize, u32)>,
+    /// The batch's Raft index in its partition's replicated log (stored in the entry header and
+    /// returned by reads); 0 for a log that is not replicated.
+    pub raft_index: u64,
 }
 
 /// A batch as stored, returned by reads.
@@ -67,6 +70,8 @@ pub struct StoredBatch {
     pub append_time_ms: i64,
     /// Leader epoch given at append.
     pub leader_epoch: i32,
+    /// Raft index given at append (0: not replicated).
+    pub raft_index: u64,
     /// The stored batch bytes.
     pub payload: Bytes,
 }
@@ -85,6 +90,7 @@ impl StoredBatch {
             max_timestamp_ms: meta.max_timestamp_ms,
             append_time_ms: meta.append_time_ms,
             leader_epoch: meta.leader_epoch,
+            raft_index: meta.raft_index,
             payload,
         }
     }
@@ -477,6 +483,7 @@ impl Log {
             first_timestamp_ms: batch.first_timestamp_ms,
             max_timestamp_ms: batch.max_timestamp_ms,
             append_time_ms: now,
+            raft_index: batch.raft_index,
             crc: 0,
         };
         let payload_crc = match batch.known_suffix_crc {

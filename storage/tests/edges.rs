@@ -163,6 +163,7 @@ fn hinted(payload: Bytes, from: usize, crc: u32) -> rill_storage::Batch {
     rill_storage::Batch {
         base_offset_field: Some(0),
         known_suffix_crc: Some((from, crc)),
+        raft_index: 0,
         ..batch(payload, 1, 0)
     }
 }

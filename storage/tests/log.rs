@@ -477,3 +477,38 @@ fn segments_left_below_a_recorded_log_start_are_removed_at_open() {
         assert_eq!(read_all(&log).await.last().unwrap().end_offset(), 40);
     });
 }
+
+/// A log written by a single node, then replicated: the first entries carry no Raft index
+/// (version 1), the later ones theirs (version 2); both kinds read back, from the cache and
+/// from the disk after a reopen, and recovery accepts the mix.
+#[test]
+fn raft_indexes_are_stored_beside_unreplicated_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let clock = ManualClock::new(1_000);
+        let log = open(&path, small_config(Durability::Always), &clock).await;
+        for i in 0..40u64 {
+            let mut b = batch(payload_for(i, 300), 2, 1_000);
+            if i >= 10 {
+                // Raft indexes leave gaps where control entries sit elsewhere.
+                b.raft_index = 100 + 2 * i;
+                b.leader_epoch = 7;
+            }
+            log.append(b).await.unwrap();
+        }
+        let check = |batches: Vec<rill_storage::StoredBatch>| {
+            assert_eq!(batches.len(), 40);
+            for (i, b) in batches.iter().enumerate() {
+                let i = i as u64;
+                let (index, epoch) = if i >= 10 { (100 + 2 * i, 7) } else { (0, 0) };
+                assert_eq!((b.raft_index, b.leader_epoch, b.base_offset), (index, epoch, 2 * i), "batch {i}");
+            }
+        };
+        check(read_all(&log).await);
+        log.close().await.unwrap();
+        let log = open(&path, small_config(Durability::Always), &clock).await;
+        check(read_all(&log).await);
+        log.verify().await.unwrap();
+    });
+}

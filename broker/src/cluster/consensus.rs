@@ -16,6 +16,8 @@
 mod log;
 mod logging;
 
+pub(crate) use self::logging::logger;
+
 use std::path::PathBuf;
 
 use protobuf::Message as _;

@@ -877,6 +877,7 @@ fn records_batch(records: Vec<Record>) -> Result<Batch, String> {
         leader_epoch: 0,
         base_offset_field: Some(record_batch::BASE_OFFSET_AT),
         known_suffix_crc: None,
+        raft_index: 0,
     })
 }
 

@@ -475,6 +475,7 @@ mod tests {
             leader_epoch: 0,
             base_offset_field: Some(rill_net::record_batch::BASE_OFFSET_AT),
             known_suffix_crc: None,
+            raft_index: 0,
         }
     }
 

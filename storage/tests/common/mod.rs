@@ -68,6 +68,7 @@ pub fn batch(payload: Bytes, records: u32, ts: i64) -> Batch {
         leader_epoch: 0,
         base_offset_field: None,
         known_suffix_crc: None,
+        raft_index: 0,
     }
 }
 

@@ -362,6 +362,20 @@ impl<T: Storage> RawNode<T> {
         self.raft.step(m)
     }
 
+    /// Proposes an entry whose data and context the caller built (Rill: a record batch's
+    /// `Bytes` become the entry's data as they are, without the copy into a `Vec` that
+    /// [`RawNode::propose`] takes). Only the entry's data and context are used.
+    pub fn propose_entry(&mut self, entry: Entry) -> Result<()> {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.raft.id;
+        let mut e = Entry::default();
+        e.data = entry.data;
+        e.context = entry.context;
+        m.set_entries(vec![e].into());
+        self.raft.step(m)
+    }
+
     /// Broadcast heartbeats to all the followers.
     ///
     /// If it's not leader, nothing will happen.

@@ -64,6 +64,7 @@ impl Shard {
                 known_suffix_crc: rill_net::record_batch::crc_field(&payload)
                     .ok()
                     .map(|crc| (rill_net::record_batch::CRC_COVERS_FROM, crc)),
+                raft_index: 0,
                 payload,
                 record_count: header.offset_count(),
                 first_timestamp_ms: first,

@@ -1,0 +1,332 @@
+//! A shard's journal of its partition groups' Raft state that is not record batches.
+//!
+//! A partition's record batches are its Raft log's entries and live in the partition's storage
+//! `Log` (the entry header carries the Raft index, the leader epoch is the term). Everything
+//! else a group must remember goes here, in one journal per shard shared by all the groups the
+//! shard drives, so that one fdatasync covers every group that changed at once:
+//! - `H` group, term, vote, commit: the hard state;
+//! - `C` group, entry: a control entry (the empty entry a new leader appends, a membership
+//!   change), which takes a Raft index but no offset that clients see;
+//! - `T` group, index: the group's entries at and above `index` are gone (a follower's divergent
+//!   suffix; the record batches among them are truncated from the `Log`);
+//! - `P` group, index, term, end offset, voters: the group's compaction point. Entries at or
+//!   below `index` are no longer needed as Raft entries (every member has them, or gets the log
+//!   itself sent instead, see `replica`), the `Log` holds everything below `end offset`, and
+//!   `voters` is the configuration there. A group's first record is a `P` at index 0 with
+//!   its initial voters and the log's end offset when it became replicated.
+//!
+//! Records are written by whichever group needs them and group-committed: writers that arrive
+//! while a write is in flight share the next one, and a sync covers all of them.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState};
+use rill_storage::{Disk, Journal, Notify};
+
+use crate::cluster::consensus::ConsensusError;
+
+/// Where a group's Raft log was compacted (see the module documentation).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CompactionPoint {
+    /// The last index compacted.
+    pub index: u64,
+    /// Its term.
+    pub term: u64,
+    /// The log's end offset after that entry.
+    pub end_offset: u64,
+    /// The voters as of that entry.
+    pub conf: ConfState,
+}
+
+/// What the journal held for one group when it was opened.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveredGroup {
+    /// The last hard state written.
+    pub hard_state: HardState,
+    /// The last compaction point written.
+    pub point: Option<CompactionPoint>,
+    /// Control entries above the compaction point, by index, after truncations.
+    pub controls: BTreeMap<u64, Entry>,
+}
+
+/// One record, encoded.
+pub(crate) fn hard_state_record(group: u64, hs: &HardState) -> Vec<u8> {
+    let mut r = vec![b'H'];
+    r.extend_from_slice(&group.to_le_bytes());
+    for v in [hs.term, hs.vote, hs.commit] {
+        r.extend_from_slice(&v.to_le_bytes());
+    }
+    r
+}
+
+pub(crate) fn control_record(group: u64, entry: &Entry) -> Vec<u8> {
+    let mut r = vec![b'C'];
+    r.extend_from_slice(&group.to_le_bytes());
+    entry.write_to_vec(&mut r).expect("protobuf encodes into a vector");
+    r
+}
+
+pub(crate) fn truncate_record(group: u64, index: u64) -> Vec<u8> {
+    let mut r = vec![b'T'];
+    r.extend_from_slice(&group.to_le_bytes());
+    r.extend_from_slice(&index.to_le_bytes());
+    r
+}
+
+pub(crate) fn point_record(group: u64, point: &CompactionPoint) -> Vec<u8> {
+    let mut r = vec![b'P'];
+    r.extend_from_slice(&group.to_le_bytes());
+    for v in [point.index, point.term, point.end_offset] {
+        r.extend_from_slice(&v.to_le_bytes());
+    }
+    point.conf.write_to_vec(&mut r).expect("protobuf encodes into a vector");
+    r
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Folds one record into the groups' states.
+fn replay(groups: &mut BTreeMap<u64, RecoveredGroup>, record: &[u8]) -> Result<(), String> {
+    let kind = *record.first().ok_or("empty record")?;
+    let group = u64_at(record, 1).ok_or("record without a group")?;
+    let body = &record[9..];
+    let state = groups.entry(group).or_default();
+    match kind {
+        b'H' => {
+            let (term, vote, commit) = (u64_at(body, 0), u64_at(body, 8), u64_at(body, 16));
+            let (Some(term), Some(vote), Some(commit)) = (term, vote, commit) else {
+                return Err("short hard state".into());
+            };
+            state.hard_state = HardState { term, vote, commit, ..Default::default() };
+        }
+        b'C' => {
+            let entry = Entry::parse_from_bytes(body).map_err(|e| format!("control entry: {e}"))?;
+            state.controls.split_off(&entry.index);
+            state.controls.insert(entry.index, entry);
+        }
+        b'T' => {
+            let index = u64_at(body, 0).ok_or("short truncation")?;
+            state.controls.split_off(&index);
+        }
+        b'P' => {
+            let (Some(index), Some(term), Some(end_offset)) =
+                (u64_at(body, 0), u64_at(body, 8), u64_at(body, 16))
+            else {
+                return Err("short compaction point".into());
+            };
+            let conf = ConfState::parse_from_bytes(&body[24..]).map_err(|e| format!("voters: {e}"))?;
+            state.controls = state.controls.split_off(&(index + 1));
+            state.point = Some(CompactionPoint { index, term, end_offset, conf });
+        }
+        other => return Err(format!("unknown record kind {other}")),
+    }
+    Ok(())
+}
+
+/// The records that rebuild `group` as it is now (for a rewrite).
+pub(crate) fn group_records(group: u64, state: &RecoveredGroup) -> Vec<Vec<u8>> {
+    let mut records = Vec::new();
+    if let Some(point) = &state.point {
+        records.push(point_record(group, point));
+    }
+    records.push(hard_state_record(group, &state.hard_state));
+    records.extend(state.controls.values().map(|e| control_record(group, e)));
+    records
+}
+
+struct Inner {
+    path: PathBuf,
+    journal: RefCell<Option<Journal>>,
+    pending: RefCell<Vec<Vec<u8>>>,
+    /// Records queued so far, counted from the open.
+    queued: Cell<u64>,
+    written: Cell<u64>,
+    synced: Cell<u64>,
+    /// The highest record count someone waits to see synced.
+    sync_wanted: Cell<u64>,
+    busy: Cell<bool>,
+    failed: Cell<bool>,
+    changed: Notify,
+    records_since_rewrite: Cell<u64>,
+}
+
+/// A shard's group-committed journal of its partition groups' Raft state. Cloning gives
+/// another handle to the same journal.
+#[derive(Clone)]
+pub struct ReplicaJournal {
+    inner: Rc<Inner>,
+}
+
+impl ReplicaJournal {
+    /// Opens (or creates) the journal at `path`; returns it with every group's recovered state.
+    pub async fn open(
+        disk: Disk,
+        path: PathBuf,
+    ) -> Result<(ReplicaJournal, BTreeMap<u64, RecoveredGroup>), ConsensusError> {
+        let (journal, records) = Journal::open(disk, path.clone()).await?;
+        let mut groups = BTreeMap::new();
+        for record in &records {
+            replay(&mut groups, record)
+                .map_err(|reason| ConsensusError::Damaged { path: path.clone(), reason })?;
+        }
+        let inner = Inner {
+            path,
+            journal: RefCell::new(Some(journal)),
+            pending: RefCell::default(),
+            queued: Cell::new(0),
+            written: Cell::new(0),
+            synced: Cell::new(0),
+            sync_wanted: Cell::new(0),
+            busy: Cell::new(false),
+            failed: Cell::new(false),
+            changed: Notify::default(),
+            records_since_rewrite: Cell::new(records.len() as u64),
+        };
+        Ok((ReplicaJournal { inner: Rc::new(inner) }, groups))
+    }
+
+    /// Appends `records` and waits until they are written (with `sync`, durable). Concurrent
+    /// writers share writes and syncs.
+    pub async fn write(&self, records: Vec<Vec<u8>>, sync: bool) -> Result<(), ConsensusError> {
+        let inner = &self.inner;
+        if records.is_empty() && !sync {
+            return Ok(());
+        }
+        let mine = inner.queued.get() + records.len() as u64;
+        inner.queued.set(mine);
+        inner.records_since_rewrite.set(inner.records_since_rewrite.get() + records.len() as u64);
+        inner.pending.borrow_mut().extend(records);
+        if sync {
+            inner.sync_wanted.set(inner.sync_wanted.get().max(mine));
+        }
+        loop {
+            if inner.failed.get() {
+                return Err(self.failed());
+            }
+            if inner.written.get() >= mine && (!sync || inner.synced.get() >= mine) {
+                return Ok(());
+            }
+            if inner.busy.get() {
+                inner.changed.changed().await;
+                continue;
+            }
+            inner.busy.set(true);
+            let batch = std::mem::take(&mut *inner.pending.borrow_mut());
+            let upto = inner.queued.get();
+            let want_sync = inner.sync_wanted.get() > inner.synced.get();
+            let mut journal = inner.journal.borrow_mut().take().expect("the journal is here while not busy");
+            let result = async {
+                if !batch.is_empty() {
+                    let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+                    journal.append(&refs).await?;
+                }
+                if want_sync {
+                    journal.sync().await?;
+                }
+                Ok::<(), rill_storage::Error>(())
+            }
+            .await;
+            *inner.journal.borrow_mut() = Some(journal);
+            inner.busy.set(false);
+            match result {
+                Ok(()) => {
+                    inner.written.set(upto);
+                    if want_sync {
+                        inner.synced.set(upto);
+                    }
+                }
+                Err(e) => {
+                    inner.failed.set(true);
+                    inner.changed.notify_all();
+                    return Err(e.into());
+                }
+            }
+            inner.changed.notify_all();
+        }
+    }
+
+    fn failed(&self) -> ConsensusError {
+        ConsensusError::Damaged {
+            path: self.inner.path.clone(),
+            reason: "an earlier write failed; the journal must be reopened".into(),
+        }
+    }
+
+    /// Records appended since the journal was opened or last rewritten.
+    pub fn records_since_rewrite(&self) -> u64 {
+        self.inner.records_since_rewrite.get()
+    }
+
+    /// Replaces the journal's contents with `records` (the groups' current states), atomically.
+    pub async fn rewrite(&self, records: Vec<Vec<u8>>) -> Result<(), ConsensusError> {
+        let inner = &self.inner;
+        // Let everything queued reach the journal first, then hold it.
+        self.write(Vec::new(), true).await?;
+        while inner.busy.get() {
+            inner.changed.changed().await;
+        }
+        inner.busy.set(true);
+        let mut journal = inner.journal.borrow_mut().take().expect("the journal is here while not busy");
+        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        let result = journal.rewrite(&refs).await;
+        *inner.journal.borrow_mut() = Some(journal);
+        inner.busy.set(false);
+        inner.changed.notify_all();
+        match result {
+            Ok(()) => {
+                inner.records_since_rewrite.set(records.len() as u64);
+                Ok(())
+            }
+            Err(e) => {
+                inner.failed.set(true);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_replay_to_the_latest_state() {
+        let mut groups = BTreeMap::new();
+        let conf = ConfState { voters: vec![1, 2, 3], ..Default::default() };
+        let p0 = CompactionPoint { index: 0, term: 0, end_offset: 7, conf: conf.clone() };
+        let control = |index, term| Entry { index, term, ..Default::default() };
+        let records = [
+            point_record(9, &p0),
+            hard_state_record(9, &HardState { term: 2, vote: 1, commit: 0, ..Default::default() }),
+            control_record(9, &control(1, 1)),
+            control_record(9, &control(4, 2)),
+            control_record(9, &control(6, 2)),
+            truncate_record(9, 5),
+            control_record(9, &control(8, 3)),
+            control_record(4, &control(1, 1)),
+            point_record(9, &CompactionPoint { index: 3, term: 1, end_offset: 20, conf }),
+        ];
+        for r in &records {
+            replay(&mut groups, r).unwrap();
+        }
+        let g = &groups[&9];
+        assert_eq!(g.hard_state.term, 2);
+        assert_eq!(g.point.as_ref().unwrap().end_offset, 20);
+        assert_eq!(g.controls.keys().copied().collect::<Vec<_>>(), vec![4, 8]);
+        assert_eq!(groups[&4].controls.len(), 1);
+        let mut again = BTreeMap::new();
+        for r in group_records(9, g) {
+            replay(&mut again, &r).unwrap();
+        }
+        assert_eq!(again[&9].controls.keys().copied().collect::<Vec<_>>(), vec![4, 8]);
+        assert_eq!(again[&9].point, g.point);
+        assert!(replay(&mut again, b"Xabcdefgh").is_err());
+        assert!(replay(&mut again, b"H").is_err());
+    }
+}
