@@ -8,5 +8,6 @@ pub(crate) mod group;
 pub(crate) mod order;
 pub(crate) mod producer;
 pub mod replica;
+pub(crate) mod replication;
 pub(crate) mod routing;
 pub(crate) mod shard;

@@ -381,6 +381,12 @@ async fn open_metadata_group(
     if let Some(c) = cluster {
         let peers = start_peers(c, shard, &driver)?;
         shard.set_peers(peers.clone());
+        let weak = Rc::downgrade(shard);
+        peers.set_partition_handler(Box::new(move |peer, incoming| {
+            if let Some(shard) = weak.upgrade() {
+                shard.receive_partition_frame(peer, incoming);
+            }
+        }));
         let stop_peers = peers.clone();
         glommio::spawn_local(async move {
             stop_peers.group_stopped_wait().await;

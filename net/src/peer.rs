@@ -43,6 +43,36 @@ pub enum PeerFrame {
         /// The encoded request.
         request: Vec<u8>,
     },
+    /// A member of partition group `group` asks another for its log from `offset` up to
+    /// `until` (to fill the gap a snapshot left, see `rill_broker::replica`).
+    FetchLog {
+        /// The partition group.
+        group: u64,
+        /// The asking member's Raft id.
+        from: u64,
+        /// The asked member's Raft id.
+        to: u64,
+        /// The first offset wanted.
+        offset: u64,
+        /// The snapshot's end offset.
+        until: u64,
+    },
+    /// The answer to [`PeerFrame::FetchLog`]: stored batches from `offset`, their bytes in the
+    /// payload, one part each.
+    LogChunk {
+        /// The partition group.
+        group: u64,
+        /// The answering member's Raft id.
+        from: u64,
+        /// The asking member's Raft id.
+        to: u64,
+        /// The offset asked for.
+        offset: u64,
+        /// Each batch's header fields, in order.
+        batches: Vec<ChunkBatch>,
+        /// The length of each batch's bytes.
+        parts: Vec<u32>,
+    },
     /// The controller's answer to [`PeerFrame::Admin`].
     AdminReply {
         /// The request's id.
@@ -52,6 +82,23 @@ pub enum PeerFrame {
         /// Why it failed.
         message: String,
     },
+}
+
+/// A stored batch's header fields in a [`PeerFrame::LogChunk`].
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkBatch {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Offsets the batch takes.
+    pub record_count: u32,
+    /// First record timestamp.
+    pub first_timestamp_ms: i64,
+    /// Largest record timestamp.
+    pub max_timestamp_ms: i64,
+    /// The leader epoch (Raft term) it was written in.
+    pub leader_epoch: i32,
+    /// Its Raft index.
+    pub raft_index: u64,
 }
 
 /// Why a stream's bytes are not frames; the stream (and its connection) should be closed.
@@ -82,7 +129,7 @@ impl PeerFrame {
     /// The payload part lengths this frame declares.
     pub fn parts(&self) -> &[u32] {
         match self {
-            PeerFrame::Raft { parts, .. } => parts,
+            PeerFrame::Raft { parts, .. } | PeerFrame::LogChunk { parts, .. } => parts,
             _ => &[],
         }
     }
@@ -190,6 +237,25 @@ mod tests {
             (PeerFrame::Hello { node: 3 }, vec![]),
             raft(0, &[]),
             raft(9, &[b"batch one", b"", b"batch three"]),
+            (PeerFrame::FetchLog { group: 9, from: 2, to: 3, offset: 40, until: 90 }, vec![]),
+            (
+                PeerFrame::LogChunk {
+                    group: 9,
+                    from: 3,
+                    to: 2,
+                    offset: 40,
+                    batches: vec![ChunkBatch {
+                        base_offset: 40,
+                        record_count: 2,
+                        first_timestamp_ms: 5,
+                        max_timestamp_ms: 6,
+                        leader_epoch: 3,
+                        raft_index: 17,
+                    }],
+                    parts: vec![5],
+                },
+                vec![Bytes::from_static(b"bytes")],
+            ),
             (PeerFrame::Admin { id: 7, request: b"{}".to_vec() }, vec![]),
             (
                 PeerFrame::AdminReply {

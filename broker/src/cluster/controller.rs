@@ -67,6 +67,10 @@ pub(crate) enum AdminOp {
     RemoveNode {
         id: NodeId,
     },
+    /// Partition leaders elected by their groups: (topic, partition, node, epoch).
+    SetLeaders {
+        leaders: Vec<(TopicName, u32, NodeId, u64)>,
+    },
 }
 
 /// What the controller needs from the shard it runs on (the partition service implements it,
@@ -221,6 +225,21 @@ async fn run_here_or_forward<H: ControllerHost>(
                 return Ok(());
             }
             (Command::RegisterNode { id, info }, false)
+        }
+        AdminOp::SetLeaders { leaders } => {
+            // Only what changes the table is proposed.
+            let leaders: Vec<_> = leaders
+                .into_iter()
+                .filter(|(name, partition, node, epoch)| {
+                    let held = state.topics.get(name).and_then(|t| t.leaders.get(*partition as usize).copied());
+                    state.topics.contains_key(name)
+                        && held.flatten().is_none_or(|(n, e)| *epoch > e || (*epoch == e && *node != n))
+                })
+                .collect();
+            if leaders.is_empty() {
+                return Ok(());
+            }
+            (Command::SetLeaders { leaders }, false)
         }
     };
     if validate_only {

@@ -144,6 +144,11 @@ pub struct Topic {
     /// every partition (a single node).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<Vec<u32>>,
+    /// Each replicated partition's leader as its group last reported it, with the leader epoch
+    /// (`u32::MAX`: none reported yet, the first replica is taken); may be shorter than
+    /// `replicas`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaders: Vec<(u32, u64)>,
 }
 
 /// The node's topics and shard table.
@@ -183,9 +188,24 @@ impl Metadata {
         topic.replicas.get(partition as usize).is_none_or(|r| r.contains(&self.node))
     }
 
-    /// The node leading `partition` of `topic` (its first replica; this node on a single node).
+    /// The node leading `partition` of `topic`: the one its group last reported, else its first
+    /// replica (this node on a single node).
     pub fn leader(&self, topic: &Topic, partition: u32) -> u32 {
-        topic.replicas.get(partition as usize).and_then(|r| r.first().copied()).unwrap_or(self.node)
+        match topic.leaders.get(partition as usize) {
+            Some(&(node, _)) if node != u32::MAX => node,
+            _ => topic.replicas.get(partition as usize).and_then(|r| r.first().copied()).unwrap_or(self.node),
+        }
+    }
+
+    /// The leader epoch of `partition` of `topic` as last reported (0 before any report, and on
+    /// partitions that are not replicated).
+    pub fn leader_epoch(&self, topic: &Topic, partition: u32) -> u64 {
+        topic.leaders.get(partition as usize).filter(|(n, _)| *n != u32::MAX).map_or(0, |(_, e)| *e)
+    }
+
+    /// Whether `partition` of `topic` has more than one replica (a Raft group serves it).
+    pub fn is_replicated(&self, topic: &Topic, partition: u32) -> bool {
+        topic.replicas.get(partition as usize).is_some_and(|r| r.len() > 1)
     }
 
     /// Whether a topic of this name exists (an invalid name never does).
@@ -234,7 +254,7 @@ impl Metadata {
                 shard
             })
             .collect();
-        Ok(self.topics.entry(name).or_insert(Topic { shards, settings, replicas: Vec::new() }))
+        Ok(self.topics.entry(name).or_insert(Topic { shards, settings, replicas: Vec::new(), leaders: Vec::new() }))
     }
 
     /// Replaces a topic's settings (partitions and placement stay).

@@ -43,6 +43,9 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
 type Reply = Result<(), Refusal>;
 /// Runs an admin request forwarded by a peer (on the controller).
 pub(crate) type AdminHandler = Box<dyn Fn(AdminOp) -> Pin<Box<dyn Future<Output = Reply>>>>;
+/// Takes a frame of a partition group (Raft messages of groups other than 0, log fetches) from
+/// a peer; the partition service installs it.
+pub(crate) type PartitionHandler = Box<dyn Fn(NodeId, Incoming)>;
 
 struct Link {
     connection: ConnectionHandle,
@@ -69,6 +72,7 @@ pub(crate) struct Peers {
     pending: RefCell<HashMap<u64, LocalSender<Reply>>>,
     next_request: Cell<u64>,
     handler: AdminHandler,
+    partitions: RefCell<Option<PartitionHandler>>,
     /// Bytes queued for one peer beyond which Raft messages are dropped (the profile's
     /// `cluster.peer_queue_bytes`).
     queued_bytes_max: usize,
@@ -95,6 +99,7 @@ impl Peers {
             pending: RefCell::default(),
             next_request: Cell::new(1),
             handler,
+            partitions: RefCell::new(None),
             queued_bytes_max,
         })
     }
@@ -268,8 +273,11 @@ impl Peers {
                 }
                 Err(error) => tracing::warn!(peer, %error, "an undecodable raft message"),
             },
-            PeerFrame::Raft { group, .. } => {
-                tracing::debug!(peer, group, "a message for an unknown raft group")
+            frame @ (PeerFrame::Raft { .. } | PeerFrame::FetchLog { .. } | PeerFrame::LogChunk { .. }) => {
+                match self.partitions.borrow().as_ref() {
+                    Some(handler) => handler(peer, Incoming { frame, parts }),
+                    None => tracing::debug!(peer, "a partition group's frame before the partitions serve"),
+                }
             }
             PeerFrame::Admin { id, request } => {
                 let peers = self.clone();
@@ -343,6 +351,18 @@ impl Peers {
                 self.enqueue(&link, raft_frame(0, message), false);
             }
         }
+    }
+
+    /// Installs the handler of partition groups' frames.
+    pub(crate) fn set_partition_handler(&self, handler: PartitionHandler) {
+        *self.partitions.borrow_mut() = Some(handler);
+    }
+
+    /// Queues a partition group's frame for node `to`; dropped when the link is down or its
+    /// queue full (Raft resends, a log fetch is asked again).
+    pub(crate) fn send_frame(&self, to: NodeId, frame: Vec<Bytes>) {
+        let Some(link) = self.links.borrow().get(&to).cloned() else { return };
+        self.enqueue(&link, frame, false);
     }
 
     /// Sends an admin request to node `to` (the controller) and waits for its answer.

@@ -50,6 +50,10 @@ pub struct ClusterTopic {
     pub settings: TopicSettings,
     /// Each partition's replicas; the first is the preferred leader.
     pub partitions: Vec<Vec<Replica>>,
+    /// Each replicated partition's leader as last reported, with its epoch (the partition
+    /// group's Raft term); shorter than `partitions` until every one has been reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaders: Vec<Option<(NodeId, u64)>>,
 }
 
 /// The metadata group's state (see the module documentation).
@@ -105,6 +109,12 @@ pub enum Command {
         /// The new settings.
         settings: TopicSettings,
     },
+    /// Partition leaders as their groups elected them: (topic, partition, node, epoch). A
+    /// report older than the one held (a lower epoch) is ignored.
+    SetLeaders {
+        /// The reports.
+        leaders: Vec<(TopicName, u32, NodeId, u64)>,
+    },
 }
 
 /// Why a command or a placement was refused: the error code clients get and a message.
@@ -131,7 +141,7 @@ impl ClusterState {
             .iter()
             .map(|(name, topic)| {
                 let partitions = topic.shards.iter().map(|&shard| vec![Replica { node, shard }]).collect();
-                (name.clone(), ClusterTopic { settings: topic.settings.clone(), partitions })
+                (name.clone(), ClusterTopic { settings: topic.settings.clone(), partitions, leaders: Vec::new() })
             })
             .collect();
         ClusterState {
@@ -164,9 +174,15 @@ impl ClusterState {
             } else {
                 topic.partitions.iter().map(|r| r.iter().map(|r| r.node).collect()).collect()
             };
-            metadata
-                .topics
-                .insert(name.clone(), Topic { shards, settings: topic.settings.clone(), replicas });
+            let leaders = if alone {
+                Vec::new()
+            } else {
+                topic.leaders.iter().map(|l| l.map_or((u32::MAX, 0), |(n, e)| (n, e))).collect()
+            };
+            metadata.topics.insert(
+                name.clone(),
+                Topic { shards, settings: topic.settings.clone(), replicas, leaders },
+            );
         }
         metadata
     }
@@ -297,7 +313,7 @@ impl ClusterState {
                     return Err((ErrorCode::TopicExists, format!("topic {name} already exists")));
                 }
                 self.check_replicas(&partitions, partitions.len())?;
-                self.topics.insert(name, ClusterTopic { settings, partitions });
+                self.topics.insert(name, ClusterTopic { settings, partitions, leaders: Vec::new() });
                 Ok(())
             }
             Command::DeleteTopic { name } => self
@@ -318,6 +334,23 @@ impl ClusterState {
                     .get_mut(&name)
                     .ok_or((ErrorCode::UnknownTopic, format!("unknown topic {name}")))?;
                 topic.settings = settings;
+                Ok(())
+            }
+            Command::SetLeaders { leaders } => {
+                for (name, partition, node, epoch) in leaders {
+                    let Some(topic) = self.topics.get_mut(&name) else { continue };
+                    let p = partition as usize;
+                    let member = topic.partitions.get(p).is_some_and(|r| r.iter().any(|r| r.node == node));
+                    if !member {
+                        continue;
+                    }
+                    if topic.leaders.len() <= p {
+                        topic.leaders.resize(p + 1, None);
+                    }
+                    if topic.leaders[p].is_none_or(|(_, held)| epoch >= held) {
+                        topic.leaders[p] = Some((node, epoch));
+                    }
+                }
                 Ok(())
             }
         }

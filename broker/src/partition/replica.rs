@@ -148,6 +148,9 @@ pub struct Proposed {
     pub index: u64,
     /// The term it was proposed in.
     pub term: u64,
+    /// The base offset the batch gets if it is committed (the leader appends its proposals in
+    /// order after its log's end); idempotent producers' state records it at once.
+    pub base_offset: u64,
 }
 
 /// What became of a proposal.
@@ -173,6 +176,9 @@ pub struct Output {
     pub messages: Vec<ReplicaMessage>,
     /// Proposals made on this member whose fate is now known.
     pub outcomes: Vec<(Proposed, Outcome)>,
+    /// Proposals made on this member that its own log now holds durably (an acks=1 answer),
+    /// with their base offsets.
+    pub appended: Vec<(u64, u64)>,
 }
 
 /// A record entry's context: what the `Log` needs besides the bytes.
@@ -251,8 +257,8 @@ pub struct Replica {
     snapshots_sent: BTreeMap<u64, usize>,
     /// The hard state last written to the journal.
     written_hs: HardState,
-    /// Proposals made here and not yet resolved: index -> term.
-    proposals: BTreeMap<u64, u64>,
+    /// Proposals made here and not yet resolved, by index (with their record counts).
+    proposals: BTreeMap<u64, (Proposed, u32)>,
 }
 
 impl Replica {
@@ -383,8 +389,8 @@ impl Replica {
         }
     }
 
-    /// Proposes a record batch; [`Replica::outcome`] tells when it is committed, and at which
-    /// offset.
+    /// Proposes a record batch; a later [`Output`] tells when it is appended here, and when it
+    /// is committed (or lost).
     pub fn propose(&mut self, proposal: &Proposal) -> Result<Proposed, ProposeError> {
         if self.raw.raft.state != StateRole::Leader {
             return Err(ProposeError::NotLeader { leader: self.leader() });
@@ -401,8 +407,19 @@ impl Replica {
             return Err(ProposeError::Dropped);
         }
         let term = self.raw.raft.term;
-        self.proposals.insert(index, term);
-        Ok(Proposed { index, term })
+        let base_offset = {
+            let core = self.window.0.borrow();
+            let unpersisted: u64 = self
+                .proposals
+                .range(core.last_index() + 1..)
+                .filter(|(_, (p, _))| p.term == term)
+                .map(|(_, (_, count))| *count as u64)
+                .sum();
+            core.end_offset() + unpersisted
+        };
+        let proposed = Proposed { index, term, base_offset };
+        self.proposals.insert(index, (proposed, proposal.record_count));
+        Ok(proposed)
     }
 
     /// What became of the proposals made here, as far as this member knows now: resolved ones
@@ -421,13 +438,18 @@ impl Replica {
         } else {
             self.committed(&core)
         };
-        self.proposals.retain(|&index, &mut term| {
-            let proposed = Proposed { index, term };
+        let group = self.group;
+        self.proposals.retain(|&index, &mut (proposed, count)| {
+            let term = proposed.term;
             let outcome = match core.get(index) {
                 Some(held) if held.entry.term != term => Outcome::Lost,
                 Some(held) if index <= committed => {
-                    let count = record_batch(&held.entry).and_then(Result::ok).map_or(0, |b| b.record_count);
-                    Outcome::Committed { base_offset: held.end_offset - count as u64 }
+                    let base_offset = held.end_offset - count as u64;
+                    assert_eq!(
+                        base_offset, proposed.base_offset,
+                        "group {group}: a proposal committed at another offset than the leader predicted"
+                    );
+                    Outcome::Committed { base_offset }
                 }
                 // Not committed yet, or not here yet: a new leader that holds it may still
                 // commit it, so it waits.
@@ -456,7 +478,6 @@ impl Replica {
     /// Persists what `raft` produced and returns the messages to send.
     pub async fn advance(&mut self) -> Result<Output, ConsensusError> {
         let mut output = Output::default();
-        let out = &mut output.messages;
         while self.raw.has_ready() {
             let ready = self.raw.ready();
             if !ready.snapshot().is_empty() {
@@ -464,7 +485,7 @@ impl Replica {
                 self.resolve(&mut output.outcomes, true);
                 self.install(&snapshot).await?;
             }
-            self.finish_ready(ready, out).await?;
+            self.finish_ready(ready, &mut output).await?;
         }
         self.resolve(&mut output.outcomes, false);
         let out = &mut output.messages;
@@ -486,11 +507,12 @@ impl Replica {
     async fn finish_ready(
         &mut self,
         mut ready: Ready,
-        out: &mut Vec<ReplicaMessage>,
+        output: &mut Output,
     ) -> Result<(), ConsensusError> {
         let mut messages = ready.take_messages();
         let _ = ready.take_committed_entries();
-        self.persist(ready.entries(), ready.hs().cloned()).await?;
+        let appended = self.persist(ready.entries(), ready.hs().cloned()).await?;
+        output.appended.extend(appended);
         messages.extend(ready.take_persisted_messages());
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
@@ -504,13 +526,15 @@ impl Replica {
                 self.snapshots_sent.insert(message.to, 0);
             }
         }
-        out.extend(messages.into_iter().map(ReplicaMessage::Raft));
+        output.messages.extend(messages.into_iter().map(ReplicaMessage::Raft));
         Ok(())
     }
 
     /// Writes `entries` (record ones to the log, control ones to the journal, truncating a
     /// divergent suffix first) and the hard state, and waits until they are durable.
-    async fn persist(&mut self, entries: &[Entry], hs: Option<HardState>) -> Result<(), ConsensusError> {
+    /// Returns the local proposals among the entries, with their base offsets.
+    async fn persist(&mut self, entries: &[Entry], hs: Option<HardState>) -> Result<Vec<(u64, u64)>, ConsensusError> {
+        let mut appended = Vec::new();
         let mut records = Vec::new();
         let mut journal_sync = false;
         if let Some(first) = entries.first() {
@@ -544,6 +568,19 @@ impl Replica {
                 }
             }
         }
+        let window_end = self.window.0.borrow().end_offset();
+        if !batches.is_empty() && self.log.next_offset() != window_end {
+            // The log and the group disagree on where entries go (a log that held data before
+            // its partition was replicated, or damage): the group stops, the partition with it.
+            return Err(damaged(
+                &self.log,
+                format!(
+                    "group {}: the log ends at {}, the replicated log at {window_end}",
+                    self.group,
+                    self.log.next_offset()
+                ),
+            ));
+        }
         let enqueued = if batches.is_empty() { None } else { Some(self.log.enqueue_all(batches).await?) };
         // Into the window, in order, with each entry's end offset.
         {
@@ -563,6 +600,11 @@ impl Replica {
                     }
                     _ => core.end_offset(),
                 };
+                if let Some((p, count)) = self.proposals.get(&entry.index)
+                    && p.term == entry.term
+                {
+                    appended.push((entry.index, end_offset - *count as u64));
+                }
                 core.push(Held { entry: entry.clone(), end_offset });
             }
         }
@@ -581,7 +623,7 @@ impl Replica {
             }
             None => journal.await?,
         }
-        Ok(())
+        Ok(appended)
     }
 
     /// A snapshot from the leader replaces this member's log: entries it holds that are
@@ -786,6 +828,15 @@ impl Replica {
     /// The highest index known committed.
     pub fn commit_index(&self) -> u64 {
         self.raw.raft.raft_log.committed
+    }
+
+    /// Voters the leader heard from within the election timeout, itself included (0 on a
+    /// follower): the in-sync replicas `min.insync.replicas` counts.
+    pub fn in_sync(&self) -> usize {
+        if !self.is_leader() {
+            return 0;
+        }
+        self.raw.raft.prs().iter().filter(|(id, p)| **id == self.id || p.recent_active).count()
     }
 
     /// Whether the log is being fetched from another member after a snapshot (see `Gap`).

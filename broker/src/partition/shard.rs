@@ -92,6 +92,16 @@ pub(crate) enum ShardRequest {
         shard: usize,
         partitions: Vec<(TopicName, u32)>,
     },
+    /// Frames of partition groups for other nodes (to shard 0, which holds the links).
+    PeerSend(Vec<(crate::cluster::state::NodeId, Vec<Bytes>)>),
+    /// A partition group's message from another node, for the shard that owns the group.
+    ReplicaIn(u64, crate::partition::replica::ReplicaMessage),
+    /// A partition's replica on this node became its leader (to shard 0, which reports it).
+    ReportLeader {
+        topic: TopicName,
+        partition: u32,
+        term: u64,
+    },
 }
 
 /// Where a produce's batches went.
@@ -203,6 +213,13 @@ pub(crate) struct Shard {
     cluster_id: RefCell<Rc<str>>,
     /// This shard's counters (see `metrics.rs`).
     pub metrics: RefCell<crate::metrics::ShardMetrics>,
+    /// The replicated partitions this shard owns: their Raft groups.
+    pub replication: crate::partition::replication::Replication,
+    /// On shard 0: the shard owning each partition group of this node.
+    group_routes: RefCell<HashMap<u64, usize>>,
+    /// On shard 0: leaders to report to the controller, and whether the reporting task runs.
+    leader_reports: RefCell<BTreeMap<(TopicName, u32), u64>>,
+    reporting: Cell<bool>,
 }
 
 impl Shard {
@@ -248,6 +265,10 @@ impl Shard {
             controller: RefCell::new(Arc::new(std::sync::atomic::AtomicI64::new(-1))),
             cluster_id: RefCell::new(Rc::from("")),
             metrics: RefCell::default(),
+            replication: Default::default(),
+            group_routes: RefCell::default(),
+            leader_reports: RefCell::default(),
+            reporting: Cell::new(false),
         }
     }
 
@@ -291,7 +312,10 @@ impl Shard {
         let t = metadata.topics.get(topic).ok_or(ErrorCode::UnknownTopic)?;
         let shard =
             t.shards.get(partition as usize).map(|s| *s as usize).ok_or(ErrorCode::UnknownPartition)?;
-        if metadata.leader(t, partition) != metadata.node {
+        // A replicated partition held here goes to its replica, which knows whether it leads
+        // now (the metadata learns of a new leader a moment after its group elected it).
+        let replicated_here = metadata.is_replicated(t, partition) && metadata.is_local(t, partition);
+        if metadata.leader(t, partition) != metadata.node && !replicated_here {
             // Another node leads it: clients refresh their metadata and go there.
             return Err(ErrorCode::NotLeaderOrFollower);
         }
@@ -506,6 +530,20 @@ impl Shard {
             ShardRequest::Group(op) => ShardReply::Group(
                 crate::partition::group::ops::run(self.groups.clone(), || self.metadata(), op).await,
             ),
+            ShardRequest::PeerSend(frames) => {
+                self.send_frames_here(frames);
+                ShardReply::Applied
+            }
+            ShardRequest::ReplicaIn(group, message) => {
+                if let Some(slot) = self.replication.by_group(group) {
+                    slot.deliver(message);
+                }
+                ShardReply::Applied
+            }
+            ShardRequest::ReportLeader { topic, partition, term } => {
+                self.queue_leader_report(topic, partition, term);
+                ShardReply::Applied
+            }
         }
     }
 
@@ -537,10 +575,35 @@ impl Shard {
             Ok(log) => log,
             Err(e) => return outcome(e, None, Vec::new()),
         };
-        if wait_ms > 0 && offset == log.log_end_offset() {
+        // A replicated partition is read from its leader, and only below its high watermark
+        // (what a majority holds): nothing a consumer sees can be lost in a failover.
+        let slot = self.replication.slot(topic, partition);
+        if let Some(slot) = &slot {
+            if !slot.leading() {
+                return outcome(ErrorCode::NotLeaderOrFollower, None, Vec::new());
+            }
+            if wait_ms > 0 && offset >= slot.high_watermark() {
+                let deadline = std::time::Instant::now() + Duration::from_millis(wait_ms as u64);
+                loop {
+                    let advanced = slot.advanced.changed();
+                    let now = std::time::Instant::now();
+                    if slot.high_watermark() > offset || now >= deadline || !slot.leading() {
+                        break;
+                    }
+                    futures_lite::future::or(advanced, glommio::timer::sleep(deadline - now)).await;
+                }
+            }
+        } else if wait_ms > 0 && offset == log.log_end_offset() {
             log.wait_for_data(offset, Duration::from_millis(wait_ms as u64)).await;
         }
-        if max_bytes == 0 {
+        let end = slot.as_ref().map_or(u64::MAX, |s| s.high_watermark());
+        let outcome = |error, log: Option<&Log>, batches| FetchOutcome {
+            error,
+            log_start: log.map_or(0, |l| l.log_start_offset()),
+            high_watermark: log.map_or(0, |l| l.log_end_offset().min(end)),
+            batches,
+        };
+        if max_bytes == 0 || offset >= end {
             // Offsets only: a spent response budget, or a long-poll that just waits for data.
             return outcome(ErrorCode::None, Some(&log), Vec::new());
         }
@@ -552,14 +615,15 @@ impl Shard {
         let (mut at, mut budget) = (offset, max_bytes as usize);
         loop {
             match log.read(at, budget).await {
-                Ok(batches) => {
+                Ok(mut batches) => {
+                    batches.retain(|b| b.end_offset() <= end);
                     let Some(last) = batches.last() else { break };
                     at = last.end_offset();
                     let records =
                         batches.iter().any(|b| rill_net::record_batch::parse_header(&b.payload).is_ok());
                     let bytes: usize = batches.iter().map(|b| b.payload.len()).sum();
                     payloads.extend(batches.into_iter().map(|b| b.payload));
-                    if records || bytes >= budget || at >= log.log_end_offset() {
+                    if records || bytes >= budget || at >= log.log_end_offset().min(end) {
                         break;
                     }
                     budget -= bytes;
@@ -578,9 +642,14 @@ impl Shard {
         spec: OffsetSpec,
     ) -> Result<i64, ErrorCode> {
         let log = self.log(topic, partition)?;
+        let end = match self.replication.slot(topic, partition) {
+            Some(slot) if !slot.leading() => return Err(ErrorCode::NotLeaderOrFollower),
+            Some(slot) => slot.high_watermark(),
+            None => log.log_end_offset(),
+        };
         match spec {
             OffsetSpec::Earliest => Ok(log.log_start_offset() as i64),
-            OffsetSpec::Latest => Ok(log.log_end_offset() as i64),
+            OffsetSpec::Latest => Ok(end as i64),
             OffsetSpec::Timestamp(ts) => {
                 Ok(log.offset_for_timestamp(ts).await.map_err(storage_error)?.map_or(-1, |o| o as i64))
             }
@@ -595,7 +664,7 @@ impl Shard {
 
     /// Adopts new metadata: opens logs for partitions this shard now owns, closes and removes
     /// the logs of partitions that no longer exist.
-    pub async fn apply(&self, metadata: Metadata) {
+    pub async fn apply(self: &Rc<Self>, metadata: Metadata) {
         let Ok(_permit) = self.applying.acquire_permit(1).await else { return };
         let metadata = Rc::new(metadata);
         let previous = std::mem::replace(&mut *self.metadata.borrow_mut(), metadata.clone());
@@ -627,6 +696,7 @@ impl Shard {
             .borrow_mut()
             .retain_topics(|t| TopicName::new(t).is_ok_and(|t| metadata.topics.contains_key(&t)));
         for key in gone {
+            self.replication.close(&key.0, key.1);
             self.producers.borrow_mut().remove(&key);
             self.sequencers.borrow_mut().remove(&key);
             let log = self.logs.borrow_mut().remove(&key);
@@ -656,6 +726,7 @@ impl Shard {
             .collect();
         // One at a time, so each partition is offline only for its own close and open.
         for (topic, partition) in altered {
+            self.replication.close(&topic, partition);
             let log = self.logs.borrow_mut().remove(&(topic.clone(), partition));
             if let Some(log) = log
                 && let Err(error) = log.close().await
@@ -678,6 +749,9 @@ impl Shard {
             self.open_partition(&metadata, topic, partition).await;
         }
         self.rebalance_memory(&metadata);
+        if self.index == 0 {
+            self.route_groups(&metadata);
+        }
     }
 
     /// The shard's cache and write-buffer budgets are shared by the partitions it holds: when
@@ -714,9 +788,23 @@ impl Shard {
 
     /// Opens a partition's log into the shard's map; a failure is logged and the partition
     /// stays offline.
-    async fn open_partition(&self, metadata: &Metadata, topic: TopicName, partition: u32) {
+    async fn open_partition(self: &Rc<Self>, metadata: &Metadata, topic: TopicName, partition: u32) {
         match self.open_log(metadata, &topic, partition).await {
             Ok(log) => {
+                let t = &metadata.topics[&topic];
+                if metadata.is_replicated(t, partition) {
+                    let voters = t.replicas[partition as usize].clone();
+                    let path = self.data_dir.join("raft").join("partitions").join(format!("shard-{}", self.index));
+                    let opened =
+                        self.replication.open(self, path, topic.clone(), partition, log.clone(), &voters).await;
+                    if let Err(error) = opened {
+                        tracing::error!(%topic, partition, %error,
+                            "partition group failed to open; the partition stays offline until the next start");
+                        let _ = log.close().await;
+                        self.offline.borrow_mut().insert((topic, partition), error);
+                        return;
+                    }
+                }
                 self.offline.borrow_mut().remove(&(topic.clone(), partition));
                 self.logs.borrow_mut().insert((topic, partition), log);
             }
@@ -750,6 +838,7 @@ impl Shard {
 
     /// Closes every log (flush, sync, trim); called at shutdown.
     pub async fn close_logs(&self) {
+        self.replication.close_all();
         let logs: Vec<((TopicName, u32), Log)> = self.logs.borrow_mut().drain().collect();
         // Several at a time, so their fdatasyncs overlap in io_uring instead of queueing one
         // behind another (a shard with thousands of partitions stops in seconds, not minutes);
@@ -955,5 +1044,6 @@ fn storage_error(e: rill_storage::Error) -> ErrorCode {
 mod log_admin;
 mod offline;
 mod produce;
+mod replicated;
 #[cfg(test)]
 mod tests;

@@ -16,7 +16,7 @@ use crate::partition::producer::{Producers, Verdict};
 
 impl Shard {
     pub(super) async fn produce_local(
-        &self,
+        self: &Rc<Self>,
         topic: &TopicName,
         partition: u32,
         batches: Vec<(BatchHeader, Bytes)>,
@@ -39,8 +39,31 @@ impl Shard {
         if compacted {
             batches.iter().try_for_each(|(_, payload)| crate::partition::cleaner::check_keys(payload))?;
         }
+        if let Some(slot) = self.replication.slot(topic, partition) {
+            let now_ms = if log_append_time { crate::partition::group::now_ms() } else { -1 };
+            let mut proposals = Vec::with_capacity(batches.len());
+            for (header, payload) in batches {
+                let (payload, first, max) = if log_append_time {
+                    let stamped = rill_net::record_batch::with_log_append_time(&payload, now_ms)
+                        .map_err(|_| ErrorCode::CorruptBatch)?;
+                    (stamped, now_ms, now_ms)
+                } else {
+                    (payload, header.base_timestamp, header.max_timestamp.max(header.base_timestamp))
+                };
+                let proposal = crate::partition::replica::Proposal {
+                    payload,
+                    record_count: header.offset_count(),
+                    first_timestamp_ms: first,
+                    max_timestamp_ms: max,
+                    base_offset_field: Some(rill_net::record_batch::BASE_OFFSET_AT),
+                };
+                proposals.push((header, proposal));
+            }
+            let base = self.produce_replicated(&slot, ticket, proposals, acks, min_insync).await?;
+            return Ok(Appended { base, log_append_time_ms: now_ms, log_start: log.log_start_offset() });
+        }
         // Kafka refuses acks=all when fewer replicas are in sync than `min.insync.replicas`;
-        // until partitions are replicated, the leader is a partition's only in-sync replica.
+        // a partition that is not replicated has its leader as its only in-sync replica.
         if acks == Acks::Durable && min_insync > IN_SYNC_REPLICAS {
             return Err(ErrorCode::NotEnoughReplicas);
         }
