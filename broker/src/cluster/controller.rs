@@ -231,7 +231,8 @@ async fn run_here_or_forward<H: ControllerHost>(
             let leaders: Vec<_> = leaders
                 .into_iter()
                 .filter(|(name, partition, node, epoch)| {
-                    let held = state.topics.get(name).and_then(|t| t.leaders.get(*partition as usize).copied());
+                    let held =
+                        state.topics.get(name).and_then(|t| t.leaders.get(*partition as usize).copied());
                     state.topics.contains_key(name)
                         && held.flatten().is_none_or(|(n, e)| *epoch > e || (*epoch == e && *node != n))
                 })

@@ -254,7 +254,12 @@ impl Metadata {
                 shard
             })
             .collect();
-        Ok(self.topics.entry(name).or_insert(Topic { shards, settings, replicas: Vec::new(), leaders: Vec::new() }))
+        Ok(self.topics.entry(name).or_insert(Topic {
+            shards,
+            settings,
+            replicas: Vec::new(),
+            leaders: Vec::new(),
+        }))
     }
 
     /// Replaces a topic's settings (partitions and placement stay).

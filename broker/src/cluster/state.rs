@@ -141,7 +141,10 @@ impl ClusterState {
             .iter()
             .map(|(name, topic)| {
                 let partitions = topic.shards.iter().map(|&shard| vec![Replica { node, shard }]).collect();
-                (name.clone(), ClusterTopic { settings: topic.settings.clone(), partitions, leaders: Vec::new() })
+                (
+                    name.clone(),
+                    ClusterTopic { settings: topic.settings.clone(), partitions, leaders: Vec::new() },
+                )
             })
             .collect();
         ClusterState {
@@ -179,10 +182,9 @@ impl ClusterState {
             } else {
                 topic.leaders.iter().map(|l| l.map_or((u32::MAX, 0), |(n, e)| (n, e))).collect()
             };
-            metadata.topics.insert(
-                name.clone(),
-                Topic { shards, settings: topic.settings.clone(), replicas, leaders },
-            );
+            metadata
+                .topics
+                .insert(name.clone(), Topic { shards, settings: topic.settings.clone(), replicas, leaders });
         }
         metadata
     }

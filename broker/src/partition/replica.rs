@@ -504,11 +504,7 @@ impl Replica {
     }
 
     /// Persists a ready without a snapshot, advances `raft`, collects its messages.
-    async fn finish_ready(
-        &mut self,
-        mut ready: Ready,
-        output: &mut Output,
-    ) -> Result<(), ConsensusError> {
+    async fn finish_ready(&mut self, mut ready: Ready, output: &mut Output) -> Result<(), ConsensusError> {
         let mut messages = ready.take_messages();
         let _ = ready.take_committed_entries();
         let appended = self.persist(ready.entries(), ready.hs().cloned()).await?;
@@ -533,7 +529,11 @@ impl Replica {
     /// Writes `entries` (record ones to the log, control ones to the journal, truncating a
     /// divergent suffix first) and the hard state, and waits until they are durable.
     /// Returns the local proposals among the entries, with their base offsets.
-    async fn persist(&mut self, entries: &[Entry], hs: Option<HardState>) -> Result<Vec<(u64, u64)>, ConsensusError> {
+    async fn persist(
+        &mut self,
+        entries: &[Entry],
+        hs: Option<HardState>,
+    ) -> Result<Vec<(u64, u64)>, ConsensusError> {
         let mut appended = Vec::new();
         let mut records = Vec::new();
         let mut journal_sync = false;

@@ -191,7 +191,12 @@ impl Slot {
     pub fn propose(&self, proposal: Proposal, leader_only: bool) -> Pending {
         let (proposed_tx, proposed) = local_channel::new_bounded(1);
         let (reply_tx, reply) = local_channel::new_bounded(1);
-        self.queued.borrow_mut().push_back(Queued { proposal, leader_only, proposed: proposed_tx, reply: reply_tx });
+        self.queued.borrow_mut().push_back(Queued {
+            proposal,
+            leader_only,
+            proposed: proposed_tx,
+            reply: reply_tx,
+        });
         self.wake.notify_all();
         Pending { proposed, reply }
     }

@@ -794,9 +794,12 @@ impl Shard {
                 let t = &metadata.topics[&topic];
                 if metadata.is_replicated(t, partition) {
                     let voters = t.replicas[partition as usize].clone();
-                    let path = self.data_dir.join("raft").join("partitions").join(format!("shard-{}", self.index));
-                    let opened =
-                        self.replication.open(self, path, topic.clone(), partition, log.clone(), &voters).await;
+                    let path =
+                        self.data_dir.join("raft").join("partitions").join(format!("shard-{}", self.index));
+                    let opened = self
+                        .replication
+                        .open(self, path, topic.clone(), partition, log.clone(), &voters)
+                        .await;
                     if let Err(error) = opened {
                         tracing::error!(%topic, partition, %error,
                             "partition group failed to open; the partition stays offline until the next start");

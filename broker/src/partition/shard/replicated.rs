@@ -108,7 +108,9 @@ impl Shard {
                 .producers
                 .borrow_mut()
                 .entry(key.clone())
-                .or_insert_with(|| Rc::new(crate::partition::producer::Producers::new(self.producer_count.clone())))
+                .or_insert_with(|| {
+                    Rc::new(crate::partition::producer::Producers::new(self.producer_count.clone()))
+                })
                 .clone();
             producers.ensure_loaded(slot.log()).await.map_err(super::storage_error)?;
             let refs: Vec<&rill_net::record_batch::BatchHeader> = proposals.iter().map(|(h, _)| h).collect();
@@ -171,7 +173,8 @@ async fn wait_reached(
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let advanced = slot.advanced.changed();
-        let reached = if leader_only { slot.log().log_end_offset() >= end } else { slot.high_watermark() >= end };
+        let reached =
+            if leader_only { slot.log().log_end_offset() >= end } else { slot.high_watermark() >= end };
         if reached {
             return Ok(());
         }

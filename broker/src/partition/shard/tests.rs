@@ -19,7 +19,8 @@ fn topics_created_one_by_one_share_the_shard_memory_budget() {
             let profile = Profile::shipped("small-vm");
             let budget = profile.memory.cache_bytes_per_shard as usize;
             let shutdown = Arc::new(AtomicBool::new(false));
-            let shard = std::rc::Rc::new(Shard::new(0, data, profile, Metadata::new(1), senders, vec![0], shutdown));
+            let shard =
+                std::rc::Rc::new(Shard::new(0, data, profile, Metadata::new(1), senders, vec![0], shutdown));
             let mut metadata = Metadata::new(1);
             for i in 0..8 {
                 let name = TopicName::new(&format!("t{i}")).unwrap();
