@@ -227,6 +227,8 @@ pub enum RequestBody {
         name: String,
         /// Partition count.
         partitions: u32,
+        /// Replicas per partition (0: the cluster's default, one).
+        replication_factor: u32,
         /// Settings.
         settings: TopicSettings,
     },

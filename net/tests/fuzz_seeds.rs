@@ -49,6 +49,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let create = RequestBody::CreateTopic {
         name: "events".into(),
         partitions: 8,
+        replication_factor: 0,
         settings: TopicSettings { durability: Some("always".into()), ..TopicSettings::default() },
     };
     let fetch = RequestBody::Fetch {

@@ -13,6 +13,7 @@ fn request() -> impl Strategy<Value = RequestBody> {
         (name, 1u32..100).prop_map(|(name, partitions)| RequestBody::CreateTopic {
             name,
             partitions,
+            replication_factor: 1,
             settings: TopicSettings { retention_ms: Some(5), ..TopicSettings::default() },
         }),
         name.prop_map(|name| RequestBody::DeleteTopic { name }),

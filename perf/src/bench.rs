@@ -178,6 +178,7 @@ async fn bench(protocol: Protocol, broker: &str, w: Workload) -> anyhow::Result<
                 &RequestBody::CreateTopic {
                     name: topic.clone(),
                     partitions: w.partitions_per_topic,
+                    replication_factor: w.replication_factor,
                     settings,
                 },
                 &[],
@@ -189,6 +190,7 @@ async fn bench(protocol: Protocol, broker: &str, w: Workload) -> anyhow::Result<
                 let body = RequestBody::CreateTopic {
                     name: topic.clone(),
                     partitions: w.partitions_per_topic,
+                    replication_factor: w.replication_factor,
                     settings: TopicSettings::default(),
                 };
                 admin.call(&body, &[]).await?.0

@@ -98,11 +98,11 @@ impl KafkaClient {
         self.next_id.set(id.wrapping_add(1).max(1));
         let name = |t: &str| TopicName(StrBytes::from_string(t.to_string()));
         let (key, version, frame) = match body {
-            RequestBody::CreateTopic { name: topic, partitions, settings } => {
+            RequestBody::CreateTopic { name: topic, partitions, replication_factor, settings } => {
                 let mut t = CreatableTopic::default();
                 t.name = name(topic);
                 t.num_partitions = *partitions as i32;
-                t.replication_factor = -1;
+                t.replication_factor = if *replication_factor > 0 { *replication_factor as i16 } else { -1 };
                 let mut config = |k: &str, v: String| {
                     let mut c = CreatableTopicConfig::default();
                     c.name = StrBytes::from_string(k.to_string());

@@ -16,7 +16,7 @@ enum Command {
     /// Appends forever and prints one line per acknowledged batch (for crash tests).
     AckWriter(rill_perf::AckWriterArgs),
     /// The load generator (also `rill bench`).
-    Bench(rill_perf::BenchArgs),
+    Bench(Box<rill_perf::BenchArgs>),
     /// Node-to-node QUIC (mutual TLS) against TCP on loopback, in one run.
     Transport(rill_perf::TransportBenchArgs),
 }
@@ -25,7 +25,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Storage(args) => rill_perf::run_storage_bench(args),
         Command::AckWriter(args) => rill_perf::run_ack_writer(args),
-        Command::Bench(args) => rill_perf::run_bench_and_print(args),
+        Command::Bench(args) => rill_perf::run_bench_and_print(*args),
         Command::Transport(args) => rill_perf::run_transport_bench(args),
     }
 }

@@ -28,6 +28,8 @@ pub struct Workload {
     pub topics: u32,
     /// Partitions per topic.
     pub partitions_per_topic: u32,
+    /// Replicas per partition (0: the broker's default; more than 1 needs a cluster).
+    pub replication_factor: u32,
     /// Topic name prefix.
     pub topic_prefix: String,
     /// Durability policy of the created topics: always, never, interval:<ms>.
@@ -74,6 +76,7 @@ impl Default for Workload {
             name: "default".into(),
             topics: 1,
             partitions_per_topic: 1,
+            replication_factor: 0,
             topic_prefix: "bench".into(),
             topic_durability: "always".into(),
             producers: 1,
@@ -107,6 +110,9 @@ pub struct WorkloadArgs {
     /// Partitions per topic.
     #[arg(long)]
     pub partitions: Option<u32>,
+    /// Replicas per partition.
+    #[arg(long)]
+    pub replication_factor: Option<u32>,
     /// Producer connections.
     #[arg(long)]
     pub producers: Option<u32>,
@@ -172,7 +178,8 @@ impl WorkloadArgs {
         macro_rules! set {
             ($($flag:ident => $field:ident),*) => { $(if let Some(v) = self.$flag.clone() { w.$field = v; })* };
         }
-        set!(topics => topics, partitions => partitions_per_topic, producers => producers, consumers => consumers,
+        set!(topics => topics, partitions => partitions_per_topic, replication_factor => replication_factor,
+            producers => producers, consumers => consumers,
             message_bytes => message_bytes, batch_bytes => batch_bytes, linger_ms => linger_ms, rate => rate_msgs_per_s,
             inflight => inflight_per_producer, acks => acks, topic_durability => topic_durability, keys => keys,
             warmup_s => warmup_s, duration_s => duration_s, total_bytes => total_bytes);

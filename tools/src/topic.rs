@@ -16,6 +16,9 @@ pub enum TopicCommand {
         /// Partition count.
         #[arg(long, default_value_t = 1)]
         partitions: u32,
+        /// Replicas per partition, on as many nodes (a cluster; default 1).
+        #[arg(long, default_value_t = 1)]
+        replication_factor: u32,
         /// Delete sealed segments older than this many ms (-1: never).
         #[arg(long, allow_negative_numbers = true, value_parser = parse_limit)]
         retention_ms: Option<u64>,
@@ -76,13 +79,19 @@ pub fn run(broker: &str, cmd: TopicCommand) -> anyhow::Result<()> {
         TopicCommand::Create {
             name,
             partitions,
+            replication_factor,
             retention_ms,
             retention_bytes,
             segment_bytes,
             durability,
         } => {
             let settings = TopicSettings { segment_bytes, retention_ms, retention_bytes, durability };
-            client.call_status(&RequestBody::CreateTopic { name: name.clone(), partitions, settings })?;
+            client.call_status(&RequestBody::CreateTopic {
+                name: name.clone(),
+                partitions,
+                replication_factor,
+                settings,
+            })?;
             println!("created topic {name} with {partitions} partitions");
         }
         TopicCommand::List => match client.call(&RequestBody::ListTopics, &[])?.0 {

@@ -34,6 +34,19 @@ fn leaders(node: &Node, topic: &str) -> Vec<Option<u32>> {
 
 /// Creates `topic` with three replicas per partition through `node`; false if that failed
 /// (or true if it exists already).
+/// The in-sync replicas of each partition of `topic` as `node`'s Kafka metadata names them.
+fn in_sync(node: &Node, topic: &str) -> Vec<Vec<u32>> {
+    let out = Command::new("kcat").args(["-b", &node.kafka(), "-L", "-t", topic, "-m", "5"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.trim_start().starts_with("partition "))
+        .map(|l| {
+            let isrs = l.split("isrs: ").nth(1).unwrap_or("");
+            isrs.split(',').filter_map(|n| n.trim().parse().ok()).collect()
+        })
+        .collect()
+}
+
 fn create_replicated(node: &Node, topic: &str, partitions: u32) -> bool {
     let script = format!(
         "from confluent_kafka.admin import AdminClient, NewTopic\n\
@@ -62,6 +75,11 @@ fn acknowledged_records_survive_leader_kills_and_a_frozen_leader() {
         let l = leaders(&nodes[0], topic);
         (l.len() == 3 && l.iter().all(Option::is_some)).then_some(())
     });
+    // Every replica in sync once all have heard from their leaders.
+    eventually(Duration::from_secs(30), "three in-sync replicas per partition", || {
+        let isr = in_sync(&nodes[1], topic);
+        (isr.len() == 3 && isr.iter().all(|r| r.len() == 3)).then_some(())
+    });
 
     let rounds = if slow { 8 } else { 2 };
     let seconds = 8 + rounds * 9;
@@ -85,7 +103,18 @@ fn acknowledged_records_survive_leader_kills_and_a_frozen_leader() {
         let i = (leader - 1) as usize;
         eprintln!("round {round}: kill -9 node {leader}, leader of partition {partition}");
         nodes[i].kill9();
-        std::thread::sleep(Duration::from_secs(4));
+        if round == 0 {
+            // The dead replica leaves the in-sync set of every partition (the other leaders
+            // stop hearing from it), and the cluster counts them under-replicated.
+            let other = (i + 1) % 3;
+            eventually(Duration::from_secs(20), "the dead replica out of sync", || {
+                let isr = in_sync(&nodes[other], topic);
+                (isr.len() == 3 && isr.iter().all(|r| r.len() == 2 && !r.contains(&leader))).then_some(())
+            });
+            let status = nodes[other].rill(&["cluster", "status"]).unwrap();
+            assert!(status.contains("under-replicated partitions: 3"), "{status}");
+        }
+        std::thread::sleep(Duration::from_secs(2));
         nodes[i] = Node::start(&net, leader, tmp.path(), &tls, &seeds);
         std::thread::sleep(Duration::from_secs(3));
         if round % 2 == 1 {

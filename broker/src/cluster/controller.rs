@@ -67,9 +67,9 @@ pub(crate) enum AdminOp {
     RemoveNode {
         id: NodeId,
     },
-    /// Partition leaders elected by their groups: (topic, partition, node, epoch).
+    /// Partition leaders elected by their groups, with their in-sync replicas.
     SetLeaders {
-        leaders: Vec<(TopicName, u32, NodeId, u64)>,
+        leaders: Vec<(TopicName, u32, crate::cluster::metadata::PartitionLeader)>,
     },
 }
 
@@ -230,11 +230,13 @@ async fn run_here_or_forward<H: ControllerHost>(
             // Only what changes the table is proposed.
             let leaders: Vec<_> = leaders
                 .into_iter()
-                .filter(|(name, partition, node, epoch)| {
+                .filter(|(name, partition, leader)| {
                     let held =
-                        state.topics.get(name).and_then(|t| t.leaders.get(*partition as usize).copied());
+                        state.topics.get(name).and_then(|t| t.leaders.get(*partition as usize).cloned());
                     state.topics.contains_key(name)
-                        && held.flatten().is_none_or(|(n, e)| *epoch > e || (*epoch == e && *node != n))
+                        && held.flatten().is_none_or(|held| {
+                            leader.epoch > held.epoch || (leader.epoch == held.epoch && *leader != held)
+                        })
                 })
                 .collect();
             if leaders.is_empty() {

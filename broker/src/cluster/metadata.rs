@@ -144,11 +144,22 @@ pub struct Topic {
     /// every partition (a single node).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<Vec<u32>>,
-    /// Each replicated partition's leader as its group last reported it, with the leader epoch
-    /// (`u32::MAX`: none reported yet, the first replica is taken); may be shorter than
-    /// `replicas`.
+    /// Each replicated partition's leader as its group last reported it (node `u32::MAX`: none
+    /// reported yet, the first replica is taken); may be shorter than `replicas`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub leaders: Vec<(u32, u64)>,
+    pub leaders: Vec<PartitionLeader>,
+}
+
+/// A replicated partition's leader as its group reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionLeader {
+    /// The leading node.
+    pub node: u32,
+    /// The leader epoch (the group's Raft term).
+    pub epoch: u64,
+    /// The replicas in sync as the leader sees them (itself and the followers it heard from
+    /// within the election timeout), Kafka's ISR.
+    pub isr: Vec<u32>,
 }
 
 /// The node's topics and shard table.
@@ -192,7 +203,7 @@ impl Metadata {
     /// replica (this node on a single node).
     pub fn leader(&self, topic: &Topic, partition: u32) -> u32 {
         match topic.leaders.get(partition as usize) {
-            Some(&(node, _)) if node != u32::MAX => node,
+            Some(l) if l.node != u32::MAX => l.node,
             _ => topic.replicas.get(partition as usize).and_then(|r| r.first().copied()).unwrap_or(self.node),
         }
     }
@@ -200,7 +211,16 @@ impl Metadata {
     /// The leader epoch of `partition` of `topic` as last reported (0 before any report, and on
     /// partitions that are not replicated).
     pub fn leader_epoch(&self, topic: &Topic, partition: u32) -> u64 {
-        topic.leaders.get(partition as usize).filter(|(n, _)| *n != u32::MAX).map_or(0, |(_, e)| *e)
+        topic.leaders.get(partition as usize).filter(|l| l.node != u32::MAX).map_or(0, |l| l.epoch)
+    }
+
+    /// The in-sync replicas of `partition` of `topic` as its leader last reported them (the
+    /// leader alone before any report, and on partitions that are not replicated).
+    pub fn in_sync_replicas(&self, topic: &Topic, partition: u32) -> Vec<u32> {
+        match topic.leaders.get(partition as usize) {
+            Some(l) if l.node != u32::MAX && !l.isr.is_empty() => l.isr.clone(),
+            _ => vec![self.leader(topic, partition)],
+        }
     }
 
     /// Whether `partition` of `topic` has more than one replica (a Raft group serves it).

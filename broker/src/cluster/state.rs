@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use rill_net::message::ErrorCode;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::metadata::{Metadata, PARTITIONS_PER_TOPIC_MAX, Topic, TopicName, TopicSettings};
+use crate::cluster::metadata::{
+    Metadata, PARTITIONS_PER_TOPIC_MAX, PartitionLeader, Topic, TopicName, TopicSettings,
+};
 
 /// A node's id (Kafka's broker id).
 pub type NodeId = u32;
@@ -53,7 +55,7 @@ pub struct ClusterTopic {
     /// Each replicated partition's leader as last reported, with its epoch (the partition
     /// group's Raft term); shorter than `partitions` until every one has been reported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub leaders: Vec<Option<(NodeId, u64)>>,
+    pub leaders: Vec<Option<PartitionLeader>>,
 }
 
 /// The metadata group's state (see the module documentation).
@@ -109,11 +111,11 @@ pub enum Command {
         /// The new settings.
         settings: TopicSettings,
     },
-    /// Partition leaders as their groups elected them: (topic, partition, node, epoch). A
-    /// report older than the one held (a lower epoch) is ignored.
+    /// Partition leaders as their groups elected them, with their in-sync replicas. A report
+    /// older than the one held (a lower epoch) is ignored.
     SetLeaders {
         /// The reports.
-        leaders: Vec<(TopicName, u32, NodeId, u64)>,
+        leaders: Vec<(TopicName, u32, PartitionLeader)>,
     },
 }
 
@@ -180,7 +182,8 @@ impl ClusterState {
             let leaders = if alone {
                 Vec::new()
             } else {
-                topic.leaders.iter().map(|l| l.map_or((u32::MAX, 0), |(n, e)| (n, e))).collect()
+                let unknown = PartitionLeader { node: u32::MAX, epoch: 0, isr: Vec::new() };
+                topic.leaders.iter().map(|l| l.clone().unwrap_or_else(|| unknown.clone())).collect()
             };
             metadata
                 .topics
@@ -339,18 +342,20 @@ impl ClusterState {
                 Ok(())
             }
             Command::SetLeaders { leaders } => {
-                for (name, partition, node, epoch) in leaders {
+                for (name, partition, leader) in leaders {
                     let Some(topic) = self.topics.get_mut(&name) else { continue };
                     let p = partition as usize;
-                    let member = topic.partitions.get(p).is_some_and(|r| r.iter().any(|r| r.node == node));
-                    if !member {
+                    let replicas =
+                        topic.partitions.get(p).map(|r| r.iter().map(|r| r.node).collect::<Vec<_>>());
+                    let Some(replicas) = replicas.filter(|r| r.contains(&leader.node)) else { continue };
+                    if !leader.isr.iter().all(|n| replicas.contains(n)) {
                         continue;
                     }
                     if topic.leaders.len() <= p {
                         topic.leaders.resize(p + 1, None);
                     }
-                    if topic.leaders[p].is_none_or(|(_, held)| epoch >= held) {
-                        topic.leaders[p] = Some((node, epoch));
+                    if topic.leaders[p].as_ref().is_none_or(|held| leader.epoch >= held.epoch) {
+                        topic.leaders[p] = Some(leader);
                     }
                 }
                 Ok(())

@@ -24,15 +24,23 @@ pub(crate) fn cluster_status(group: &MetadataGroup, linked: &[NodeId]) -> Respon
         })
         .collect();
     let mut under_replicated = 0;
-    for replicas in state.topics.values().flat_map(|t| t.partitions.iter()) {
-        for (i, replica) in replicas.iter().enumerate() {
-            if let Some(node) = nodes.iter_mut().find(|n| n.id == replica.node) {
-                node.replicas += 1;
-                node.leaders += u32::from(i == 0);
+    for topic in state.topics.values() {
+        for (p, replicas) in topic.partitions.iter().enumerate() {
+            // The leader its group reported, else the preferred (first) replica.
+            let reported = topic.leaders.get(p).cloned().flatten();
+            let leader = reported.as_ref().map_or(replicas.first().map(|r| r.node), |l| Some(l.node));
+            for replica in replicas {
+                if let Some(node) = nodes.iter_mut().find(|n| n.id == replica.node) {
+                    node.replicas += 1;
+                    node.leaders += u32::from(Some(replica.node) == leader);
+                }
+            }
+            // Fewer replicas in sync than it has, as its leader last reported.
+            if replicas.len() > 1 {
+                let in_sync = reported.map_or(1, |l| l.isr.len());
+                under_replicated += u32::from(in_sync < replicas.len());
             }
         }
-        // Only the leader holds the data until partitions are replicated (issue 14).
-        under_replicated += u32::from(replicas.len() > 1);
     }
     ResponseBody::ClusterStatus {
         controller: group.leader(),

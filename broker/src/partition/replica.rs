@@ -259,6 +259,9 @@ pub struct Replica {
     written_hs: HardState,
     /// Proposals made here and not yet resolved, by index (with their record counts).
     proposals: BTreeMap<u64, (Proposed, u32)>,
+    /// Ticks so far, and the tick each member was last heard from (the in-sync replicas).
+    ticks: u64,
+    heard: BTreeMap<u64, u64>,
 }
 
 impl Replica {
@@ -325,12 +328,15 @@ impl Replica {
             snapshot_stepped: false,
             voters: voters.to_vec(),
             proposals: BTreeMap::new(),
+            ticks: 0,
+            heard: BTreeMap::new(),
         })
     }
 
     /// One tick of the group's clock.
     pub fn tick(&mut self) {
         self.raw.tick();
+        self.ticks += 1;
         let leader = self.raw.raft.leader_id;
         if let Some(gap) = self.gap.as_mut() {
             gap.idle_ticks += 1;
@@ -371,6 +377,7 @@ impl Replica {
 
     /// Takes a Raft message from a peer (stale and foreign ones are ignored).
     pub fn step(&mut self, message: Message) {
+        self.heard.insert(message.from, self.ticks);
         match message.get_msg_type() {
             // Entries cannot be appended while the log has a gap below them.
             MessageType::MsgAppend if self.gap.is_some() || self.snapshot_stepped => return,
@@ -833,10 +840,26 @@ impl Replica {
     /// Voters the leader heard from within the election timeout, itself included (0 on a
     /// follower): the in-sync replicas `min.insync.replicas` counts.
     pub fn in_sync(&self) -> usize {
+        self.in_sync_ids().len()
+    }
+
+    /// The members in sync, as the leader sees them: itself, and each voter it heard from
+    /// within the election timeout (empty on a follower). Kafka's ISR.
+    pub fn in_sync_ids(&self) -> Vec<u64> {
         if !self.is_leader() {
-            return 0;
+            return Vec::new();
         }
-        self.raw.raft.prs().iter().filter(|(id, p)| **id == self.id || p.recent_active).count()
+        let window = self.election_tick as u64;
+        let mut ids: Vec<u64> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| *id == self.id || self.heard.get(id).is_some_and(|t| self.ticks - t <= window))
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Whether the log is being fetched from another member after a snapshot (see `Gap`).

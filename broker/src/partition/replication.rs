@@ -155,6 +155,8 @@ pub(crate) struct Slot {
     term: Cell<u64>,
     high_watermark: Cell<u64>,
     in_sync: Cell<usize>,
+    /// The in-sync replicas last reported (while leading).
+    reported_isr: RefCell<Vec<NodeId>>,
     /// Fired when the high watermark moves (long-polling fetches wait on it).
     pub advanced: Notify,
     log: Log,
@@ -218,8 +220,9 @@ impl Slot {
 pub(crate) trait SlotHost: 'static {
     /// Sends frames to other nodes (through shard 0).
     fn send_frames(self: &Rc<Self>, frames: Vec<(NodeId, Vec<Bytes>)>);
-    /// This replica became the partition's leader in `term`: tell the controller.
-    fn report_leader(self: &Rc<Self>, topic: TopicName, partition: u32, term: u64);
+    /// This replica leads the partition in `term` with these in-sync replicas (it became leader,
+    /// or the set changed): tell the controller.
+    fn report_leader(self: &Rc<Self>, topic: TopicName, partition: u32, term: u64, isr: Vec<NodeId>);
     /// The group failed on its storage: the partition goes offline.
     fn group_failed(self: &Rc<Self>, topic: &TopicName, partition: u32, reason: String);
     /// This node's id.
@@ -290,6 +293,7 @@ impl Replication {
             leader: Cell::new(None),
             term: Cell::new(0),
             in_sync: Cell::new(0),
+            reported_isr: RefCell::default(),
             advanced: Notify::default(),
             log,
         });
@@ -306,6 +310,20 @@ impl Replication {
         if let Some(slot) = self.slots.borrow_mut().remove(&(topic.clone(), partition)) {
             self.by_group.borrow_mut().remove(&slot.group);
             slot.stop();
+        }
+    }
+
+    /// Stops a deleted partition's replica and forgets its group's state, so that a partition
+    /// created later under the same name starts a new group.
+    pub async fn forget(&self, topic: &TopicName, partition: u32) {
+        self.close(topic, partition);
+        let group = group_id(topic, partition);
+        self.recovered.borrow_mut().remove(&group);
+        let journal = self.journal.borrow().clone();
+        if let Some(journal) = journal
+            && let Err(error) = journal.forget(group).await
+        {
+            tracing::error!(%topic, partition, %error, "forgetting a deleted partition's raft state");
         }
     }
 
@@ -433,8 +451,13 @@ async fn round<H: SlotHost>(
     if slot.high_watermark.replace(hw) != hw {
         slot.advanced.notify_all();
     }
-    if replica.is_leader() && (!was_leading || term_before != replica.term()) {
-        host.report_leader(slot.topic.clone(), slot.partition, replica.term());
+    if replica.is_leader() {
+        let isr: Vec<NodeId> = replica.in_sync_ids().into_iter().map(node_of).collect();
+        let changed = *slot.reported_isr.borrow() != isr;
+        if !was_leading || term_before != replica.term() || changed {
+            *slot.reported_isr.borrow_mut() = isr.clone();
+            host.report_leader(slot.topic.clone(), slot.partition, replica.term(), isr);
+        }
     }
     if was_leading && !replica.is_leader() {
         // Produces waiting here will not be answered by this member as leader: what it

@@ -101,6 +101,7 @@ pub(crate) enum ShardRequest {
         topic: TopicName,
         partition: u32,
         term: u64,
+        isr: Vec<crate::cluster::state::NodeId>,
     },
 }
 
@@ -160,6 +161,9 @@ pub(crate) enum ShardReply {
     Metrics(Box<crate::metrics::ShardSnapshot>),
 }
 
+/// A leadership report queued on shard 0: the term and the in-sync replicas.
+type LeaderReport = (u64, Vec<crate::cluster::state::NodeId>);
+
 pub(crate) struct Shard {
     pub index: usize,
     pub count: usize,
@@ -218,8 +222,11 @@ pub(crate) struct Shard {
     /// On shard 0: the shard owning each partition group of this node.
     group_routes: RefCell<HashMap<u64, usize>>,
     /// On shard 0: leaders to report to the controller, and whether the reporting task runs.
-    leader_reports: RefCell<BTreeMap<(TopicName, u32), u64>>,
+    leader_reports: RefCell<BTreeMap<(TopicName, u32), LeaderReport>>,
     reporting: Cell<bool>,
+    /// The term each partition this shard leads was last reported in (producer state is
+    /// rebuilt once per term).
+    reported_terms: RefCell<HashMap<(TopicName, u32), u64>>,
 }
 
 impl Shard {
@@ -269,6 +276,7 @@ impl Shard {
             group_routes: RefCell::default(),
             leader_reports: RefCell::default(),
             reporting: Cell::new(false),
+            reported_terms: RefCell::default(),
         }
     }
 
@@ -540,8 +548,8 @@ impl Shard {
                 }
                 ShardReply::Applied
             }
-            ShardRequest::ReportLeader { topic, partition, term } => {
-                self.queue_leader_report(topic, partition, term);
+            ShardRequest::ReportLeader { topic, partition, term, isr } => {
+                self.queue_leader_report(topic, partition, term, isr);
                 ShardReply::Applied
             }
         }
@@ -554,111 +562,6 @@ impl Shard {
                 Err(ErrorCode::StorageError)
             }
             None => Err(self.owner(topic, partition).err().unwrap_or(ErrorCode::UnknownPartition)),
-        }
-    }
-
-    async fn fetch_local(
-        &self,
-        topic: &TopicName,
-        partition: u32,
-        offset: u64,
-        max_bytes: u32,
-        wait_ms: u32,
-    ) -> FetchOutcome {
-        let outcome = |error, log: Option<&Log>, batches| FetchOutcome {
-            error,
-            log_start: log.map_or(0, |l| l.log_start_offset()),
-            high_watermark: log.map_or(0, |l| l.log_end_offset()),
-            batches,
-        };
-        let log = match self.log(topic, partition) {
-            Ok(log) => log,
-            Err(e) => return outcome(e, None, Vec::new()),
-        };
-        // A replicated partition is read from its leader, and only below its high watermark
-        // (what a majority holds): nothing a consumer sees can be lost in a failover.
-        let slot = self.replication.slot(topic, partition);
-        if let Some(slot) = &slot {
-            if !slot.leading() {
-                return outcome(ErrorCode::NotLeaderOrFollower, None, Vec::new());
-            }
-            if wait_ms > 0 && offset >= slot.high_watermark() {
-                let deadline = std::time::Instant::now() + Duration::from_millis(wait_ms as u64);
-                loop {
-                    let advanced = slot.advanced.changed();
-                    let now = std::time::Instant::now();
-                    if slot.high_watermark() > offset || now >= deadline || !slot.leading() {
-                        break;
-                    }
-                    futures_lite::future::or(advanced, glommio::timer::sleep(deadline - now)).await;
-                }
-            }
-        } else if wait_ms > 0 && offset == log.log_end_offset() {
-            log.wait_for_data(offset, Duration::from_millis(wait_ms as u64)).await;
-        }
-        let end = slot.as_ref().map_or(u64::MAX, |s| s.high_watermark());
-        let outcome = |error, log: Option<&Log>, batches| FetchOutcome {
-            error,
-            log_start: log.map_or(0, |l| l.log_start_offset()),
-            high_watermark: log.map_or(0, |l| l.log_end_offset().min(end)),
-            batches,
-        };
-        if max_bytes == 0 || offset >= end {
-            // Offsets only: a spent response budget, or a long-poll that just waits for data.
-            return outcome(ErrorCode::None, Some(&log), Vec::new());
-        }
-        // A compacted log may hold runs of batches without records (a read stops at a segment's
-        // end): reading on past them until a record comes, the budget is spent or the log ends
-        // keeps a consumer from fetching response after response without a record (librdkafka
-        // takes ten of those for a record too large to fetch).
-        let mut payloads: Vec<Bytes> = Vec::new();
-        let (mut at, mut budget) = (offset, max_bytes as usize);
-        loop {
-            match log.read(at, budget).await {
-                Ok(mut batches) => {
-                    batches.retain(|b| b.end_offset() <= end);
-                    let Some(last) = batches.last() else { break };
-                    at = last.end_offset();
-                    let records =
-                        batches.iter().any(|b| rill_net::record_batch::parse_header(&b.payload).is_ok());
-                    let bytes: usize = batches.iter().map(|b| b.payload.len()).sum();
-                    payloads.extend(batches.into_iter().map(|b| b.payload));
-                    if records || bytes >= budget || at >= log.log_end_offset().min(end) {
-                        break;
-                    }
-                    budget -= bytes;
-                }
-                Err(e) if payloads.is_empty() => return outcome(storage_error(e), Some(&log), Vec::new()),
-                Err(_) => break,
-            }
-        }
-        outcome(ErrorCode::None, Some(&log), payloads)
-    }
-
-    async fn offset_local(
-        &self,
-        topic: &TopicName,
-        partition: u32,
-        spec: OffsetSpec,
-    ) -> Result<i64, ErrorCode> {
-        let log = self.log(topic, partition)?;
-        let end = match self.replication.slot(topic, partition) {
-            Some(slot) if !slot.leading() => return Err(ErrorCode::NotLeaderOrFollower),
-            Some(slot) => slot.high_watermark(),
-            None => log.log_end_offset(),
-        };
-        match spec {
-            OffsetSpec::Earliest => Ok(log.log_start_offset() as i64),
-            OffsetSpec::Latest => Ok(end as i64),
-            OffsetSpec::Timestamp(ts) => {
-                Ok(log.offset_for_timestamp(ts).await.map_err(storage_error)?.map_or(-1, |o| o as i64))
-            }
-            OffsetSpec::MaxTimestamp => match log.max_timestamp_ms() {
-                None => Ok(-1),
-                Some(ts) => {
-                    Ok(log.offset_for_timestamp(ts).await.map_err(storage_error)?.map_or(-1, |o| o as i64))
-                }
-            },
         }
     }
 
@@ -696,7 +599,7 @@ impl Shard {
             .borrow_mut()
             .retain_topics(|t| TopicName::new(t).is_ok_and(|t| metadata.topics.contains_key(&t)));
         for key in gone {
-            self.replication.close(&key.0, key.1);
+            self.replication.forget(&key.0, key.1).await;
             self.producers.borrow_mut().remove(&key);
             self.sequencers.borrow_mut().remove(&key);
             let log = self.logs.borrow_mut().remove(&key);
@@ -1047,6 +950,7 @@ fn storage_error(e: rill_storage::Error) -> ErrorCode {
 mod log_admin;
 mod offline;
 mod produce;
+mod read;
 mod replicated;
 #[cfg(test)]
 mod tests;

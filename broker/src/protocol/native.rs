@@ -56,14 +56,14 @@ pub(crate) async fn handle(shard: &Rc<Shard>, body: RequestBody, data: Bytes, or
         order.done();
     }
     match body {
-        RequestBody::CreateTopic { name, partitions, settings } => {
+        RequestBody::CreateTopic { name, partitions, replication_factor, settings } => {
             let settings = settings_of(settings);
             match TopicName::new(&name) {
                 Ok(name) => {
                     let op = AdminOp::Create {
                         name,
                         partitions,
-                        replication_factor: None,
+                        replication_factor: (replication_factor > 0).then_some(replication_factor),
                         assignment: None,
                         settings,
                         validate_only: false,

@@ -13,7 +13,9 @@
 //!   below `index` are no longer needed as Raft entries (every member has them, or gets the log
 //!   itself sent instead, see `replica`), the `Log` holds everything below `end offset`, and
 //!   `voters` is the configuration there. A group's first record is a `P` at index 0 with
-//!   its initial voters and the log's end offset when it became replicated.
+//!   its initial voters and the log's end offset when it became replicated;
+//! - `D` group: the group is gone (its partition was deleted): a partition created later with the
+//!   same name starts afresh.
 //!
 //! Records are written by whichever group needs them and group-committed: writers that arrive
 //! while a write is in flight share the next one, and a sync covers all of them.
@@ -70,6 +72,12 @@ pub(crate) fn control_record(group: u64, entry: &Entry) -> Vec<u8> {
     r
 }
 
+pub(crate) fn forget_record(group: u64) -> Vec<u8> {
+    let mut r = vec![b'D'];
+    r.extend_from_slice(&group.to_le_bytes());
+    r
+}
+
 pub(crate) fn truncate_record(group: u64, index: u64) -> Vec<u8> {
     let mut r = vec![b'T'];
     r.extend_from_slice(&group.to_le_bytes());
@@ -96,6 +104,10 @@ fn replay(groups: &mut BTreeMap<u64, RecoveredGroup>, record: &[u8]) -> Result<(
     let kind = *record.first().ok_or("empty record")?;
     let group = u64_at(record, 1).ok_or("record without a group")?;
     let body = &record[9..];
+    if kind == b'D' {
+        groups.remove(&group);
+        return Ok(());
+    }
     let state = groups.entry(group).or_default();
     match kind {
         b'H' => {
@@ -263,6 +275,11 @@ impl ReplicaJournal {
         self.inner.records_since_rewrite.get()
     }
 
+    /// Forgets group `group` (its partition was deleted).
+    pub async fn forget(&self, group: u64) -> Result<(), ConsensusError> {
+        self.write(vec![forget_record(group)], true).await
+    }
+
     /// Replaces the journal's contents with `records` (the groups' current states), atomically.
     pub async fn rewrite(&self, records: Vec<Vec<u8>>) -> Result<(), ConsensusError> {
         let inner = &self.inner;
@@ -311,6 +328,8 @@ mod tests {
             control_record(9, &control(8, 3)),
             control_record(4, &control(1, 1)),
             point_record(9, &CompactionPoint { index: 3, term: 1, end_offset: 20, conf }),
+            control_record(5, &control(1, 1)),
+            forget_record(5),
         ];
         for r in &records {
             replay(&mut groups, r).unwrap();
@@ -320,6 +339,7 @@ mod tests {
         assert_eq!(g.point.as_ref().unwrap().end_offset, 20);
         assert_eq!(g.controls.keys().copied().collect::<Vec<_>>(), vec![4, 8]);
         assert_eq!(groups[&4].controls.len(), 1);
+        assert!(!groups.contains_key(&5), "a forgotten group is gone");
         let mut again = BTreeMap::new();
         for r in group_records(9, g) {
             replay(&mut again, &r).unwrap();

@@ -10,7 +10,7 @@ use rill_net::peer::Incoming;
 
 use super::{Shard, ShardRequest};
 use crate::cluster::controller::{AdminOp, CONTROLLER};
-use crate::cluster::metadata::{Metadata, TopicName};
+use crate::cluster::metadata::{Metadata, PartitionLeader, TopicName};
 use crate::cluster::metadata_group::raft_id;
 use crate::cluster::state::NodeId;
 use crate::partition::replication::{SlotHost, decode, group_id};
@@ -73,10 +73,18 @@ impl Shard {
     }
 
     /// Shard 0: queues a leadership report and makes sure the reporting task runs.
-    pub(super) fn queue_leader_report(self: &Rc<Self>, topic: TopicName, partition: u32, term: u64) {
+    pub(super) fn queue_leader_report(
+        self: &Rc<Self>,
+        topic: TopicName,
+        partition: u32,
+        term: u64,
+        isr: Vec<NodeId>,
+    ) {
         let mut reports = self.leader_reports.borrow_mut();
-        let held = reports.entry((topic, partition)).or_insert(term);
-        *held = (*held).max(term);
+        let held = reports.entry((topic, partition)).or_insert((term, isr.clone()));
+        if term >= held.0 {
+            *held = (term, isr);
+        }
         drop(reports);
         if !self.reporting.replace(true) {
             glommio::spawn_local(report_leaders(self.clone())).detach();
@@ -201,16 +209,21 @@ async fn report_leaders(shard: Rc<Shard>) {
             return;
         }
         let node = shard.metadata().node;
-        let leaders: Vec<_> = reports.iter().map(|((t, p), term)| (t.clone(), *p, node, *term)).collect();
+        let leaders: Vec<_> = reports
+            .iter()
+            .map(|((t, p), (term, isr))| {
+                (t.clone(), *p, PartitionLeader { node, epoch: *term, isr: isr.clone() })
+            })
+            .collect();
         if let Err((code, message)) =
             crate::cluster::controller::run(&shard, AdminOp::SetLeaders { leaders }).await
         {
             tracing::debug!(?code, %message, "reporting partition leaders failed; trying again");
             {
                 let mut queued = shard.leader_reports.borrow_mut();
-                for (key, term) in reports {
-                    let held = queued.entry(key).or_insert(term);
-                    *held = (*held).max(term);
+                for (key, report) in reports {
+                    // A newer report queued meanwhile wins.
+                    queued.entry(key).or_insert(report);
                 }
             }
             glommio::timer::sleep(Duration::from_millis(200)).await;
@@ -231,17 +244,20 @@ impl SlotHost for Shard {
         .detach();
     }
 
-    fn report_leader(self: &Rc<Self>, topic: TopicName, partition: u32, term: u64) {
-        // The producers' state of a partition this node now leads is rebuilt from its log,
-        // which holds every batch the group has (the previous leader's included).
-        self.producers.borrow_mut().remove(&(topic.clone(), partition));
+    fn report_leader(self: &Rc<Self>, topic: TopicName, partition: u32, term: u64, isr: Vec<NodeId>) {
+        if self.reported_terms.borrow().get(&(topic.clone(), partition)) != Some(&term) {
+            // The producers' state of a partition this node now leads is rebuilt from its log,
+            // which holds every batch the group has (the previous leader's included).
+            self.producers.borrow_mut().remove(&(topic.clone(), partition));
+            self.reported_terms.borrow_mut().insert((topic.clone(), partition), term);
+        }
         if self.index == CONTROLLER {
-            self.queue_leader_report(topic, partition, term);
+            self.queue_leader_report(topic, partition, term, isr);
             return;
         }
         let shard = self.clone();
         glommio::spawn_local(async move {
-            shard.call(CONTROLLER, ShardRequest::ReportLeader { topic, partition, term }).await;
+            shard.call(CONTROLLER, ShardRequest::ReportLeader { topic, partition, term, isr }).await;
         })
         .detach();
     }

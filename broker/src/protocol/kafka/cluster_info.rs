@@ -123,8 +123,11 @@ pub(crate) async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> M
                                 Some(nodes) => nodes.iter().map(|n| BrokerId(*n as i32)).collect(),
                                 None => vec![BrokerId(leader)],
                             };
-                            // Partition data is not replicated yet: only the leader is in sync.
-                            part.isr_nodes = vec![BrokerId(leader)];
+                            part.isr_nodes = catalogue
+                                .in_sync_replicas(t, p as u32)
+                                .into_iter()
+                                .map(|n| BrokerId(n as i32))
+                                .collect();
                             if shard.is_offline(&n, p as u32) {
                                 // Its log failed to open here: no leader, the replica offline
                                 // (Kafka's answer for a partition whose log directory failed).
