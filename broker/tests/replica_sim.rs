@@ -178,7 +178,13 @@ impl Sim {
         let i = message.to() as usize - 1;
         let Some(replica) = self.members[i].replica.as_mut() else { return };
         match message {
-            ReplicaMessage::Raft(m) => replica.step(m),
+            ReplicaMessage::Raft(m) => {
+                replica.step(m);
+                // What the step committed is known at once (a leader answers before its next write).
+                for (proposed, outcome) in replica.outcomes_now() {
+                    self.resolved(i, proposed, outcome);
+                }
+            }
             ReplicaMessage::FetchLog { from, offset, until, .. } => {
                 match replica.serve_fetch(from, offset, until).await {
                     Ok(reply) => self.send(vec![reply]),

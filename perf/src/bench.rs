@@ -169,7 +169,9 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<BenchResult> {
 
 async fn bench(protocol: Protocol, broker: &str, w: Workload) -> anyhow::Result<BenchResult> {
     let admin = Client::connect(protocol, broker).await?;
-    for topic in w.topic_names() {
+    // Topics made beforehand (a cluster's, whose leader the caller pointed `broker` at) stay.
+    let to_create = if w.existing_topics { Vec::new() } else { w.topic_names() };
+    for topic in to_create {
         let _ = admin.call(&RequestBody::DeleteTopic { name: topic.clone() }, &[]).await?;
         let settings =
             TopicSettings { durability: Some(w.topic_durability.clone()), ..TopicSettings::default() };

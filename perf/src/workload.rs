@@ -30,6 +30,9 @@ pub struct Workload {
     pub partitions_per_topic: u32,
     /// Replicas per partition (0: the broker's default; more than 1 needs a cluster).
     pub replication_factor: u32,
+    /// Use the topics as they are instead of recreating them (made beforehand, e.g. on a
+    /// cluster, with the broker pointed at their leader).
+    pub existing_topics: bool,
     /// Topic name prefix.
     pub topic_prefix: String,
     /// Durability policy of the created topics: always, never, interval:<ms>.
@@ -77,6 +80,7 @@ impl Default for Workload {
             topics: 1,
             partitions_per_topic: 1,
             replication_factor: 0,
+            existing_topics: false,
             topic_prefix: "bench".into(),
             topic_durability: "always".into(),
             producers: 1,
@@ -107,6 +111,9 @@ pub struct WorkloadArgs {
     /// Topics.
     #[arg(long)]
     pub topics: Option<u32>,
+    /// Topic name prefix (topics are `<prefix>-<i>`).
+    #[arg(long)]
+    pub topic_prefix: Option<String>,
     /// Partitions per topic.
     #[arg(long)]
     pub partitions: Option<u32>,
@@ -158,6 +165,9 @@ pub struct WorkloadArgs {
     /// Consumers share the partitions as one consumer group (native protocol).
     #[arg(long)]
     pub consumer_group: bool,
+    /// Use the topics as they are (made beforehand) instead of recreating them.
+    #[arg(long)]
+    pub existing_topics: bool,
     /// With --consumer-group: one consumer leaves this many seconds into the measured window;
     /// the rebalance time is reported.
     #[arg(long)]
@@ -178,13 +188,14 @@ impl WorkloadArgs {
         macro_rules! set {
             ($($flag:ident => $field:ident),*) => { $(if let Some(v) = self.$flag.clone() { w.$field = v; })* };
         }
-        set!(topics => topics, partitions => partitions_per_topic, replication_factor => replication_factor,
+        set!(topics => topics, topic_prefix => topic_prefix, partitions => partitions_per_topic, replication_factor => replication_factor,
             producers => producers, consumers => consumers,
             message_bytes => message_bytes, batch_bytes => batch_bytes, linger_ms => linger_ms, rate => rate_msgs_per_s,
             inflight => inflight_per_producer, acks => acks, topic_durability => topic_durability, keys => keys,
             warmup_s => warmup_s, duration_s => duration_s, total_bytes => total_bytes);
         w.consume_backlog |= self.consume_backlog;
         w.consumer_group |= self.consumer_group;
+        w.existing_topics |= self.existing_topics;
         if let Some(at) = self.rebalance_at_s {
             w.rebalance_at_s = at;
         }

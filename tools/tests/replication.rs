@@ -36,7 +36,8 @@ fn leaders(node: &Node, topic: &str) -> Vec<Option<u32>> {
 /// (or true if it exists already).
 /// The in-sync replicas of each partition of `topic` as `node`'s Kafka metadata names them.
 fn in_sync(node: &Node, topic: &str) -> Vec<Vec<u32>> {
-    let out = Command::new("kcat").args(["-b", &node.kafka(), "-L", "-t", topic, "-m", "5"]).output().unwrap();
+    let out =
+        Command::new("kcat").args(["-b", &node.kafka(), "-L", "-t", topic, "-m", "5"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.trim_start().starts_with("partition "))

@@ -482,6 +482,20 @@ impl Replica {
         hw.min(self.log.next_offset())
     }
 
+    /// The outcomes known now, before anything new is persisted: a leader learns that entries
+    /// committed from its followers' responses as soon as it steps them, and its owner can
+    /// answer those produces before the next write (whose sync would otherwise delay them).
+    pub fn outcomes_now(&mut self) -> Vec<(Proposed, Outcome)> {
+        // Only a leader: its log never loses entries to `raft`'s unpersisted ones, so what
+        // `raft` counts committed is in the window already. A follower's unpersisted entries may
+        // replace some of the window's, which the next `advance` settles.
+        let mut out = Vec::new();
+        if self.is_leader() && !self.snapshot_stepped {
+            self.resolve(&mut out, false);
+        }
+        out
+    }
+
     /// Persists what `raft` produced and returns the messages to send.
     pub async fn advance(&mut self) -> Result<Output, ConsensusError> {
         let mut output = Output::default();

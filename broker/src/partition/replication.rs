@@ -377,6 +377,26 @@ fn fail_waiters(slot: &Slot, code: ErrorCode) {
     }
 }
 
+/// Answers the produces waiting on these proposals.
+fn answer(slot: &Slot, appended: Vec<(u64, u64)>, outcomes: Vec<(Proposed, Outcome)>) {
+    let mut waiters = slot.waiters.borrow_mut();
+    for (index, base) in appended {
+        if waiters.get(&index).is_some_and(|(_, w)| w.leader_only) {
+            let (_, w) = waiters.remove(&index).expect("checked");
+            let _ = w.reply.try_send(Ok(base));
+        }
+    }
+    for (proposed, outcome) in outcomes {
+        let Some((_, w)) = waiters.remove(&proposed.index) else { continue };
+        let answer = match outcome {
+            Outcome::Committed { base_offset } => Ok(base_offset),
+            Outcome::Lost => Err(ErrorCode::NotLeaderOrFollower),
+            Outcome::Unknown => Err(ErrorCode::Timeout),
+        };
+        let _ = w.reply.try_send(answer);
+    }
+}
+
 /// One round of a driver: tick if due, step the inbox, propose the queue, advance, send, and
 /// answer the produces whose batches reached their acks.
 async fn round<H: SlotHost>(
@@ -402,6 +422,7 @@ async fn round<H: SlotHost>(
             }
         }
     }
+    answer(slot, Vec::new(), replica.outcomes_now());
     let queued: Vec<Queued> = slot.queued.borrow_mut().drain(..).collect();
     for q in queued {
         match replica.propose(&q.proposal) {
@@ -423,24 +444,7 @@ async fn round<H: SlotHost>(
     if !frames.is_empty() {
         host.send_frames(frames);
     }
-    {
-        let mut waiters = slot.waiters.borrow_mut();
-        for (index, base) in output.appended {
-            if waiters.get(&index).is_some_and(|(_, w)| w.leader_only) {
-                let (_, w) = waiters.remove(&index).expect("checked");
-                let _ = w.reply.try_send(Ok(base));
-            }
-        }
-        for (proposed, outcome) in output.outcomes {
-            let Some((_, w)) = waiters.remove(&proposed.index) else { continue };
-            let answer = match outcome {
-                Outcome::Committed { base_offset } => Ok(base_offset),
-                Outcome::Lost => Err(ErrorCode::NotLeaderOrFollower),
-                Outcome::Unknown => Err(ErrorCode::Timeout),
-            };
-            let _ = w.reply.try_send(answer);
-        }
-    }
+    answer(slot, output.appended, output.outcomes);
     let was_leading = slot.leading.get();
     let term_before = slot.term.get();
     slot.leading.set(replica.is_leader());

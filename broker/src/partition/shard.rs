@@ -661,7 +661,9 @@ impl Shard {
     /// their number changes, every open log gets its new share (a log opened later already got
     /// it), so creating topics one by one never multiplies the budget.
     fn rebalance_memory(&self, metadata: &Metadata) {
-        let local = metadata.load_per_shard()[self.index];
+        // A view taken before this node registered its shard count has fewer shards: none of
+        // its partitions is on the others then.
+        let local = metadata.load_per_shard().get(self.index).copied().unwrap_or(0);
         if self.memory_shared_by.replace(local) == local {
             return;
         }
@@ -734,7 +736,9 @@ impl Shard {
         partition: u32,
     ) -> Result<Log, rill_storage::Error> {
         let settings = &metadata.topics[topic].settings;
-        let local = metadata.load_per_shard()[self.index];
+        // A view taken before this node registered its shard count has fewer shards: none of
+        // its partitions is on the others then.
+        let local = metadata.load_per_shard().get(self.index).copied().unwrap_or(0);
         let config = log_config(&self.profile, settings, local)
             .map_err(|reason| rill_storage::Error::InvalidConfig { field: "topic settings", reason })?;
         let dir = Metadata::partition_dir(&self.data_dir, topic, partition);
