@@ -2,7 +2,8 @@
 //! network namespaces, a topic with three replicas per partition, a real Kafka client
 //! (confluent-kafka's idempotent producer with acks=all, and a consumer) running the checker in
 //! `kafka/replication_checker.py` while the test kills leaders with SIGKILL and restarts them,
-//! and freezes one with SIGSTOP past the election timeout.
+//! cuts a leader off the network (its veth down) and heals it, and freezes one with SIGSTOP
+//! past the election timeout.
 //!
 //! The checker fails if an acknowledged record is missing, moved or duplicated, if a
 //! partition's records are out of produce order, or if anything a consumer saw during the
@@ -60,7 +61,7 @@ fn create_replicated(node: &Node, topic: &str, partitions: u32) -> bool {
 }
 
 #[test]
-fn acknowledged_records_survive_leader_kills_and_a_frozen_leader() {
+fn acknowledged_records_survive_leader_kills_isolation_and_a_frozen_leader() {
     let slow = std::env::var("RILL_SLOW").is_ok_and(|v| v == "1");
     let tmp = tempfile::tempdir().unwrap();
     let net = Net::new(3);
@@ -83,7 +84,7 @@ fn acknowledged_records_survive_leader_kills_and_a_frozen_leader() {
     });
 
     let rounds = if slow { 8 } else { 2 };
-    let seconds = 8 + rounds * 9;
+    let seconds = 8 + rounds * 11;
     let bootstrap: Vec<String> = nodes.iter().map(|n| n.kafka()).collect();
     let checker = Command::new("timeout")
         .args(["600", "python3", &kafka_script("replication_checker.py")])
@@ -118,7 +119,19 @@ fn acknowledged_records_survive_leader_kills_and_a_frozen_leader() {
         std::thread::sleep(Duration::from_secs(2));
         nodes[i] = Node::start(&net, leader, tmp.path(), &tls, &seeds);
         std::thread::sleep(Duration::from_secs(3));
-        if round % 2 == 1 {
+        if round % 2 == 0 {
+            // Cut a leader off from the other nodes and the clients past the election
+            // timeout, then heal: the majority elects a new leader and goes on; the old one
+            // cannot commit alone, and truncates what it took that was not committed.
+            let leader = eventually(Duration::from_secs(30), "a leader", || {
+                leaders(&nodes[alive], topic).get((partition + 2) % 3).copied().flatten()
+            });
+            eprintln!("round {round}: isolate node {leader} for 5 s");
+            net.isolate(leader);
+            std::thread::sleep(Duration::from_secs(5));
+            net.heal(leader);
+            std::thread::sleep(Duration::from_secs(2));
+        } else {
             // Freeze a leader past the election timeout: it must not acknowledge anything
             // after it lost its leadership.
             let leader = eventually(Duration::from_secs(30), "a leader", || {
