@@ -14,11 +14,11 @@ for i in 1 2 3; do $R cluster cert issue --node-id $i --dir "$T/tls" >/dev/null;
 SEEDS=1@127.0.0.1:19501,2@127.0.0.1:19502,3@127.0.0.1:19503
 for i in 1 2 3; do
   $R serve --data-dir "$T/d$i" --profile small-vm --cores 0 --native-listen 127.0.0.1:1930$i \
-    --kafka-listen 127.0.0.1:1909$i --node-id $i --cluster-listen 127.0.0.1:1950$i --seeds $SEEDS \
+    --kafka-listen 127.0.0.1:1909$i --admin-listen 127.0.0.1:1964$i --node-id $i --cluster-listen 127.0.0.1:1950$i --seeds $SEEDS \
     --cluster-tls-dir "$T/tls" >"$T/n$i.log" 2>&1 &
 done
 $R serve --data-dir "$T/single" --profile small-vm --cores 0 --native-listen 127.0.0.1:19300 \
-  --kafka-listen 127.0.0.1:19090 >"$T/single.log" 2>&1 &
+  --kafka-listen 127.0.0.1:19090 --admin-listen 127.0.0.1:19640 >"$T/single.log" 2>&1 &
 sleep 5
 pids=$(jobs -p)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -119,6 +119,8 @@ pub(crate) struct ShardSnapshot {
     pub io: IoStats,
     pub partitions: Vec<PartitionGauges>,
     pub groups: Vec<GroupGauges>,
+    /// Partition Raft groups the shard drives, and how many of them hibernate.
+    pub raft_groups: (usize, usize),
 }
 
 impl ShardSnapshot {
@@ -139,6 +141,7 @@ impl ShardSnapshot {
             io: rill_storage::io_stats(),
             partitions,
             groups,
+            raft_groups: (0, 0),
         }
     }
 }
@@ -369,6 +372,22 @@ pub(crate) fn render(shards: &[ShardSnapshot], node: &NodeFigures) -> String {
             let open = s.connections.get(server).copied().unwrap_or(0);
             w.sample("rill_rpc_active_connections", &[("shard", &shard), ("server", server)], open as f64);
         }
+    }
+    w.family(
+        "rill_raft_groups",
+        "gauge",
+        "Partition Raft groups a shard drives (replicated partitions it holds).",
+    );
+    for s in shards {
+        w.sample("rill_raft_groups", &[("shard", &s.shard.to_string())], s.raft_groups.0 as f64);
+    }
+    w.family(
+        "rill_raft_groups_hibernating",
+        "gauge",
+        "Partition Raft groups that hibernate (idle: no ticks, no heartbeats).",
+    );
+    for s in shards {
+        w.sample("rill_raft_groups_hibernating", &[("shard", &s.shard.to_string())], s.raft_groups.1 as f64);
     }
     w.family("rill_kafka_errors_total", "counter", "Kafka error codes answered, by shard and code.");
     for s in shards {

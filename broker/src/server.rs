@@ -387,6 +387,12 @@ async fn open_metadata_group(
                 shard.receive_partition_frame(peer, incoming);
             }
         }));
+        let weak = Rc::downgrade(shard);
+        peers.set_node_handler(Box::new(move |node| {
+            if let Some(shard) = weak.upgrade() {
+                shard.node_changed(node);
+            }
+        }));
         let stop_peers = peers.clone();
         glommio::spawn_local(async move {
             stop_peers.group_stopped_wait().await;

@@ -73,6 +73,19 @@ pub enum PeerFrame {
         /// The length of each batch's bytes.
         parts: Vec<u32>,
     },
+    /// A partition group's idle leader tells a follower that it stops heartbeating: the
+    /// follower stops its election timer too, until any message of the group, or the loss of
+    /// the leader's node, wakes it.
+    Hibernate {
+        /// The partition group.
+        group: u64,
+        /// The leader's Raft id.
+        from: u64,
+        /// The follower's Raft id.
+        to: u64,
+        /// The leader's term.
+        term: u64,
+    },
     /// The controller's answer to [`PeerFrame::Admin`].
     AdminReply {
         /// The request's id.
@@ -238,6 +251,7 @@ mod tests {
             raft(0, &[]),
             raft(9, &[b"batch one", b"", b"batch three"]),
             (PeerFrame::FetchLog { group: 9, from: 2, to: 3, offset: 40, until: 90 }, vec![]),
+            (PeerFrame::Hibernate { group: 9, from: 2, to: 3, term: 4 }, vec![]),
             (
                 PeerFrame::LogChunk {
                     group: 9,

@@ -163,3 +163,84 @@ fn acknowledged_records_survive_leader_kills_isolation_and_a_frozen_leader() {
     );
     eprintln!("checker: {stdout}");
 }
+
+/// The sum of a metric over a node's `/metrics` (its admin listener, inside its namespace).
+fn metric(net: &Net, node: u32, name: &str) -> Option<f64> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &net.namespace(node), "curl", "-s", "127.0.0.1:9644/metrics"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// Idle partition groups hibernate (no ticks and no heartbeats: every node reports all its
+/// groups in `rill_raft_groups_hibernating`), and still fail over: kill -9 of a node wakes the
+/// groups it led on the others (its link is lost), they elect new leaders, and every partition
+/// takes and serves records again.
+#[test]
+fn idle_groups_hibernate_and_still_fail_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::new(3);
+    let tls = tls_dir(tmp.path(), 3);
+    let seeds = seeds(&net, 3);
+    let mut nodes: Vec<Node> = (1..=3).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds)).collect();
+    let topic = "idle";
+    eventually(Duration::from_secs(60), "a controller", || {
+        nodes.iter().all(|n| n.controller().is_some()).then_some(())
+    });
+    eventually(Duration::from_secs(60), "the topic", || create_replicated(&nodes[0], topic, 6).then_some(()));
+    eventually(Duration::from_secs(60), "three in-sync replicas per partition", || {
+        let isr = in_sync(&nodes[1], topic);
+        (isr.len() == 6 && isr.iter().all(|r| r.len() == 3)).then_some(())
+    });
+    let produce = |bootstrap: &str, count: u32| {
+        let script = format!(
+            "from confluent_kafka import Producer\n\
+             p = Producer({{'bootstrap.servers': '{bootstrap}', 'acks': 'all', 'enable.idempotence': True,\n\
+                           'topic.metadata.refresh.interval.ms': 500}})\n\
+             acked = []\n\
+             for i in range({count}):\n\
+             \x20   p.produce('{topic}', value=b'v%d' % i, partition=i % 6,\n\
+             \x20             on_delivery=lambda e, m: acked.append(m) if e is None else None)\n\
+             p.flush(60)\n\
+             assert len(acked) == {count}, len(acked)\n"
+        );
+        let out = Command::new("timeout").args(["120", "python3", "-c", &script]).output().unwrap();
+        assert!(out.status.success(), "producing: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let all: Vec<String> = nodes.iter().map(|n| n.kafka()).collect();
+    produce(&all.join(","), 60);
+    // Idle now: every group on every node hibernates within a few seconds.
+    eventually(Duration::from_secs(30), "every group hibernating", || {
+        (1..=3)
+            .all(|i| {
+                let groups = metric(&net, i, "rill_raft_groups");
+                groups == Some(6.0) && metric(&net, i, "rill_raft_groups_hibernating") == groups
+            })
+            .then_some(())
+    });
+    let leader = leaders(&nodes[0], topic)[0].unwrap();
+    eprintln!("all groups hibernate; kill -9 node {leader}");
+    let killed_at = Instant::now();
+    nodes[(leader - 1) as usize].kill9();
+    let survivor = &nodes[(leader % 3) as usize];
+    eventually(Duration::from_secs(30), "new leaders for every partition", || {
+        let l = leaders(survivor, topic);
+        (l.len() == 6 && l.iter().all(|n| n.is_some_and(|n| n != leader))).then_some(())
+    });
+    eprintln!("every partition led by a live node {:?} after the kill", killed_at.elapsed());
+    let alive: Vec<String> = nodes.iter().filter(|n| n.id != leader).map(|n| n.kafka()).collect();
+    produce(&alive.join(","), 120);
+    let read = Command::new("kcat")
+        .args(["-b", &alive.join(","), "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%s\n"])
+        .output()
+        .unwrap();
+    let values = String::from_utf8_lossy(&read.stdout);
+    assert_eq!(values.lines().count(), 180, "{values}");
+}

@@ -73,6 +73,8 @@ pub(crate) struct Peers {
     next_request: Cell<u64>,
     handler: AdminHandler,
     partitions: RefCell<Option<PartitionHandler>>,
+    /// Told when a peer's link comes up or is lost.
+    node_changes: RefCell<Option<Box<dyn Fn(NodeId)>>>,
     /// Bytes queued for one peer beyond which Raft messages are dropped (the profile's
     /// `cluster.peer_queue_bytes`).
     queued_bytes_max: usize,
@@ -100,6 +102,7 @@ impl Peers {
             next_request: Cell::new(1),
             handler,
             partitions: RefCell::new(None),
+            node_changes: RefCell::new(None),
             queued_bytes_max,
         })
     }
@@ -177,6 +180,7 @@ impl Peers {
                         }
                     }
                     tracing::info!(peer = node, "cluster peer connected");
+                    self.node_changed(node);
                 }
                 Event::Received { connection, stream, bytes } => {
                     let Some(peer) = self.connections.borrow().get(&connection).copied() else { continue };
@@ -200,10 +204,14 @@ impl Peers {
                     }
                 }
                 Event::Lost { connection, reason } => {
-                    if let Some(peer) = self.connections.borrow().get(&connection) {
+                    let peer = self.connections.borrow().get(&connection).copied();
+                    if let Some(peer) = peer {
                         tracing::info!(peer, %reason, "cluster peer lost");
                     }
                     self.drop_connection(connection);
+                    if let Some(peer) = peer {
+                        self.node_changed(peer);
+                    }
                 }
             }
         }
@@ -273,12 +281,13 @@ impl Peers {
                 }
                 Err(error) => tracing::warn!(peer, %error, "an undecodable raft message"),
             },
-            frame @ (PeerFrame::Raft { .. } | PeerFrame::FetchLog { .. } | PeerFrame::LogChunk { .. }) => {
-                match self.partitions.borrow().as_ref() {
-                    Some(handler) => handler(peer, Incoming { frame, parts }),
-                    None => tracing::debug!(peer, "a partition group's frame before the partitions serve"),
-                }
-            }
+            frame @ (PeerFrame::Raft { .. }
+            | PeerFrame::FetchLog { .. }
+            | PeerFrame::LogChunk { .. }
+            | PeerFrame::Hibernate { .. }) => match self.partitions.borrow().as_ref() {
+                Some(handler) => handler(peer, Incoming { frame, parts }),
+                None => tracing::debug!(peer, "a partition group's frame before the partitions serve"),
+            },
             PeerFrame::Admin { id, request } => {
                 let peers = self.clone();
                 glommio::spawn_local(async move {
@@ -350,6 +359,17 @@ impl Peers {
                 let Some(link) = self.links.borrow().get(&peer).cloned() else { continue };
                 self.enqueue(&link, raft_frame(0, message), false);
             }
+        }
+    }
+
+    /// Installs what is told of a peer's link coming up or being lost.
+    pub(crate) fn set_node_handler(&self, handler: Box<dyn Fn(NodeId)>) {
+        *self.node_changes.borrow_mut() = Some(handler);
+    }
+
+    fn node_changed(&self, node: NodeId) {
+        if let Some(handler) = self.node_changes.borrow().as_ref() {
+            handler(node);
         }
     }
 

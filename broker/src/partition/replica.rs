@@ -63,6 +63,16 @@ pub enum ReplicaMessage {
         /// The snapshot's end offset.
         until: u64,
     },
+    /// An idle leader stops heartbeating; the follower may stop its election timer (see
+    /// [`Replica::may_sleep`]).
+    Hibernate {
+        /// The leader.
+        from: u64,
+        /// The follower.
+        to: u64,
+        /// The leader's term.
+        term: u64,
+    },
     /// The answer to [`ReplicaMessage::FetchLog`]: the batches from `offset` on, as stored
     /// (raft index and term included), up to about [`FETCH_LOG_BYTES_MAX`].
     LogChunk {
@@ -82,7 +92,9 @@ impl ReplicaMessage {
     pub fn to(&self) -> u64 {
         match self {
             ReplicaMessage::Raft(m) => m.to,
-            ReplicaMessage::FetchLog { to, .. } | ReplicaMessage::LogChunk { to, .. } => *to,
+            ReplicaMessage::FetchLog { to, .. }
+            | ReplicaMessage::LogChunk { to, .. }
+            | ReplicaMessage::Hibernate { to, .. } => *to,
         }
     }
 
@@ -90,7 +102,9 @@ impl ReplicaMessage {
     pub fn from(&self) -> u64 {
         match self {
             ReplicaMessage::Raft(m) => m.from,
-            ReplicaMessage::FetchLog { from, .. } | ReplicaMessage::LogChunk { from, .. } => *from,
+            ReplicaMessage::FetchLog { from, .. }
+            | ReplicaMessage::LogChunk { from, .. }
+            | ReplicaMessage::Hibernate { from, .. } => *from,
         }
     }
 }
@@ -285,7 +299,9 @@ impl Replica {
                     end_offset: log.next_offset(),
                     conf: ConfState { voters: voters.to_vec(), ..Default::default() },
                 };
-                journal.write(vec![point_record(group, &point)], true).await?;
+                // Not synced on its own: the group's first vote or term change (before any entry
+                // can be acknowledged) syncs the journal, this record with it.
+                journal.write(vec![point_record(group, &point)], false).await?;
                 RecoveredGroup { point: Some(point), ..Default::default() }
             }
         };
@@ -874,6 +890,44 @@ impl Replica {
             .collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// Whether this leader's group is idle enough to hibernate: every voter holds and has
+    /// acknowledged everything (so none needs a message), was heard from within the election
+    /// timeout, and nothing is proposed, pending or being caught up.
+    pub fn quiescent(&self) -> bool {
+        if !self.is_leader() || self.gap.is_some() || !self.proposals.is_empty() || self.raw.has_ready() {
+            return false;
+        }
+        let last = self.raw.raft.raft_log.last_index();
+        let window = self.election_tick as u64;
+        self.raw.raft.raft_log.committed == last
+            && self.raw.raft.prs().iter().all(|(id, p)| {
+                *id == self.id
+                    || (p.matched == last && self.heard.get(id).is_some_and(|t| self.ticks - t <= window))
+            })
+    }
+
+    /// Whether this follower may stop its election timer on `leader`'s word that it
+    /// hibernates in `term`: it follows that leader in that term and holds everything committed.
+    pub fn may_sleep(&self, leader: u64, term: u64) -> bool {
+        !self.is_leader()
+            && self.raw.raft.leader_id == leader
+            && self.raw.raft.term == term
+            && self.gap.is_none()
+            && !self.raw.has_ready()
+            && self.raw.raft.raft_log.committed == self.raw.raft.raft_log.last_index()
+    }
+
+    /// Whether `advance` has anything to do (`raft` produced something, or the log has a gap
+    /// to fetch into).
+    pub fn has_work(&self) -> bool {
+        self.raw.has_ready() || self.gap.as_ref().is_some_and(|g| g.wanted)
+    }
+
+    /// The group's voters' ids, this member included.
+    pub fn voter_ids(&self) -> Vec<u64> {
+        self.raw.raft.prs().iter().map(|(id, _)| *id).collect()
     }
 
     /// Whether the log is being fetched from another member after a snapshot (see `Gap`).

@@ -8,6 +8,12 @@
 //! shard asks often (who leads, the high watermark) the driver copies into cells after each
 //! round, so a fetch never waits for the driver.
 //!
+//! An idle group hibernates (TiKV's idea): a leader whose followers hold and acknowledged
+//! everything, and heard from them lately, for [`QUIET_TICKS`] ticks in a row, tells them so and
+//! stops ticking; a follower told so stops its election timer. Any message or proposal of the
+//! group wakes it, and so does the loss (or return) of a member's node, so a dead leader's
+//! followers elect another. An idle partition then costs no timer, no heartbeat and no CPU.
+//!
 //! Frames travel through shard 0, which holds the node's peer links: a shard hands its
 //! outgoing frames to shard 0, and shard 0 hands incoming ones to the shard that owns the
 //! group. Leadership changes are reported to the controller (batched on shard 0) so that every
@@ -35,6 +41,9 @@ use crate::partition::replica::{Outcome, Proposal, Proposed, Replica, ReplicaCon
 /// heartbeats every 2 (as the metadata group).
 pub(crate) const TICK: Duration = Duration::from_millis(100);
 
+/// Ticks a leader's group stays idle before it hibernates.
+pub(crate) const QUIET_TICKS: u32 = 20;
+
 /// The Raft group id of a partition: a 64-bit FNV-1a hash of the topic name and partition
 /// (never 0, which is the metadata group).
 pub(crate) fn group_id(topic: &TopicName, partition: u32) -> u64 {
@@ -53,6 +62,9 @@ pub(crate) fn encode(group: u64, message: ReplicaMessage) -> (NodeId, Vec<Bytes>
         ReplicaMessage::Raft(m) => raft_frame(group, m),
         ReplicaMessage::FetchLog { from, to, offset, until } => {
             PeerFrame::FetchLog { group, from, to, offset, until }.encode()
+        }
+        ReplicaMessage::Hibernate { from, to, term } => {
+            PeerFrame::Hibernate { group, from, to, term }.encode()
         }
         ReplicaMessage::LogChunk { from, to, offset, batches } => {
             let meta = batches
@@ -84,6 +96,9 @@ pub(crate) fn decode(peer: NodeId, incoming: Incoming) -> Result<(u64, ReplicaMe
         }
         PeerFrame::FetchLog { group, from, to, offset, until } => {
             (group, ReplicaMessage::FetchLog { from, to, offset, until })
+        }
+        PeerFrame::Hibernate { group, from, to, term } => {
+            (group, ReplicaMessage::Hibernate { from, to, term })
         }
         PeerFrame::LogChunk { group, from, to, offset, batches, .. } => {
             if batches.len() != parts.len() {
@@ -147,6 +162,12 @@ pub(crate) struct Slot {
     queued: RefCell<VecDeque<Queued>>,
     waiters: RefCell<BTreeMap<u64, (Proposed, Waiter)>>,
     wake: Notify,
+    /// Hibernating: no ticks until something wakes the group.
+    asleep: Cell<bool>,
+    /// Consecutive ticks the leader found the group quiescent.
+    quiet_ticks: Cell<u32>,
+    /// The group's members' nodes (a change in one of their links wakes the group).
+    members: RefCell<Vec<NodeId>>,
     stopped: Cell<bool>,
     /// The group failed (its storage); the partition is offline.
     failed: Cell<bool>,
@@ -199,14 +220,41 @@ impl Slot {
             proposed: proposed_tx,
             reply: reply_tx,
         });
+        self.asleep.set(false);
         self.wake.notify_all();
         Pending { proposed, reply }
     }
 
     /// Takes a message for this replica.
     pub fn deliver(&self, message: ReplicaMessage) {
+        // A hibernating group is not woken by what needs no answer: the word to hibernate, and
+        // the answers to the heartbeats it sent before it slept (they are stepped when
+        // something else wakes it).
+        let quiet = match &message {
+            ReplicaMessage::Hibernate { .. } => true,
+            ReplicaMessage::Raft(m) => m.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeatResponse,
+            _ => false,
+        };
         self.inbox.borrow_mut().push(message);
-        self.wake.notify_all();
+        if !(quiet && self.asleep.get()) {
+            self.asleep.set(false);
+            self.wake.notify_all();
+        }
+    }
+
+    /// Wakes a hibernating group if `node` holds one of its replicas (its link to this node
+    /// was lost or came back: a dead leader's followers must elect another, a returning
+    /// follower must be brought up to date).
+    pub fn node_changed(&self, node: NodeId) {
+        if self.asleep.get() && self.members.borrow().contains(&node) {
+            self.asleep.set(false);
+            self.wake.notify_all();
+        }
+    }
+
+    /// Whether the group hibernates.
+    pub fn asleep(&self) -> bool {
+        self.asleep.get()
     }
 
     /// Stops the driver (the partition is closed or gone).
@@ -287,6 +335,9 @@ impl Replication {
             queued: RefCell::default(),
             waiters: RefCell::default(),
             wake: Notify::default(),
+            asleep: Cell::new(false),
+            quiet_ticks: Cell::new(0),
+            members: RefCell::new(voters.iter().map(|v| node_of(*v)).collect()),
             stopped: Cell::new(false),
             failed: Cell::new(false),
             leading: Cell::new(false),
@@ -327,6 +378,19 @@ impl Replication {
         }
     }
 
+    /// Wakes the hibernating groups `node` holds a replica of (its link changed).
+    pub fn node_changed(&self, node: NodeId) {
+        for slot in self.slots.borrow().values() {
+            slot.node_changed(node);
+        }
+    }
+
+    /// Groups on this shard, and how many of them hibernate.
+    pub fn counts(&self) -> (usize, usize) {
+        let slots = self.slots.borrow();
+        (slots.len(), slots.values().filter(|s| s.asleep()).count())
+    }
+
     /// Stops every replica (shutdown).
     pub fn close_all(&self) {
         for slot in self.slots.borrow_mut().drain().map(|(_, s)| s) {
@@ -345,6 +409,12 @@ async fn drive<H: SlotHost>(slot: Rc<Slot>, host: Weak<H>) {
             break;
         }
         let idle = slot.inbox.borrow().is_empty() && slot.queued.borrow().is_empty();
+        if idle && slot.asleep.get() {
+            woken.await;
+            // Ticks resume from now, not from before the sleep.
+            next_tick = next_tick.max(Instant::now() + TICK);
+            continue;
+        }
         let now = Instant::now();
         if idle && now < next_tick {
             futures_lite::future::or(woken, glommio::timer::sleep(next_tick - now)).await;
@@ -405,11 +475,15 @@ async fn round<H: SlotHost>(
     replica: &mut Replica,
     next_tick: &mut Instant,
 ) -> Result<(), String> {
+    let mut ticked = false;
     if Instant::now() >= *next_tick {
         replica.tick();
         *next_tick = Instant::now() + TICK;
+        ticked = true;
     }
     let mut replies = Vec::new();
+    // A leader's word that it hibernates, checked once this round's steps are persisted.
+    let mut hibernate = None;
     let inbox = std::mem::take(&mut *slot.inbox.borrow_mut());
     for message in inbox {
         match message {
@@ -420,6 +494,7 @@ async fn round<H: SlotHost>(
             ReplicaMessage::LogChunk { offset, batches, .. } => {
                 replica.on_log_chunk(offset, batches).await.map_err(|e| e.to_string())?;
             }
+            ReplicaMessage::Hibernate { from, term, .. } => hibernate = Some((from, term)),
         }
     }
     answer(slot, Vec::new(), replica.outcomes_now());
@@ -437,7 +512,20 @@ async fn round<H: SlotHost>(
             }
         }
     }
-    let output = replica.advance().await.map_err(|e| e.to_string())?;
+    // Most rounds of an idle group are a tick that produced nothing to persist or send.
+    let output = if replica.has_work() {
+        replica.advance().await.map_err(|e| e.to_string())?
+    } else {
+        Default::default()
+    };
+    let sent_raft = !output.messages.is_empty();
+    if let Some((from, term)) = hibernate
+        && replica.may_sleep(from, term)
+        && slot.inbox.borrow().is_empty()
+        && !sent_raft
+    {
+        slot.asleep.set(true);
+    }
     let mut frames: Vec<(NodeId, Vec<Bytes>)> =
         output.messages.into_iter().chain(replies).map(|m| encode(slot.group, m)).collect();
     frames.retain(|(to, _)| *to != host.node());
@@ -462,6 +550,29 @@ async fn round<H: SlotHost>(
             *slot.reported_isr.borrow_mut() = isr.clone();
             host.report_leader(slot.topic.clone(), slot.partition, replica.term(), isr);
         }
+    }
+    // A leader whose group stayed quiescent for a while hibernates, and tells its followers.
+    if replica.is_leader() && ticked {
+        if replica.quiescent() && slot.queued.borrow().is_empty() && slot.inbox.borrow().is_empty() {
+            slot.quiet_ticks.set(slot.quiet_ticks.get() + 1);
+        } else {
+            slot.quiet_ticks.set(0);
+        }
+        // Not in a round that sent a heartbeat: its answers would only wake the group again.
+        if slot.quiet_ticks.get() >= QUIET_TICKS && !sent_raft {
+            slot.quiet_ticks.set(0);
+            slot.asleep.set(true);
+            let (from, term) = (replica.id(), replica.term());
+            let frames: Vec<_> = replica
+                .voter_ids()
+                .into_iter()
+                .filter(|id| *id != from)
+                .map(|to| encode(slot.group, ReplicaMessage::Hibernate { from, to, term }))
+                .collect();
+            host.send_frames(frames);
+        }
+    } else if !replica.is_leader() {
+        slot.quiet_ticks.set(0);
     }
     if was_leading && !replica.is_leader() {
         // Produces waiting here will not be answered by this member as leader: what it

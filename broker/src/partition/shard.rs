@@ -96,6 +96,8 @@ pub(crate) enum ShardRequest {
     PeerSend(Vec<(crate::cluster::state::NodeId, Vec<Bytes>)>),
     /// A partition group's message from another node, for the shard that owns the group.
     ReplicaIn(u64, crate::partition::replica::ReplicaMessage),
+    /// A peer node's link came up or was lost: hibernating groups it is a member of wake.
+    NodeChanged(crate::cluster::state::NodeId),
     /// A partition's replica on this node became its leader (to shard 0, which reports it).
     ReportLeader {
         topic: TopicName,
@@ -493,16 +495,20 @@ impl Shard {
                     .map(|((topic, partition), log)| crate::metrics::PartitionGauges {
                         topic: topic.to_string(),
                         partition: *partition,
-                        high_watermark: log.log_end_offset(),
+                        high_watermark: self
+                            .replication
+                            .slot(topic, *partition)
+                            .map_or(log.log_end_offset(), |s| s.high_watermark()),
                         log_start: log.log_start_offset(),
                         size_bytes: log.stats().size_bytes,
                     })
                     .collect();
                 let groups = self.groups.gauges();
                 let metrics = self.metrics.borrow();
-                ShardReply::Metrics(Box::new(crate::metrics::ShardSnapshot::new(
-                    self.index, &metrics, partitions, groups,
-                )))
+                let mut snapshot =
+                    crate::metrics::ShardSnapshot::new(self.index, &metrics, partitions, groups);
+                snapshot.raft_groups = self.replication.counts();
+                ShardReply::Metrics(Box::new(snapshot))
             }
             ShardRequest::DeleteRecords { topic, partition, offset } => {
                 ShardReply::Offset(self.delete_records_local(&topic, partition, offset).await)
@@ -546,6 +552,10 @@ impl Shard {
                 if let Some(slot) = self.replication.by_group(group) {
                     slot.deliver(message);
                 }
+                ShardReply::Applied
+            }
+            ShardRequest::NodeChanged(node) => {
+                self.replication.node_changed(node);
                 ShardReply::Applied
             }
             ShardRequest::ReportLeader { topic, partition, term, isr } => {

@@ -15,8 +15,10 @@ use crate::cluster::metadata_group::raft_id;
 use crate::cluster::state::NodeId;
 use crate::partition::replication::{SlotHost, decode, group_id};
 
-/// How long leadership reports gather before they go to the controller together.
-const REPORT_EVERY: Duration = Duration::from_millis(50);
+/// How long leadership reports gather before they go to the controller together. Each report
+/// is a metadata commit that every node adopts (a new view of every topic), so with thousands
+/// of partitions electing at once they must come in few, large batches.
+const REPORT_EVERY: Duration = Duration::from_millis(300);
 
 impl Shard {
     /// Hands frames to the peer links (shard 0 only).
@@ -70,6 +72,19 @@ impl Shard {
             shard.call(target, ShardRequest::ReplicaIn(group, message)).await;
         })
         .detach();
+    }
+
+    /// Shard 0: a peer's link came up or was lost; every shard wakes the hibernating groups
+    /// that node is a member of.
+    pub(crate) fn node_changed(self: &Rc<Self>, node: NodeId) {
+        self.replication.node_changed(node);
+        for target in (0..self.count).filter(|t| *t != self.index) {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                shard.call(target, ShardRequest::NodeChanged(node)).await;
+            })
+            .detach();
+        }
     }
 
     /// Shard 0: queues a leadership report and makes sure the reporting task runs.
