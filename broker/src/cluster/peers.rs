@@ -46,6 +46,8 @@ pub(crate) type AdminHandler = Box<dyn Fn(AdminOp) -> Pin<Box<dyn Future<Output 
 /// Takes a frame of a partition group (Raft messages of groups other than 0, log fetches) from
 /// a peer; the partition service installs it.
 pub(crate) type PartitionHandler = Box<dyn Fn(NodeId, Incoming)>;
+/// Told a peer's node id when its link comes up or is lost.
+pub(crate) type NodeHandler = Box<dyn Fn(NodeId)>;
 
 struct Link {
     connection: ConnectionHandle,
@@ -74,7 +76,7 @@ pub(crate) struct Peers {
     handler: AdminHandler,
     partitions: RefCell<Option<PartitionHandler>>,
     /// Told when a peer's link comes up or is lost.
-    node_changes: RefCell<Option<Box<dyn Fn(NodeId)>>>,
+    node_changes: RefCell<Option<NodeHandler>>,
     /// Bytes queued for one peer beyond which Raft messages are dropped (the profile's
     /// `cluster.peer_queue_bytes`).
     queued_bytes_max: usize,
@@ -363,7 +365,7 @@ impl Peers {
     }
 
     /// Installs what is told of a peer's link coming up or being lost.
-    pub(crate) fn set_node_handler(&self, handler: Box<dyn Fn(NodeId)>) {
+    pub(crate) fn set_node_handler(&self, handler: NodeHandler) {
         *self.node_changes.borrow_mut() = Some(handler);
     }
 
