@@ -191,6 +191,8 @@ impl Sim {
                     Err(e) => self.failed(i, "serve fetch", e),
                 }
             }
+            // Hibernation belongs to the shard's driver, not simulated here.
+            ReplicaMessage::Hibernate { .. } => {}
             ReplicaMessage::LogChunk { offset, batches, .. } => {
                 if let Err(e) = replica.on_log_chunk(offset, batches).await {
                     self.failed(i, "log chunk", e);
