@@ -243,4 +243,24 @@ fn idle_groups_hibernate_and_still_fail_over() {
         .unwrap();
     let values = String::from_utf8_lossy(&read.stdout);
     assert_eq!(values.lines().count(), 180, "{values}");
+
+    // A topic's settings change reopens its partitions' logs and groups on every node (from
+    // the state their journals hold); they go on taking and serving records.
+    let script = format!(
+        "from confluent_kafka.admin import AdminClient, ConfigResource\n\
+         a = AdminClient({{'bootstrap.servers': '{}'}})\n\
+         r = ConfigResource('topic', '{topic}', set_config={{'retention.ms': '86400000'}})\n\
+         [f.result(30) for f in a.alter_configs([r]).values()]\n",
+        alive.join(",")
+    );
+    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "altering: {}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_secs(1));
+    produce(&alive.join(","), 60);
+    let read = Command::new("kcat")
+        .args(["-b", &alive.join(","), "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%s\n"])
+        .output()
+        .unwrap();
+    let values = String::from_utf8_lossy(&read.stdout);
+    assert_eq!(values.lines().count(), 240, "{values}");
 }

@@ -34,7 +34,7 @@ use crate::cluster::metadata::TopicName;
 use crate::cluster::metadata_group::{node_of, raft_id};
 use crate::cluster::peers::{raft_frame, raft_message};
 use crate::cluster::state::NodeId;
-use crate::partition::replica::journal::{RecoveredGroup, ReplicaJournal};
+use crate::partition::replica::journal::ReplicaJournal;
 use crate::partition::replica::{Outcome, Proposal, Proposed, Replica, ReplicaConfig, ReplicaMessage};
 
 /// The partition groups' clock: elections after 10 to 20 ticks without a leader (1 to 2 s),
@@ -169,6 +169,9 @@ pub(crate) struct Slot {
     /// The group's members' nodes (a change in one of their links wakes the group).
     members: RefCell<Vec<NodeId>>,
     stopped: Cell<bool>,
+    /// The driver has ended (it no longer holds the replica).
+    done: Cell<bool>,
+    finished: Notify,
     /// The group failed (its storage); the partition is offline.
     failed: Cell<bool>,
     leading: Cell<bool>,
@@ -223,6 +226,17 @@ impl Slot {
         self.asleep.set(false);
         self.wake.notify_all();
         Pending { proposed, reply }
+    }
+
+    /// Waits until the driver has ended.
+    pub async fn wait_done(&self) {
+        while !self.done.get() {
+            let finished = self.finished.changed();
+            if self.done.get() {
+                break;
+            }
+            finished.await;
+        }
     }
 
     /// Takes a message for this replica.
@@ -281,7 +295,6 @@ pub(crate) trait SlotHost: 'static {
 #[derive(Default)]
 pub(crate) struct Replication {
     journal: RefCell<Option<ReplicaJournal>>,
-    recovered: RefCell<BTreeMap<u64, RecoveredGroup>>,
     slots: RefCell<HashMap<(TopicName, u32), Rc<Slot>>>,
     by_group: RefCell<HashMap<u64, Rc<Slot>>>,
 }
@@ -309,17 +322,16 @@ impl Replication {
         voters: &[NodeId],
     ) -> Result<Rc<Slot>, String> {
         if self.journal.borrow().is_none() {
-            let (journal, recovered) = ReplicaJournal::open(rill_storage::Disk::Direct, journal_path)
+            let (journal, _) = ReplicaJournal::open(rill_storage::Disk::Direct, journal_path)
                 .await
                 .map_err(|e| format!("opening the partition groups' journal: {e}"))?;
             if self.journal.borrow().is_none() {
                 *self.journal.borrow_mut() = Some(journal);
-                *self.recovered.borrow_mut() = recovered;
             }
         }
         let journal = self.journal.borrow().clone().expect("opened above");
         let group = group_id(&topic, partition);
-        let recovered = self.recovered.borrow_mut().remove(&group);
+        let recovered = journal.group_state(group);
         let config = ReplicaConfig::new(raft_id(host.node()), group);
         let voters: Vec<u64> = voters.iter().map(|n| raft_id(*n)).collect();
         let replica = Replica::open(&config, log.clone(), journal, recovered, &voters)
@@ -339,6 +351,8 @@ impl Replication {
             quiet_ticks: Cell::new(0),
             members: RefCell::new(voters.iter().map(|v| node_of(*v)).collect()),
             stopped: Cell::new(false),
+            done: Cell::new(false),
+            finished: Notify::default(),
             failed: Cell::new(false),
             leading: Cell::new(false),
             leader: Cell::new(None),
@@ -356,20 +370,29 @@ impl Replication {
         Ok(slot)
     }
 
-    /// Stops and forgets a partition's replica (its log is being closed).
-    pub fn close(&self, topic: &TopicName, partition: u32) {
-        if let Some(slot) = self.slots.borrow_mut().remove(&(topic.clone(), partition)) {
-            self.by_group.borrow_mut().remove(&slot.group);
-            slot.stop();
+    /// Stops a partition's replica (its log is being closed); returns its slot.
+    pub fn close(&self, topic: &TopicName, partition: u32) -> Option<Rc<Slot>> {
+        let slot = self.slots.borrow_mut().remove(&(topic.clone(), partition))?;
+        self.by_group.borrow_mut().remove(&slot.group);
+        slot.stop();
+        Some(slot)
+    }
+
+    /// Stops a partition's replica and waits until its driver has let go of it (and of the
+    /// log), so that the partition can be closed and opened again (a reconfiguration) without
+    /// two replicas of one group running at once.
+    pub async fn close_and_wait(&self, topic: &TopicName, partition: u32) {
+        if let Some(slot) = self.close(topic, partition) {
+            slot.wait_done().await;
         }
     }
 
     /// Stops a deleted partition's replica and forgets its group's state, so that a partition
     /// created later under the same name starts a new group.
     pub async fn forget(&self, topic: &TopicName, partition: u32) {
-        self.close(topic, partition);
+        self.close_and_wait(topic, partition).await;
         let group = group_id(topic, partition);
-        self.recovered.borrow_mut().remove(&group);
+
         let journal = self.journal.borrow().clone();
         if let Some(journal) = journal
             && let Err(error) = journal.forget(group).await
@@ -391,12 +414,16 @@ impl Replication {
         (slots.len(), slots.values().filter(|s| s.asleep()).count())
     }
 
-    /// Stops every replica (shutdown).
-    pub fn close_all(&self) {
-        for slot in self.slots.borrow_mut().drain().map(|(_, s)| s) {
+    /// Stops every replica and waits for their drivers (shutdown, before the logs close).
+    pub async fn close_all(&self) {
+        let slots: Vec<Rc<Slot>> = self.slots.borrow_mut().drain().map(|(_, s)| s).collect();
+        self.by_group.borrow_mut().clear();
+        for slot in &slots {
             slot.stop();
         }
-        self.by_group.borrow_mut().clear();
+        for slot in slots {
+            slot.wait_done().await;
+        }
     }
 }
 
@@ -435,6 +462,8 @@ async fn drive<H: SlotHost>(slot: Rc<Slot>, host: Weak<H>) {
         slot.replica.borrow_mut().replace(replica);
     }
     fail_waiters(&slot, ErrorCode::NotLeaderOrFollower);
+    slot.done.set(true);
+    slot.finished.notify_all();
 }
 
 fn fail_waiters(slot: &Slot, code: ErrorCode) {

@@ -639,7 +639,8 @@ impl Shard {
             .collect();
         // One at a time, so each partition is offline only for its own close and open.
         for (topic, partition) in altered {
-            self.replication.close(&topic, partition);
+            // The group reopens with the log, from the state its journal holds.
+            self.replication.close_and_wait(&topic, partition).await;
             let log = self.logs.borrow_mut().remove(&(topic.clone(), partition));
             if let Some(log) = log
                 && let Err(error) = log.close().await
@@ -758,7 +759,7 @@ impl Shard {
 
     /// Closes every log (flush, sync, trim); called at shutdown.
     pub async fn close_logs(&self) {
-        self.replication.close_all();
+        self.replication.close_all().await;
         let logs: Vec<((TopicName, u32), Log)> = self.logs.borrow_mut().drain().collect();
         // Several at a time, so their fdatasyncs overlap in io_uring instead of queueing one
         // behind another (a shard with thousands of partitions stops in seconds, not minutes);

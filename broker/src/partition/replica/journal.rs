@@ -166,6 +166,9 @@ struct Inner {
     failed: Cell<bool>,
     changed: Notify,
     records_since_rewrite: Cell<u64>,
+    /// Every group's state as the records written so far give it (a group reopened while the
+    /// shard runs, its partition reconfigured, starts from it).
+    state: RefCell<BTreeMap<u64, RecoveredGroup>>,
 }
 
 /// A shard's group-committed journal of its partition groups' Raft state. Cloning gives
@@ -199,6 +202,7 @@ impl ReplicaJournal {
             failed: Cell::new(false),
             changed: Notify::default(),
             records_since_rewrite: Cell::new(records.len() as u64),
+            state: RefCell::new(groups.clone()),
         };
         Ok((ReplicaJournal { inner: Rc::new(inner) }, groups))
     }
@@ -213,6 +217,16 @@ impl ReplicaJournal {
         let mine = inner.queued.get() + records.len() as u64;
         inner.queued.set(mine);
         inner.records_since_rewrite.set(inner.records_since_rewrite.get() + records.len() as u64);
+        {
+            let mut state = inner.state.borrow_mut();
+            for record in &records {
+                // The records are this module's own: a refusal would be a bug, and the
+                // journal on disk still decides at the next start.
+                if let Err(reason) = replay(&mut state, record) {
+                    tracing::error!(%reason, "a partition group's journal record does not replay");
+                }
+            }
+        }
         inner.pending.borrow_mut().extend(records);
         if sync {
             inner.sync_wanted.set(inner.sync_wanted.get().max(mine));
@@ -268,6 +282,11 @@ impl ReplicaJournal {
             path: self.inner.path.clone(),
             reason: "an earlier write failed; the journal must be reopened".into(),
         }
+    }
+
+    /// Group `group`'s state as written so far (`None`: the journal knows no such group).
+    pub fn group_state(&self, group: u64) -> Option<RecoveredGroup> {
+        self.inner.state.borrow().get(&group).cloned()
     }
 
     /// Records appended since the journal was opened or last rewritten.
