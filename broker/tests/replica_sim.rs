@@ -100,6 +100,8 @@ async fn open(seed: u64, m: &Member, voters: &[u64], window_bytes_max: usize) ->
     let path = PathBuf::from(format!("/sim/node-{}/raft/partitions", m.id));
     let (journal, mut groups) =
         ReplicaJournal::open(disk, path).await.map_err(|e| format!("journal: {e}"))?;
+    // Compactions (a rewrite of the journal) often, so power cuts land in them too.
+    journal.set_compact_after(64);
     let config = ReplicaConfig {
         election_seed: Some(seed.wrapping_mul(1_000_003) ^ (m.id << 32) ^ m.incarnation),
         window_bytes_max,

@@ -169,6 +169,8 @@ struct Inner {
     /// Every group's state as the records written so far give it (a group reopened while the
     /// shard runs, its partition reconfigured, starts from it).
     state: RefCell<BTreeMap<u64, RecoveredGroup>>,
+    compacting: Cell<bool>,
+    compact_after: Cell<u64>,
 }
 
 /// A shard's group-committed journal of its partition groups' Raft state. Cloning gives
@@ -203,6 +205,8 @@ impl ReplicaJournal {
             changed: Notify::default(),
             records_since_rewrite: Cell::new(records.len() as u64),
             state: RefCell::new(groups.clone()),
+            compacting: Cell::new(false),
+            compact_after: Cell::new(Self::COMPACT_AFTER_RECORDS),
         };
         Ok((ReplicaJournal { inner: Rc::new(inner) }, groups))
     }
@@ -236,6 +240,7 @@ impl ReplicaJournal {
                 return Err(self.failed());
             }
             if inner.written.get() >= mine && (!sync || inner.synced.get() >= mine) {
+                self.maybe_compact();
                 return Ok(());
             }
             if inner.busy.get() {
@@ -289,6 +294,35 @@ impl ReplicaJournal {
         self.inner.state.borrow().get(&group).cloned()
     }
 
+    /// Compacts the journal in the background once this many records were appended since the
+    /// last compaction, and more than twice as many as the groups' state takes.
+    pub const COMPACT_AFTER_RECORDS: u64 = 100_000;
+
+    /// Compacts after `records` appended records instead (tests make it happen often).
+    pub fn set_compact_after(&self, records: u64) {
+        self.inner.compact_after.set(records);
+    }
+
+    /// Starts a compaction if the journal has grown enough and none runs.
+    fn maybe_compact(&self) {
+        let inner = &self.inner;
+        let live = inner.state.borrow().len() as u64 * 4;
+        if inner.compacting.get()
+            || inner.records_since_rewrite.get() < inner.compact_after.get().max(2 * live)
+        {
+            return;
+        }
+        inner.compacting.set(true);
+        let journal = self.clone();
+        glommio::spawn_local(async move {
+            if let Err(error) = journal.compact().await {
+                tracing::error!(%error, "compacting the partition groups' journal");
+            }
+            journal.inner.compacting.set(false);
+        })
+        .detach();
+    }
+
     /// Records appended since the journal was opened or last rewritten.
     pub fn records_since_rewrite(&self) -> u64 {
         self.inner.records_since_rewrite.get()
@@ -299,15 +333,24 @@ impl ReplicaJournal {
         self.write(vec![forget_record(group)], true).await
     }
 
-    /// Replaces the journal's contents with `records` (the groups' current states), atomically.
-    pub async fn rewrite(&self, records: Vec<Vec<u8>>) -> Result<(), ConsensusError> {
+    /// Replaces the journal's contents with the records that rebuild every group's current
+    /// state, atomically: hard states and compaction points rewritten at every write otherwise
+    /// grow it without bound. Records queued meanwhile are appended after it (replaying a
+    /// record again over the state it produced leaves that state as it is).
+    pub async fn compact(&self) -> Result<(), ConsensusError> {
         let inner = &self.inner;
         // Let everything queued reach the journal first, then hold it.
         self.write(Vec::new(), true).await?;
         while inner.busy.get() {
-            inner.changed.changed().await;
+            let changed = inner.changed.changed();
+            if !inner.busy.get() {
+                break;
+            }
+            changed.await;
         }
         inner.busy.set(true);
+        let records: Vec<Vec<u8>> =
+            inner.state.borrow().iter().flat_map(|(group, state)| group_records(*group, state)).collect();
         let mut journal = inner.journal.borrow_mut().take().expect("the journal is here while not busy");
         let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
         let result = journal.rewrite(&refs).await;
@@ -316,6 +359,7 @@ impl ReplicaJournal {
         inner.changed.notify_all();
         match result {
             Ok(()) => {
+                tracing::debug!(path = %inner.path.display(), records = records.len(), "partition groups' journal compacted");
                 inner.records_since_rewrite.set(records.len() as u64);
                 Ok(())
             }
@@ -330,6 +374,54 @@ impl ReplicaJournal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A compacted journal holds only what rebuilds each group, and reopens to the same state,
+    /// records written after the compaction included.
+    #[test]
+    fn compaction_keeps_every_groups_state() {
+        glommio::LocalExecutorBuilder::default()
+            .io_memory(256 << 10)
+            .spawn(|| async {
+                let disk = rill_storage::SimDisk::new(7);
+                let path = std::path::PathBuf::from("/sim/raft/partitions/shard-0");
+                let (journal, _) =
+                    ReplicaJournal::open(Disk::Simulated(disk.clone()), path.clone()).await.unwrap();
+                let conf = ConfState { voters: vec![1, 2, 3], ..Default::default() };
+                for group in 1..=3u64 {
+                    let point = CompactionPoint { index: 0, term: 0, end_offset: group, conf: conf.clone() };
+                    journal.write(vec![point_record(group, &point)], false).await.unwrap();
+                }
+                for commit in 0..2000u64 {
+                    let group = 1 + commit % 3;
+                    let hs = HardState { term: 4, vote: 2, commit, ..Default::default() };
+                    journal.write(vec![hard_state_record(group, &hs)], commit % 50 == 0).await.unwrap();
+                }
+                let control = Entry { index: 7, term: 4, ..Default::default() };
+                journal.write(vec![control_record(2, &control), forget_record(3)], true).await.unwrap();
+                let before = disk.contents(&path).unwrap().len();
+                journal.compact().await.unwrap();
+                let after = disk.contents(&path).unwrap().len();
+                assert!(after * 20 < before, "compacted from {before} to {after} bytes");
+                let hs = HardState { term: 5, vote: 1, commit: 3000, ..Default::default() };
+                journal.write(vec![hard_state_record(1, &hs)], true).await.unwrap();
+                let (_, groups) = ReplicaJournal::open(Disk::Simulated(disk), path).await.unwrap();
+                assert_eq!(groups.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+                assert_eq!(groups[&1].hard_state.commit, 3000);
+                assert_eq!(groups[&2].hard_state.commit, 1999);
+                assert_eq!(groups[&2].controls.keys().copied().collect::<Vec<_>>(), vec![7]);
+                assert_eq!(groups[&2].point.as_ref().unwrap().end_offset, 2);
+                for (group, state) in &groups {
+                    let live = journal.group_state(*group).unwrap();
+                    assert_eq!(
+                        (live.hard_state, live.point, live.controls),
+                        (state.hard_state.clone(), state.point.clone(), state.controls.clone())
+                    );
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 
     #[test]
     fn records_replay_to_the_latest_state() {
