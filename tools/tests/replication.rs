@@ -60,28 +60,43 @@ fn create_replicated(node: &Node, topic: &str, partitions: u32) -> bool {
     out.status.success() || String::from_utf8_lossy(&out.stderr).contains("TOPIC_ALREADY_EXISTS")
 }
 
+/// Three nodes and a topic of `partitions` partitions with three replicas each, every one in
+/// sync. Dropped in field order: files last.
+struct Replicated {
+    tmp: tempfile::TempDir,
+    net: Net,
+    tls: std::path::PathBuf,
+    seeds: String,
+    nodes: Vec<Node>,
+}
+
+impl Replicated {
+    fn start(topic: &str, partitions: usize) -> Replicated {
+        let tmp = tempfile::tempdir().unwrap();
+        let net = Net::new(3);
+        let tls = tls_dir(tmp.path(), 3);
+        let seeds = seeds(&net, 3);
+        let nodes: Vec<Node> = (1..=3).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds)).collect();
+        eventually(Duration::from_secs(60), "a controller", || {
+            nodes.iter().all(|n| n.controller().is_some()).then_some(())
+        });
+        eventually(Duration::from_secs(60), "the topic", || {
+            create_replicated(&nodes[0], topic, partitions as u32).then_some(())
+        });
+        // Every replica in sync once all have heard from their leaders.
+        eventually(Duration::from_secs(60), "three in-sync replicas per partition", || {
+            let isr = in_sync(&nodes[1], topic);
+            (isr.len() == partitions && isr.iter().all(|r| r.len() == 3)).then_some(())
+        });
+        Replicated { tmp, net, tls, seeds, nodes }
+    }
+}
+
 #[test]
 fn acknowledged_records_survive_leader_kills_isolation_and_a_frozen_leader() {
     let slow = std::env::var("RILL_SLOW").is_ok_and(|v| v == "1");
-    let tmp = tempfile::tempdir().unwrap();
-    let net = Net::new(3);
-    let tls = tls_dir(tmp.path(), 3);
-    let seeds = seeds(&net, 3);
-    let mut nodes: Vec<Node> = (1..=3).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds)).collect();
     let topic = "replicated";
-    eventually(Duration::from_secs(60), "a controller", || {
-        nodes.iter().all(|n| n.controller().is_some()).then_some(())
-    });
-    eventually(Duration::from_secs(60), "the topic", || create_replicated(&nodes[0], topic, 3).then_some(()));
-    eventually(Duration::from_secs(60), "a leader for every partition", || {
-        let l = leaders(&nodes[0], topic);
-        (l.len() == 3 && l.iter().all(Option::is_some)).then_some(())
-    });
-    // Every replica in sync once all have heard from their leaders.
-    eventually(Duration::from_secs(30), "three in-sync replicas per partition", || {
-        let isr = in_sync(&nodes[1], topic);
-        (isr.len() == 3 && isr.iter().all(|r| r.len() == 3)).then_some(())
-    });
+    let Replicated { tmp, net, tls, seeds, mut nodes } = Replicated::start(topic, 3);
 
     let rounds = if slow { 8 } else { 2 };
     let seconds = 8 + rounds * 11;
@@ -185,20 +200,8 @@ fn metric(net: &Net, node: u32, name: &str) -> Option<f64> {
 /// takes and serves records again.
 #[test]
 fn idle_groups_hibernate_and_still_fail_over() {
-    let tmp = tempfile::tempdir().unwrap();
-    let net = Net::new(3);
-    let tls = tls_dir(tmp.path(), 3);
-    let seeds = seeds(&net, 3);
-    let mut nodes: Vec<Node> = (1..=3).map(|i| Node::start(&net, i, tmp.path(), &tls, &seeds)).collect();
     let topic = "idle";
-    eventually(Duration::from_secs(60), "a controller", || {
-        nodes.iter().all(|n| n.controller().is_some()).then_some(())
-    });
-    eventually(Duration::from_secs(60), "the topic", || create_replicated(&nodes[0], topic, 6).then_some(()));
-    eventually(Duration::from_secs(60), "three in-sync replicas per partition", || {
-        let isr = in_sync(&nodes[1], topic);
-        (isr.len() == 6 && isr.iter().all(|r| r.len() == 3)).then_some(())
-    });
+    let Replicated { tmp: _tmp, net, tls: _, seeds: _, mut nodes } = Replicated::start(topic, 6);
     let produce = |bootstrap: &str, count: u32| {
         let script = format!(
             "from confluent_kafka import Producer\n\

@@ -14,6 +14,23 @@ use crate::cluster::metadata::TopicName;
 use crate::cluster::topic_config::stored;
 use crate::partition::producer::{Producers, Verdict};
 
+/// A batch's bytes and its first and largest timestamps as stored: stamped with the broker's
+/// time `append_time_ms` on a LogAppendTime topic (its CRC recomputed), else as produced.
+fn timestamps(
+    header: &BatchHeader,
+    payload: Bytes,
+    append_time_ms: Option<i64>,
+) -> Result<(Bytes, i64, i64), ErrorCode> {
+    match append_time_ms {
+        Some(now_ms) => {
+            let stamped = rill_net::record_batch::with_log_append_time(&payload, now_ms)
+                .map_err(|_| ErrorCode::CorruptBatch)?;
+            Ok((stamped, now_ms, now_ms))
+        }
+        None => Ok((payload, header.base_timestamp, header.max_timestamp.max(header.base_timestamp))),
+    }
+}
+
 impl Shard {
     pub(super) async fn produce_local(
         self: &Rc<Self>,
@@ -43,13 +60,7 @@ impl Shard {
             let now_ms = if log_append_time { crate::partition::group::now_ms() } else { -1 };
             let mut proposals = Vec::with_capacity(batches.len());
             for (header, payload) in batches {
-                let (payload, first, max) = if log_append_time {
-                    let stamped = rill_net::record_batch::with_log_append_time(&payload, now_ms)
-                        .map_err(|_| ErrorCode::CorruptBatch)?;
-                    (stamped, now_ms, now_ms)
-                } else {
-                    (payload, header.base_timestamp, header.max_timestamp.max(header.base_timestamp))
-                };
+                let (payload, first, max) = timestamps(&header, payload, log_append_time.then_some(now_ms))?;
                 let proposal = crate::partition::replica::Proposal {
                     payload,
                     record_count: header.offset_count(),
@@ -74,13 +85,7 @@ impl Shard {
             |base| Appended { base, log_append_time_ms: now_ms, log_start: log.log_start_offset() };
         let mut stored_batches = Vec::with_capacity(batches.len());
         for (header, payload) in batches {
-            let (payload, first, max) = if log_append_time {
-                let stamped = rill_net::record_batch::with_log_append_time(&payload, now_ms)
-                    .map_err(|_| ErrorCode::CorruptBatch)?;
-                (stamped, now_ms, now_ms)
-            } else {
-                (payload, header.base_timestamp, header.max_timestamp.max(header.base_timestamp))
-            };
+            let (payload, first, max) = timestamps(&header, payload, log_append_time.then_some(now_ms))?;
             stored_batches.push(Batch {
                 // `split_produced` checked the CRC field against the bytes it covers (and a
                 // stamped batch's was just computed).
