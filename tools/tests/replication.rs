@@ -267,3 +267,68 @@ fn idle_groups_hibernate_and_still_fail_over() {
     let values = String::from_utf8_lossy(&read.stdout);
     assert_eq!(values.lines().count(), 240, "{values}");
 }
+
+/// kafkajs and kafka-python, unchanged, through leader failovers: each client's idempotent
+/// acks=all producer writes to every partition while the test kills the leaders of two
+/// partitions in turn (restarting each); every value a client saw acknowledged is in the log
+/// once, at the offset it was acknowledged at.
+#[test]
+fn kafkajs_and_kafka_python_produce_through_leader_kills() {
+    let topic = "clients";
+    let Replicated { tmp, net, tls, seeds, mut nodes } = Replicated::start(topic, 3);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.kafka()).collect();
+    let bootstrap = bootstrap.join(",");
+    let seconds = "20";
+    let spawn = |program: &str, script: &str| {
+        Command::new("timeout")
+            .args(["240", program, &kafka_script(script), &bootstrap, topic, "3", seconds])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let clients = [spawn("node", "failover_kafkajs.js"), spawn("python3", "failover_kafka_python.py")];
+    std::thread::sleep(Duration::from_secs(4));
+    for partition in [0usize, 1] {
+        let leader = eventually(Duration::from_secs(30), "a leader", || {
+            leaders(&nodes[2 - partition], topic).get(partition).copied().flatten()
+        });
+        eprintln!("kill -9 node {leader}, leader of partition {partition}");
+        nodes[(leader - 1) as usize].kill9();
+        std::thread::sleep(Duration::from_secs(4));
+        nodes[(leader - 1) as usize] = Node::start(&net, leader, tmp.path(), &tls, &seeds);
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let mut acked = Vec::new();
+    for (client, name) in clients.into_iter().zip(["kafkajs", "kafka-python"]) {
+        let out = client.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.trim_end().ends_with("done"),
+            "{name} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            stdout.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+        );
+        let before = acked.len();
+        for line in stdout.lines().filter(|l| l.starts_with("acked ")) {
+            let f: Vec<&str> = line.split(' ').collect();
+            acked.push((f[1].to_string(), f[2].parse::<u32>().unwrap(), f[3].parse::<u64>().unwrap()));
+        }
+        assert!(acked.len() - before > 100, "{name} had {} values acknowledged", acked.len() - before);
+    }
+    let read = Command::new("kcat")
+        .args(["-b", &bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p %o %s\n"])
+        .output()
+        .unwrap();
+    let mut log = std::collections::BTreeMap::new();
+    let mut values = std::collections::BTreeSet::new();
+    for line in String::from_utf8_lossy(&read.stdout).lines() {
+        let f: Vec<&str> = line.splitn(3, ' ').collect();
+        assert!(values.insert(f[2].to_string()), "{} is in the log twice", f[2]);
+        log.insert((f[0].parse::<u32>().unwrap(), f[1].parse::<u64>().unwrap()), f[2].to_string());
+    }
+    for (value, partition, offset) in &acked {
+        assert_eq!(log.get(&(*partition, *offset)), Some(value), "acknowledged at {partition}/{offset}");
+    }
+    eprintln!("{} acknowledged values, {} in the log", acked.len(), log.len());
+}
