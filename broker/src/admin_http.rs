@@ -162,6 +162,21 @@ pub(crate) async fn scrape(shard: &Rc<Shard>, state: &AdminState) -> String {
             disk_free_bytes: free,
             disk_total_bytes: total,
             per_partition: state.per_partition,
+            under_replicated_replicas: under_replicated_replicas(&shard.metadata()),
         },
     )
+}
+
+/// Replicas out of sync over the replicated partitions `metadata` says this node leads.
+fn under_replicated_replicas(metadata: &crate::cluster::metadata::Metadata) -> u64 {
+    let mut out = 0;
+    for topic in metadata.topics.values() {
+        for (p, replicas) in topic.replicas.iter().enumerate() {
+            let p = p as u32;
+            if replicas.len() > 1 && metadata.leader(topic, p) == metadata.node {
+                out += replicas.len().saturating_sub(metadata.in_sync_replicas(topic, p).len()) as u64;
+            }
+        }
+    }
+    out
 }

@@ -161,6 +161,9 @@ pub(crate) struct NodeFigures {
     pub disk_total_bytes: u64,
     /// One series per partition (`metrics_per_partition`), or per topic.
     pub per_partition: bool,
+    /// Replicas out of sync over the replicated partitions this node leads (as their leaders
+    /// last reported them).
+    pub under_replicated_replicas: u64,
 }
 
 /// Escapes a label value (backslash, double quote and newline, as the format requires).
@@ -396,6 +399,12 @@ pub(crate) fn render(shards: &[ShardSnapshot], node: &NodeFigures) -> String {
             w.sample("rill_kafka_errors_total", &[("shard", &shard), ("code", &code.to_string())], *n as f64);
         }
     }
+    w.family(
+        "rill_kafka_under_replicated_replicas",
+        "gauge",
+        "Replicas out of the in-sync set, over the replicated partitions this node leads.",
+    );
+    w.sample("rill_kafka_under_replicated_replicas", &[], node.under_replicated_replicas as f64);
     w.family("rill_application_uptime_seconds_total", "counter", "Seconds since the broker started.");
     w.sample("rill_application_uptime_seconds_total", &[], node.uptime.as_secs_f64());
     w.family("rill_application_build", "gauge", "The running build (always 1).");
@@ -420,6 +429,7 @@ mod tests {
                 disk_free_bytes: 1,
                 disk_total_bytes: 2,
                 per_partition: true,
+                under_replicated_replicas: 0,
             },
         );
         assert!(!text.lines().any(|l| l.starts_with("rill_fake")), "{text}");
@@ -455,6 +465,7 @@ mod tests {
             disk_free_bytes: 1,
             disk_total_bytes: 2,
             per_partition: true,
+            under_replicated_replicas: 0,
         };
         let shards = [owner, coordinator];
         let text = render(&shards, &node);

@@ -130,6 +130,14 @@ fn acknowledged_records_survive_leader_kills_isolation_and_a_frozen_leader() {
             });
             let status = nodes[other].rill(&["cluster", "status"]).unwrap();
             assert!(status.contains("under-replicated partitions: 3"), "{status}");
+            // And the leaders' metrics count one replica out of sync per partition.
+            eventually(Duration::from_secs(20), "under-replicated replicas in the metrics", || {
+                let total: f64 = (1..=3u32)
+                    .filter(|n| *n != leader)
+                    .filter_map(|n| metric(&net, n, "rill_kafka_under_replicated_replicas"))
+                    .sum();
+                (total == 3.0).then_some(())
+            });
         }
         std::thread::sleep(Duration::from_secs(2));
         nodes[i] = Node::start(&net, leader, tmp.path(), &tls, &seeds);
