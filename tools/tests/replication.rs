@@ -190,7 +190,8 @@ fn acknowledged_records_survive_leader_kills_isolation_and_a_frozen_leader() {
 /// The sum of a metric over a node's `/metrics` (its admin listener, inside its namespace).
 fn metric(net: &Net, node: u32, name: &str) -> Option<f64> {
     let out = Command::new("ip")
-        .args(["netns", "exec", &net.namespace(node), "curl", "-s", "127.0.0.1:9644/metrics"])
+        .args(["netns", "exec", &net.namespace(node), "python3", "-c"])
+        .arg("import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9644/metrics').read().decode())")
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);

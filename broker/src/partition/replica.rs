@@ -41,8 +41,8 @@ use rill_storage::{Batch, Log, StoredBatch};
 
 use crate::cluster::consensus::{ConsensusError, ProposeError};
 use crate::partition::replica::journal::{
-    CompactionPoint, RecoveredGroup, ReplicaJournal, control_record, group_records, hard_state_record,
-    point_record, truncate_record,
+    CompactionPoint, RecoveredGroup, ReplicaJournal, control_record, hard_state_record, point_record,
+    truncate_record,
 };
 use crate::partition::replica::window::{Core, Held, Window};
 
@@ -769,22 +769,6 @@ impl Replica {
         Ok(())
     }
 
-    /// The journal records that rebuild this group now (for a shard's journal rewrite).
-    pub fn journal_records(&self) -> Vec<Vec<u8>> {
-        let core = self.window.0.borrow();
-        let state = RecoveredGroup {
-            hard_state: self.written_hs.clone(),
-            point: Some(core.point.clone()),
-            controls: core
-                .entries
-                .iter()
-                .filter(|h| record_batch(&h.entry).is_none())
-                .map(|h| (h.entry.index, h.entry.clone()))
-                .collect(),
-        };
-        group_records(self.group, &state)
-    }
-
     /// This member's id.
     pub fn id(&self) -> u64 {
         self.id
@@ -808,12 +792,6 @@ impl Replica {
     /// The highest index known committed.
     pub fn commit_index(&self) -> u64 {
         self.raw.raft.raft_log.committed
-    }
-
-    /// Voters the leader heard from within the election timeout, itself included (0 on a
-    /// follower): the in-sync replicas `min.insync.replicas` counts.
-    pub fn in_sync(&self) -> usize {
-        self.in_sync_ids().len()
     }
 
     /// The members in sync, as the leader sees them: itself, and each voter it heard from

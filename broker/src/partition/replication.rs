@@ -175,7 +175,6 @@ pub(crate) struct Slot {
     /// The group failed (its storage); the partition is offline.
     failed: Cell<bool>,
     leading: Cell<bool>,
-    leader: Cell<Option<NodeId>>,
     term: Cell<u64>,
     high_watermark: Cell<u64>,
     in_sync: Cell<usize>,
@@ -301,8 +300,17 @@ pub(crate) struct Replication {
 
 impl Replication {
     /// The slot of a replicated partition this shard owns.
+    /// On every produce, fetch and ListOffsets: no allocation, and nothing but an emptiness
+    /// check where no partition is replicated (a single node).
     pub fn slot(&self, topic: &TopicName, partition: u32) -> Option<Rc<Slot>> {
-        self.slots.borrow().get(&(topic.clone(), partition)).cloned()
+        let by_group = self.by_group.borrow();
+        if by_group.is_empty() {
+            return None;
+        }
+        by_group
+            .get(&group_id(topic, partition))
+            .filter(|s| s.partition == partition && s.topic == *topic)
+            .cloned()
     }
 
     /// The slot of group `group`.
@@ -355,7 +363,6 @@ impl Replication {
             finished: Notify::default(),
             failed: Cell::new(false),
             leading: Cell::new(false),
-            leader: Cell::new(None),
             term: Cell::new(0),
             in_sync: Cell::new(0),
             reported_isr: RefCell::default(),
@@ -565,15 +572,14 @@ async fn round<H: SlotHost>(
     let was_leading = slot.leading.get();
     let term_before = slot.term.get();
     slot.leading.set(replica.is_leader());
-    slot.leader.set(replica.leader().map(node_of));
     slot.term.set(replica.term());
-    slot.in_sync.set(replica.in_sync());
+    let isr: Vec<NodeId> = replica.in_sync_ids().into_iter().map(node_of).collect();
+    slot.in_sync.set(isr.len());
     let hw = replica.high_watermark();
     if slot.high_watermark.replace(hw) != hw {
         slot.advanced.notify_all();
     }
     if replica.is_leader() {
-        let isr: Vec<NodeId> = replica.in_sync_ids().into_iter().map(node_of).collect();
         let changed = *slot.reported_isr.borrow() != isr;
         if !was_leading || term_before != replica.term() || changed {
             *slot.reported_isr.borrow_mut() = isr.clone();

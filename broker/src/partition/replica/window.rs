@@ -129,17 +129,9 @@ impl Storage for Window {
         if high > core.last_index() + 1 {
             panic!("raft asked for entries up to {high}, the window ends at {}", core.last_index());
         }
-        let max = max_size.into().unwrap_or(u64::MAX);
-        let mut out = Vec::new();
-        let mut size = 0u64;
-        for index in low..high {
-            let entry = &core.get(index).expect("within the window").entry;
-            size += protobuf::Message::compute_size(entry) as u64;
-            if !out.is_empty() && size > max {
-                break;
-            }
-            out.push(entry.clone());
-        }
+        let mut out: Vec<Entry> =
+            (low..high).map(|i| core.get(i).expect("within the window").entry.clone()).collect();
+        raft::util::limit_size(&mut out, max_size.into());
         Ok(out)
     }
 

@@ -44,3 +44,37 @@ fn topics_created_one_by_one_share_the_shard_memory_budget() {
         .join()
         .unwrap();
 }
+
+/// A node's shard adopts a view taken before the node registered its shard count (the cluster
+/// state then gives it one shard): shard 1 must take it, not index past the view's shard table.
+/// (Seen failing before the fix: index out of bounds in `rebalance_memory`, which ended a
+/// three-node cluster's second shard in the first multi-shard benchmark.)
+#[test]
+fn a_view_with_fewer_shards_than_the_node_runs_is_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    glommio::LocalExecutorBuilder::default()
+        .io_memory(512 << 10)
+        .spawn(move || async move {
+            let (senders, _receivers) = MeshBuilder::<Msg, _>::full(1, 16).join().await.unwrap();
+            let profile = Profile::shipped("small-vm");
+            let shutdown = Arc::new(AtomicBool::new(false));
+            let shard = std::rc::Rc::new(Shard::new(
+                1,
+                data,
+                profile,
+                Metadata::new(2),
+                senders,
+                vec![0, 0],
+                shutdown,
+            ));
+            let mut view = Metadata::new(1);
+            view.create_topic(TopicName::new("early").unwrap(), 1, TopicSettings::default()).unwrap();
+            shard.apply(view).await;
+            assert_eq!(shard.memory_budgets(), (0, 0), "the topic is on shard 0, none here");
+            shard.close_logs().await;
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
